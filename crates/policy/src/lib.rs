@@ -1,0 +1,309 @@
+//! Policy: Cedar policies that turn identity, action, resource, risk and
+//! assurance into a decision, and the search for the weakest step-up.
+//!
+//! The crate evaluates; it does not read files or know about HTTP. Callers
+//! pass the policy text and a [`PolicyInput`] built from request facts.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use cedar_policy::{
+    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
+    PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
+};
+use stepgate_core::{Action, FactorKind, Outcome, Zone};
+
+/// The schema every policy is validated against.
+pub const SCHEMA: &str = include_str!("../policies/schema.cedarschema");
+/// The policy used when the config names no policy file.
+pub const DEFAULT_POLICY: &str = include_str!("../policies/default.cedar");
+
+/// Why a policy could not be loaded. Each message names the file or policy.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("policy {source_name} does not parse: {message}")]
+    Parse { source_name: String, message: String },
+    #[error("policy {source_name} does not match the schema:\n{message}")]
+    Invalid { source_name: String, message: String },
+    #[error("built-in policy schema does not parse: {0}")]
+    Schema(String),
+    #[error("cannot build the policy request: {0}")]
+    Request(String),
+}
+
+/// What the policy sees of one request.
+#[derive(Clone, Debug)]
+pub struct PolicyInput<'a> {
+    pub identity: &'a str,
+    pub identity_learning: bool,
+    pub action: Action,
+    /// Route template, such as `/orders/{n}`.
+    pub resource: &'a str,
+    pub path: &'a str,
+    pub operation: &'a str,
+    pub zone: Option<&'a Zone>,
+    pub risk: u8,
+    pub signals: &'a [&'static str],
+    /// Factors proved and their age in seconds.
+    pub proved: &'a [(FactorKind, i64)],
+    pub source_ip: IpAddr,
+    pub time_secs: i64,
+    pub hour: u8,
+}
+
+/// The answer of [`Policy::decide`]: the outcome and, for a step-up, the
+/// weakest factor that would permit the request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyDecision {
+    pub outcome: Outcome,
+    pub step_up: Option<FactorKind>,
+    /// Ids of the policies that decided, such as `low-risk`.
+    pub reasons: Vec<String>,
+}
+
+/// A validated policy set, ready to evaluate.
+#[derive(Clone)]
+pub struct Policy {
+    policies: Arc<PolicySet>,
+    schema: Arc<Schema>,
+    authorizer: Arc<Authorizer>,
+    names: Names,
+}
+
+#[derive(Clone)]
+struct Names {
+    identity: EntityTypeName,
+    zone: EntityTypeName,
+    resource: EntityTypeName,
+    actions: [EntityUid; 4],
+}
+
+impl Policy {
+    /// Parses `text` and validates it against [`SCHEMA`]. `source_name`
+    /// names the text in errors, such as the file path.
+    pub fn new(text: &str, source_name: &str) -> Result<Self, PolicyError> {
+        let schema = schema()?;
+        let policies = PolicySet::from_str(text).map_err(|err| PolicyError::Parse {
+            source_name: source_name.to_owned(),
+            message: render_report(&err),
+        })?;
+        let result = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
+        if !result.validation_passed() {
+            let message = result
+                .validation_errors()
+                .map(|err| format!("  {}", render_report(err)))
+                .collect::<Vec<_>>()
+                .join("\n");
+            return Err(PolicyError::Invalid {
+                source_name: source_name.to_owned(),
+                message,
+            });
+        }
+        Ok(Self {
+            policies: Arc::new(policies),
+            schema: Arc::new(schema),
+            authorizer: Arc::new(Authorizer::new()),
+            names: Names::new()?,
+        })
+    }
+
+    /// The built-in default policy.
+    pub fn default_policy() -> Result<Self, PolicyError> {
+        Self::new(DEFAULT_POLICY, "built-in default policy")
+    }
+
+    pub fn policy_count(&self) -> usize {
+        self.policies.policies().count()
+    }
+
+    /// Decides a request: allow when the policy permits it as it is;
+    /// otherwise step up with the weakest factor (in [`FactorKind::ALL`]
+    /// order) that, proved now, would permit it; otherwise deny.
+    ///
+    /// An evaluation error denies: the gateway fails closed.
+    pub fn decide(&self, input: &PolicyInput<'_>, offered: &[FactorKind]) -> Result<PolicyDecision, PolicyError> {
+        let entities = self.entities(input)?;
+        let first = self.evaluate(input, input.proved, &entities)?;
+        if first.0 {
+            return Ok(PolicyDecision {
+                outcome: Outcome::Allow,
+                step_up: None,
+                reasons: first.1,
+            });
+        }
+        for &factor in FactorKind::ALL.iter().filter(|factor| offered.contains(factor)) {
+            let mut proved: Vec<(FactorKind, i64)> = input.proved.to_vec();
+            proved.retain(|(kind, _)| *kind != factor);
+            proved.push((factor, 0));
+            let (permitted, reasons) = self.evaluate(input, &proved, &entities)?;
+            if permitted {
+                return Ok(PolicyDecision {
+                    outcome: Outcome::StepUp,
+                    step_up: Some(factor),
+                    reasons,
+                });
+            }
+        }
+        Ok(PolicyDecision {
+            outcome: Outcome::Deny,
+            step_up: None,
+            reasons: first.1,
+        })
+    }
+
+    fn evaluate(
+        &self,
+        input: &PolicyInput<'_>,
+        proved: &[(FactorKind, i64)],
+        entities: &Entities,
+    ) -> Result<(bool, Vec<String>), PolicyError> {
+        let context = context(input, proved)?;
+        let request = Request::new(
+            self.names.uid(&self.names.identity, input.identity)?,
+            self.names.action(input.action).clone(),
+            self.names.uid(&self.names.resource, input.resource)?,
+            context,
+            None,
+        )
+        .map_err(|err| PolicyError::Request(err.to_string()))?;
+        let response = self.authorizer.is_authorized(&request, &self.policies, entities);
+        let reasons = response
+            .diagnostics()
+            .reason()
+            .map(|id| match self.policies.policy(id).and_then(|policy| policy.annotation("id")) {
+                Some(name) => name.to_owned(),
+                None => id.to_string(),
+            })
+            .collect();
+        if response.diagnostics().errors().next().is_some() {
+            let errors: Vec<String> = response.diagnostics().errors().map(ToString::to_string).collect();
+            tracing::warn!(identity = input.identity, errors = ?errors, "policy evaluation error, denying");
+            return Ok((false, reasons));
+        }
+        Ok((response.decision() == CedarDecision::Allow, reasons))
+    }
+
+    fn entities(&self, input: &PolicyInput<'_>) -> Result<Entities, PolicyError> {
+        let names = &self.names;
+        let identity = Entity::new(
+            names.uid(&names.identity, input.identity)?,
+            HashMap::from([
+                ("name".to_owned(), RestrictedExpression::new_string(input.identity.to_owned())),
+                ("learning".to_owned(), RestrictedExpression::new_bool(input.identity_learning)),
+            ]),
+            HashSet::new(),
+        )
+        .map_err(|err| PolicyError::Request(err.to_string()))?;
+        let mut parents = HashSet::new();
+        let mut all = vec![identity];
+        if let Some(zone) = input.zone {
+            let zone_uid = names.uid(&names.zone, &zone.name)?;
+            parents.insert(zone_uid.clone());
+            let zone_entity = Entity::new(
+                zone_uid,
+                HashMap::from([
+                    ("read_only".to_owned(), RestrictedExpression::new_bool(zone.read_only)),
+                    ("sensitive".to_owned(), RestrictedExpression::new_bool(zone.sensitive)),
+                ]),
+                HashSet::new(),
+            )
+            .map_err(|err| PolicyError::Request(err.to_string()))?;
+            all.push(zone_entity);
+        }
+        let resource = Entity::new(
+            names.uid(&names.resource, input.resource)?,
+            HashMap::from([
+                ("path".to_owned(), RestrictedExpression::new_string(input.path.to_owned())),
+                ("operation".to_owned(), RestrictedExpression::new_string(input.operation.to_owned())),
+            ]),
+            parents,
+        )
+        .map_err(|err| PolicyError::Request(err.to_string()))?;
+        all.push(resource);
+        Entities::from_entities(all, None).map_err(|err| PolicyError::Request(err.to_string()))
+    }
+
+    #[doc(hidden)]
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy").field("policies", &self.policy_count()).finish()
+    }
+}
+
+impl Names {
+    fn new() -> Result<Self, PolicyError> {
+        let parse = |name: &str| EntityTypeName::from_str(name).map_err(|err| PolicyError::Schema(err.to_string()));
+        let action_type = parse("Stepgate::Action")?;
+        let action = |name: &str| EntityUid::from_type_name_and_id(action_type.clone(), EntityId::new(name));
+        Ok(Self {
+            identity: parse("Stepgate::Identity")?,
+            zone: parse("Stepgate::Zone")?,
+            resource: parse("Stepgate::Resource")?,
+            actions: Action::ALL.map(|a| action(a.as_str())),
+        })
+    }
+
+    fn uid(&self, type_name: &EntityTypeName, id: &str) -> Result<EntityUid, PolicyError> {
+        Ok(EntityUid::from_type_name_and_id(type_name.clone(), EntityId::new(id)))
+    }
+
+    fn action(&self, action: Action) -> &EntityUid {
+        let [read, write, delete, admin] = &self.actions;
+        match action {
+            Action::Read => read,
+            Action::Write => write,
+            Action::Delete => delete,
+            Action::Admin => admin,
+        }
+    }
+}
+
+fn context(input: &PolicyInput<'_>, proved: &[(FactorKind, i64)]) -> Result<Context, PolicyError> {
+    let proved_record = RestrictedExpression::new_record(
+        proved
+            .iter()
+            .map(|(kind, age)| (kind.name().to_owned(), RestrictedExpression::new_long(*age))),
+    )
+    .map_err(|err| PolicyError::Request(err.to_string()))?;
+    let signals = RestrictedExpression::new_set(
+        input
+            .signals
+            .iter()
+            .map(|name| RestrictedExpression::new_string((*name).to_owned())),
+    );
+    Context::from_pairs([
+        ("risk".to_owned(), RestrictedExpression::new_long(i64::from(input.risk))),
+        ("signals".to_owned(), signals),
+        ("proved".to_owned(), proved_record),
+        ("source_ip".to_owned(), RestrictedExpression::new_ip(input.source_ip.to_string())),
+        ("time".to_owned(), RestrictedExpression::new_long(input.time_secs)),
+        ("hour".to_owned(), RestrictedExpression::new_long(i64::from(input.hour))),
+    ])
+    .map_err(|err| PolicyError::Request(err.to_string()))
+}
+
+fn schema() -> Result<Schema, PolicyError> {
+    let (schema, _warnings) = Schema::from_cedarschema_str(SCHEMA).map_err(|err| PolicyError::Schema(err.to_string()))?;
+    Ok(schema)
+}
+
+fn render_report(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,128 @@
+use std::net::IpAddr;
+
+use stepgate_core::{Action, FactorKind, Outcome, Zone};
+
+use super::*;
+
+fn input<'a>(action: Action, risk: u8, proved: &'a [(FactorKind, i64)], zone: Option<&'a Zone>) -> PolicyInput<'a> {
+    PolicyInput {
+        identity: "ci-bot",
+        identity_learning: false,
+        action,
+        resource: "/orders/{n}",
+        path: "/orders/17",
+        operation: "GET /orders/{n}",
+        zone,
+        risk,
+        signals: &["new_network"],
+        proved,
+        source_ip: "127.0.0.2".parse::<IpAddr>().unwrap(),
+        time_secs: 1_700_000_000,
+        hour: 22,
+    }
+}
+
+fn decide(policy: &Policy, input: &PolicyInput<'_>) -> PolicyDecision {
+    policy.decide(input, &FactorKind::ALL).unwrap()
+}
+
+#[test]
+fn default_policy_validates() {
+    let policy = Policy::default_policy().unwrap();
+    assert_eq!(policy.policy_count(), 4);
+}
+
+#[test]
+fn low_risk_allowed() {
+    let policy = Policy::default_policy().unwrap();
+    let decision = decide(&policy, &input(Action::Read, 0, &[], None));
+    assert_eq!(decision.outcome, Outcome::Allow);
+    assert_eq!(decision.reasons, vec!["low-risk".to_owned()]);
+}
+
+#[test]
+fn medium_risk_steps_up_to_totp() {
+    let policy = Policy::default_policy().unwrap();
+    let decision = decide(&policy, &input(Action::Read, 40, &[], None));
+    assert_eq!(decision.outcome, Outcome::StepUp);
+    assert_eq!(decision.step_up, Some(FactorKind::Totp));
+}
+
+#[test]
+fn recent_totp_allows_medium_risk() {
+    let policy = Policy::default_policy().unwrap();
+    let proved = [(FactorKind::Totp, 120)];
+    let decision = decide(&policy, &input(Action::Read, 40, &proved, None));
+    assert_eq!(decision.outcome, Outcome::Allow);
+    let stale = [(FactorKind::Totp, 301)];
+    let decision = decide(&policy, &input(Action::Read, 40, &stale, None));
+    assert_eq!(decision.outcome, Outcome::StepUp);
+}
+
+#[test]
+fn very_high_risk_denied() {
+    let policy = Policy::default_policy().unwrap();
+    let decision = decide(&policy, &input(Action::Read, 85, &[], None));
+    assert_eq!(decision.outcome, Outcome::Deny);
+    assert_eq!(decision.step_up, None);
+}
+
+#[test]
+fn admin_action_needs_totp() {
+    let policy = Policy::default_policy().unwrap();
+    let decision = decide(&policy, &input(Action::Admin, 0, &[], None));
+    assert_eq!(decision.outcome, Outcome::StepUp);
+}
+
+#[test]
+fn step_up_not_offered_means_deny() {
+    let policy = Policy::default_policy().unwrap();
+    let decision = policy.decide(&input(Action::Read, 40, &[], None), &[]).unwrap();
+    assert_eq!(decision.outcome, Outcome::Deny);
+}
+
+#[test]
+fn zone_membership_visible_to_policies() {
+    let text = r#"
+        permit (principal, action == Stepgate::Action::"read", resource in Stepgate::Zone::"reports")
+        when { resource.operation like "GET *" && principal.name == "ci-bot" };
+    "#;
+    let policy = Policy::new(text, "test").unwrap();
+    let zone = Zone {
+        name: "reports".into(),
+        prefix: "/reports".into(),
+        read_only: true,
+        sensitive: false,
+        admin: false,
+    };
+    let decision = decide(&policy, &input(Action::Read, 99, &[], Some(&zone)));
+    assert_eq!(decision.outcome, Outcome::Allow);
+    let decision = decide(&policy, &input(Action::Read, 0, &[], None));
+    assert_eq!(decision.outcome, Outcome::Deny);
+}
+
+#[test]
+fn source_ip_and_signals_usable() {
+    let text = r#"
+        permit (principal, action, resource)
+        when { context.source_ip.isInRange(ip("127.0.0.0/24")) && !context.signals.contains("failure_burst") };
+    "#;
+    let policy = Policy::new(text, "test").unwrap();
+    assert_eq!(decide(&policy, &input(Action::Read, 50, &[], None)).outcome, Outcome::Allow);
+}
+
+#[test]
+fn unknown_attribute_fails_validation() {
+    let text = "permit (principal, action, resource) when { context.riks < 30 };";
+    let err = Policy::new(text, "bad.cedar").unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("bad.cedar"), "{message}");
+    assert!(message.contains("riks"), "{message}");
+}
+
+#[test]
+fn syntax_error_names_source() {
+    let err = Policy::new("permit (principal, action, resource) when {", "broken.cedar").unwrap_err();
+    assert!(matches!(err, PolicyError::Parse { .. }));
+    assert!(err.to_string().contains("broken.cedar"));
+}
