@@ -31,7 +31,7 @@ pub enum DecodeError {
     /// A symbol count that no byte string encodes to.
     #[error(
         "invalid base32 length: {symbols} symbols leave {remainder} in the last group of 8, \
-         but only 0, 2, 4, 5 or 7 can occur"
+         but only 0, 2, 4, 5 or 7 can occur, so a symbol is missing or extra"
     )]
     InvalidLength { symbols: usize, remainder: usize },
 }
@@ -146,12 +146,16 @@ mod tests {
     #[test]
     fn encodes_rfc4648_vectors_without_padding() {
         for (plain, padded) in RFC4648_VECTORS {
-            assert_eq!(encode(plain.as_bytes()), padded.trim_end_matches('='), "{plain:?}");
+            assert_eq!(
+                encode(plain.as_bytes()),
+                padded.trim_end_matches('='),
+                "{plain:?}"
+            );
         }
     }
 
     #[test]
-    fn decodes_rfc4648_vectors_with_and_without_padding() {
+    fn decodes_padded_and_unpadded_rfc4648_vectors() {
         for (plain, padded) in RFC4648_VECTORS {
             assert_eq!(decode(padded).unwrap(), plain.as_bytes(), "{padded:?}");
             let unpadded = padded.trim_end_matches('=');
@@ -166,7 +170,7 @@ mod tests {
     }
 
     #[test]
-    fn round_trips_random_bytes_of_every_length() {
+    fn round_trips_random_byte_strings() {
         let mut rng = rand::rng();
         for len in 0..=80 {
             let mut bytes = vec![0u8; len];
@@ -174,7 +178,11 @@ mod tests {
             let encoded = encode(&bytes);
             assert!(!encoded.contains('='), "{encoded}");
             assert_eq!(decode(&encoded).unwrap(), bytes, "length {len}");
-            assert_eq!(decode(&encoded.to_lowercase()).unwrap(), bytes, "length {len}");
+            assert_eq!(
+                decode(&encoded.to_lowercase()).unwrap(),
+                bytes,
+                "length {len}"
+            );
         }
     }
 
@@ -202,7 +210,7 @@ mod tests {
     }
 
     #[test]
-    fn invalid_character_message_names_character_and_position() {
+    fn error_message_names_character_and_position() {
         let message = decode("MZ1W").unwrap_err().to_string();
         assert!(message.contains("'1'"), "{message}");
         assert!(message.contains("position 2"), "{message}");

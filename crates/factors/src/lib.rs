@@ -3,10 +3,10 @@
 //! The crate currently provides the TOTP factor:
 //!
 //! - [`totp`] computes HOTP codes (RFC 4226) and TOTP codes (RFC 6238) with
-//!   HMAC-SHA-1, HMAC-SHA-256 or HMAC-SHA-512, verifies a submitted code within
-//!   a window of clock drift with replay detection, generates secrets from the
-//!   operating system's random number generator and builds `otpauth://` URIs
-//!   for authenticator apps.
+//!   HMAC-SHA-1, HMAC-SHA-256 or HMAC-SHA-512. It verifies a submitted code
+//!   within a window of clock drift and detects replayed codes. It also
+//!   generates secrets from the operating system's random number generator
+//!   and builds `otpauth://` URIs for authenticator apps.
 //! - [`base32`] encodes and decodes RFC 4648 base32, the encoding that
 //!   authenticator apps use for TOTP secrets.
 //!

@@ -175,7 +175,11 @@ fn x_forwarded_for_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
             continue;
         };
         let entries = line.split(',').map(trim_whitespace);
-        hops.extend(entries.filter(|entry| !entry.is_empty()).map(parse_x_forwarded_for_entry));
+        hops.extend(
+            entries
+                .filter(|entry| !entry.is_empty())
+                .map(parse_x_forwarded_for_entry),
+        );
     }
     hops
 }
@@ -345,7 +349,11 @@ fn unmap_network(network: IpNet) -> IpNet {
     let Some(v4) = v6.network().to_ipv4_mapped() else {
         return network;
     };
-    match v6.prefix_len().checked_sub(96).map(|prefix| Ipv4Net::new(v4, prefix)) {
+    match v6
+        .prefix_len()
+        .checked_sub(96)
+        .map(|prefix| Ipv4Net::new(v4, prefix))
+    {
         Some(Ok(mapped)) => IpNet::V4(mapped),
         _ => network,
     }
@@ -404,5 +412,607 @@ fn is_obfuscated(text: &str) -> bool {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests;
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+mod tests {
+    use http::HeaderValue;
+    use serde_json::Value;
+
+    use super::*;
+
+    const RFC7239_EXAMPLES: &str = include_str!("../testdata/rfc7239-forwarded.json");
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    fn trusted(networks: &[&str]) -> TrustedProxies {
+        TrustedProxies::new(networks.iter().map(|net| net.parse().unwrap()).collect())
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            let name = http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+            map.append(name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    fn forwarded(lines: &[&str]) -> HeaderMap {
+        let pairs: Vec<_> = lines.iter().map(|line| ("forwarded", *line)).collect();
+        headers(&pairs)
+    }
+
+    fn x_forwarded_for(lines: &[&str]) -> HeaderMap {
+        let pairs: Vec<_> = lines
+            .iter()
+            .map(|line| ("x-forwarded-for", *line))
+            .collect();
+        headers(&pairs)
+    }
+
+    fn for_ip(addr: &str) -> ForwardedElement {
+        ForwardedElement {
+            for_node: Some(Node::Ip(ip(addr))),
+            ..ForwardedElement::default()
+        }
+    }
+
+    /// Builds the expected node from an example's text without using the
+    /// parser under test.
+    fn expected_node(text: &str) -> Node {
+        if text == "unknown" {
+            Node::Unknown
+        } else if text.starts_with('_') {
+            Node::Obfuscated(text.to_owned())
+        } else if let Some(rest) = text.strip_prefix('[') {
+            let (inside, _) = rest.split_once(']').unwrap();
+            Node::Ip(IpAddr::V6(inside.parse().unwrap()))
+        } else {
+            let name = text.split(':').next().unwrap();
+            Node::Ip(IpAddr::V4(name.parse().unwrap()))
+        }
+    }
+
+    fn expected_elements(parsed: &Value) -> Vec<ForwardedElement> {
+        let text =
+            |element: &Value, key: &str| element.get(key).map(|v| v.as_str().unwrap().to_owned());
+        parsed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|element| ForwardedElement {
+                for_node: text(element, "for").map(|node| expected_node(&node)),
+                by: text(element, "by").map(|node| expected_node(&node)),
+                host: text(element, "host"),
+                proto: text(element, "proto"),
+            })
+            .collect()
+    }
+
+    fn field_value<'a>(line: &'a str, name: &str) -> &'a str {
+        line.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(": "))
+            .unwrap_or_else(|| panic!("{line:?} is not a {name} field line"))
+    }
+
+    fn str_list(value: &Value) -> Vec<&str> {
+        value
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|line| line.as_str().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn rfc7239_examples_parse() {
+        let document: Value = serde_json::from_str(RFC7239_EXAMPLES).unwrap();
+        let examples = document["examples"].as_array().unwrap();
+        assert_eq!(examples.len(), 9);
+
+        let mut checked = 0;
+        for example in examples {
+            let section = example["section"].as_str().unwrap();
+
+            if let (Some(header), Some(parsed)) = (example.get("header"), example.get("parsed")) {
+                let value = field_value(header.as_str().unwrap(), "Forwarded");
+                let elements = parse_forwarded(&[value]);
+                assert_eq!(elements, Ok(expected_elements(parsed)), "section {section}");
+                checked += 1;
+            } else if let Some(nodes) = example.get("node_values") {
+                for node in str_list(nodes) {
+                    let element = format!("for={node};by={node}");
+                    let parsed = parse_forwarded(&[&element]).unwrap();
+                    let unquoted = node.trim_matches('"');
+                    let expected = expected_node(unquoted);
+                    assert_eq!(
+                        parsed[0].for_node,
+                        Some(expected.clone()),
+                        "section {section}"
+                    );
+                    assert_eq!(parsed[0].by, Some(expected), "section {section}");
+
+                    // A node with a port or an IPv6 address must be quoted.
+                    let bare = format!("for={unquoted}");
+                    let result = parse_forwarded(&[&bare]);
+                    assert!(
+                        matches!(result, Err(ForwardedError::InvalidPair(_))),
+                        "section {section}: {bare:?} gave {result:?}"
+                    );
+                }
+                checked += 1;
+            } else if let Some(forms) = example.get("equivalent_forms") {
+                let expected = expected_elements(&example["parsed"]);
+                for form in forms.as_array().unwrap() {
+                    let lines: Vec<&str> = str_list(form)
+                        .into_iter()
+                        .map(|line| field_value(line, "Forwarded"))
+                        .collect();
+                    assert_eq!(
+                        parse_forwarded(&lines),
+                        Ok(expected.clone()),
+                        "section {section}"
+                    );
+                }
+                checked += 1;
+            } else if let Some(xff) = example.get("x_forwarded_for") {
+                let xff = field_value(xff.as_str().unwrap(), "X-Forwarded-For");
+                let becomes = field_value(example["becomes"].as_str().unwrap(), "Forwarded");
+                let from_xff = x_forwarded_for_hops(&x_forwarded_for(&[xff]));
+                let from_forwarded = forwarded_hops(&forwarded(&[becomes]));
+                assert_eq!(from_xff, from_forwarded, "section {section}");
+                assert_eq!(from_xff.len(), 2, "section {section}");
+                assert!(from_xff.iter().all(Option::is_some), "section {section}");
+                checked += 1;
+            } else if let Some(hop1) = example.get("hop1_to_hop2") {
+                let hop1 = field_value(hop1.as_str().unwrap(), "Forwarded");
+                assert_eq!(parse_forwarded(&[hop1]), Ok(vec![for_ip("192.0.2.43")]));
+
+                let hop2 = field_value(example["hop2_to_origin"].as_str().unwrap(), "Forwarded");
+                let second = ForwardedElement {
+                    for_node: Some(Node::Ip(ip("198.51.100.17"))),
+                    by: Some(Node::Ip(ip("203.0.113.60"))),
+                    host: Some("example.com".to_owned()),
+                    proto: Some("http".to_owned()),
+                };
+                let expected = vec![for_ip("192.0.2.43"), second];
+                assert_eq!(parse_forwarded(&[hop2]), Ok(expected), "section {section}");
+                checked += 1;
+            } else {
+                panic!("example in section {section} has no known shape");
+            }
+        }
+        assert_eq!(checked, examples.len());
+    }
+
+    #[test]
+    fn rfc7239_chain_resolves_client() {
+        let document: Value = serde_json::from_str(RFC7239_EXAMPLES).unwrap();
+        let example = document["examples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|example| example.get("hop2_to_origin").is_some())
+            .unwrap();
+        let line = field_value(example["hop2_to_origin"].as_str().unwrap(), "Forwarded");
+        let map = forwarded(&[line]);
+        let peer = ip("203.0.113.60");
+
+        let both = trusted(&["203.0.113.60/32", "198.51.100.17/32"]);
+        assert_eq!(client_addr(peer, &map, &both), ip("192.0.2.43"));
+
+        let nearest_only = trusted(&["203.0.113.60/32"]);
+        assert_eq!(client_addr(peer, &map, &nearest_only), ip("198.51.100.17"));
+    }
+
+    #[test]
+    fn rfc7239_x_forwarded_for_conversion_resolves_alike() {
+        let peer = ip("127.0.0.1");
+        let proxies = trusted(&["127.0.0.1/32"]);
+        let from_xff = x_forwarded_for(&["192.0.2.43, 2001:db8:cafe::17"]);
+        let from_forwarded = forwarded(&["for=192.0.2.43, for=\"[2001:db8:cafe::17]\""]);
+        assert_eq!(
+            client_addr(peer, &from_xff, &proxies),
+            ip("2001:db8:cafe::17")
+        );
+        assert_eq!(
+            client_addr(peer, &from_forwarded, &proxies),
+            ip("2001:db8:cafe::17")
+        );
+    }
+
+    #[test]
+    fn untrusted_peer_headers_ignored() {
+        let peer = ip("203.0.113.5");
+        let proxies = trusted(&["127.0.0.1/32"]);
+        let forged_xff = x_forwarded_for(&["10.0.0.1"]);
+        let forged_forwarded = forwarded(&["for=10.0.0.1"]);
+        assert_eq!(client_addr(peer, &forged_xff, &proxies), peer);
+        assert_eq!(client_addr(peer, &forged_forwarded, &proxies), peer);
+    }
+
+    #[test]
+    fn empty_trust_list_returns_peer() {
+        let peer = ip("127.0.0.1");
+        let map = x_forwarded_for(&["10.0.0.1"]);
+        assert_eq!(client_addr(peer, &map, &TrustedProxies::default()), peer);
+        assert!(TrustedProxies::new(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn trusted_loopback_hop_skipped() {
+        let peer = ip("127.0.0.1");
+        let map = x_forwarded_for(&["10.0.0.1, 127.0.0.1"]);
+        assert_eq!(
+            client_addr(peer, &map, &trusted(&["127.0.0.1/32"])),
+            ip("10.0.0.1")
+        );
+    }
+
+    #[test]
+    fn spoofed_leftmost_entries_ignored() {
+        let peer = ip("127.0.0.1");
+        let proxies = trusted(&["127.0.0.1/32"]);
+        let xff = x_forwarded_for(&["1.1.1.1, 10.0.0.9"]);
+        assert_eq!(client_addr(peer, &xff, &proxies), ip("10.0.0.9"));
+
+        let fwd = forwarded(&["for=1.1.1.1, for=10.0.0.9"]);
+        assert_eq!(client_addr(peer, &fwd, &proxies), ip("10.0.0.9"));
+    }
+
+    #[test]
+    fn spoofed_trusted_address_not_believed_past_client() {
+        // The client claims to be a trusted proxy, but the untrusted hop that
+        // the real proxy appended ends the walk first.
+        let peer = ip("127.0.0.1");
+        let map = x_forwarded_for(&["127.0.0.2, 10.0.0.9"]);
+        let proxies = trusted(&["127.0.0.0/8"]);
+        assert_eq!(client_addr(peer, &map, &proxies), ip("10.0.0.9"));
+    }
+
+    #[test]
+    fn garbage_header_returns_peer() {
+        let peer = ip("127.0.0.1");
+        let proxies = trusted(&["127.0.0.0/8"]);
+        let cases = [
+            x_forwarded_for(&["garbage"]),
+            x_forwarded_for(&["1.1.1.1, not-an-ip"]),
+            x_forwarded_for(&["1.1.1.1:99999999"]),
+            x_forwarded_for(&["[2001:db8::1"]),
+            forwarded(&["nonsense"]),
+            forwarded(&["for=\"1.1.1.1"]),
+            forwarded(&["for=1.1.1.1, for=unknown"]),
+            forwarded(&["for=1.1.1.1, for=_hidden"]),
+            forwarded(&["for=1.1.1.1, by=127.0.0.2"]),
+            forwarded(&["for=1.1.1.1, for=1.2.3.4;for=5.6.7.8"]),
+        ];
+        for map in cases {
+            assert_eq!(client_addr(peer, &map, &proxies), peer, "{map:?}");
+        }
+    }
+
+    #[test]
+    fn garbage_hop_returns_last_trusted_hop() {
+        let peer = ip("127.0.0.1");
+        let proxies = trusted(&["127.0.0.0/8"]);
+        let xff = x_forwarded_for(&["1.1.1.1, garbage, 127.0.0.2"]);
+        assert_eq!(client_addr(peer, &xff, &proxies), ip("127.0.0.2"));
+
+        let unknown = forwarded(&["for=1.1.1.1, for=unknown, for=127.0.0.3"]);
+        assert_eq!(client_addr(peer, &unknown, &proxies), ip("127.0.0.3"));
+
+        let obfuscated = forwarded(&["for=1.1.1.1, for=_SEVKISEK, for=127.0.0.4"]);
+        assert_eq!(client_addr(peer, &obfuscated, &proxies), ip("127.0.0.4"));
+    }
+
+    #[test]
+    fn malformed_element_hides_only_its_left() {
+        let peer = ip("127.0.0.1");
+        let proxies = trusted(&["127.0.0.0/8"]);
+        let same_line = forwarded(&["for=1.1.1.1, for=[bad, for=10.0.0.5"]);
+        assert_eq!(client_addr(peer, &same_line, &proxies), ip("10.0.0.5"));
+
+        let earlier_line = forwarded(&["for=\"1.1.1.1", "for=10.0.0.6"]);
+        assert_eq!(client_addr(peer, &earlier_line, &proxies), ip("10.0.0.6"));
+    }
+
+    #[test]
+    fn open_quote_swallows_appended_element() {
+        // A client that leaves a quote open hides what a proxy appends to the
+        // same line, so the walk stops at the peer instead of guessing.
+        let peer = ip("127.0.0.1");
+        let proxies = trusted(&["127.0.0.0/8"]);
+        let map = forwarded(&["for=6.6.6.6;host=\"x, for=10.0.0.7"]);
+        assert_eq!(client_addr(peer, &map, &proxies), peer);
+
+        let ipv6 = forwarded(&["for=6.6.6.6;host=\", for=\"[2001:db8::7]\""]);
+        assert_eq!(client_addr(peer, &ipv6, &proxies), peer);
+    }
+
+    #[test]
+    fn non_ascii_line_is_unusable_hop() {
+        let peer = ip("127.0.0.1");
+        let proxies = trusted(&["127.0.0.0/8"]);
+        let mut map = HeaderMap::new();
+        map.append(FORWARDED, HeaderValue::from_static("for=1.1.1.1"));
+        map.append(FORWARDED, HeaderValue::from_bytes(b"for=\"\xff\"").unwrap());
+        assert_eq!(client_addr(peer, &map, &proxies), peer);
+
+        map.append(FORWARDED, HeaderValue::from_static("for=10.0.0.8"));
+        assert_eq!(client_addr(peer, &map, &proxies), ip("10.0.0.8"));
+    }
+
+    #[test]
+    fn all_hops_trusted_returns_leftmost() {
+        let peer = ip("127.0.0.1");
+        let proxies = trusted(&["127.0.0.0/8"]);
+        let map = x_forwarded_for(&["127.0.0.3, 127.0.0.2"]);
+        assert_eq!(client_addr(peer, &map, &proxies), ip("127.0.0.3"));
+    }
+
+    #[test]
+    fn no_forwarding_header_returns_peer() {
+        let peer = ip("127.0.0.1");
+        let proxies = trusted(&["127.0.0.0/8"]);
+        assert_eq!(client_addr(peer, &HeaderMap::new(), &proxies), peer);
+        assert_eq!(client_addr(peer, &forwarded(&[""]), &proxies), peer);
+    }
+
+    #[test]
+    fn forwarded_preferred_over_x_forwarded_for() {
+        let peer = ip("127.0.0.1");
+        let proxies = trusted(&["127.0.0.1/32"]);
+        let map = headers(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("forwarded", "for=10.0.0.2"),
+        ]);
+        assert_eq!(client_addr(peer, &map, &proxies), ip("10.0.0.2"));
+    }
+
+    #[test]
+    fn all_field_lines_read_in_order() {
+        let peer = ip("127.0.0.1");
+        let proxies = trusted(&["127.0.0.0/8"]);
+        let xff = x_forwarded_for(&["10.0.0.1", "127.0.0.2, 127.0.0.3"]);
+        assert_eq!(client_addr(peer, &xff, &proxies), ip("10.0.0.1"));
+
+        let fwd = forwarded(&["for=10.0.0.1", "for=127.0.0.2", "for=127.0.0.3"]);
+        assert_eq!(client_addr(peer, &fwd, &proxies), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn x_forwarded_for_entry_forms() {
+        let cases = [
+            ("192.0.2.1", Some("192.0.2.1")),
+            ("192.0.2.1:8080", Some("192.0.2.1")),
+            ("2001:db8::1", Some("2001:db8::1")),
+            ("[2001:db8::1]", Some("2001:db8::1")),
+            ("[2001:db8::1]:443", Some("2001:db8::1")),
+            ("::ffff:192.0.2.1", Some("::ffff:192.0.2.1")),
+            ("unknown", None),
+            ("example.com", None),
+            ("192.0.2.1:", None),
+            ("192.0.2.1:port", None),
+            ("[2001:db8::1]443", None),
+            ("[192.0.2.1]", None),
+            ("01.2.3.4", None),
+        ];
+        for (entry, expected) in cases {
+            assert_eq!(
+                parse_x_forwarded_for_entry(entry),
+                expected.map(ip),
+                "entry {entry:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn x_forwarded_for_skips_empty_entries() {
+        let hops = x_forwarded_for_hops(&x_forwarded_for(&[" 10.0.0.1 ,, 10.0.0.2 ,"]));
+        assert_eq!(hops, vec![Some(ip("10.0.0.1")), Some(ip("10.0.0.2"))]);
+    }
+
+    #[test]
+    fn ipv6_peer_and_hops() {
+        let peer = ip("::1");
+        let proxies = trusted(&["::1/128", "fd00::/8"]);
+        let xff = x_forwarded_for(&["2001:db8::9, [fd00::2]:8443"]);
+        assert_eq!(client_addr(peer, &xff, &proxies), ip("2001:db8::9"));
+
+        let fwd = forwarded(&["for=\"[2001:db8::9]:1234\", for=\"[fd00::2]\""]);
+        assert_eq!(client_addr(peer, &fwd, &proxies), ip("2001:db8::9"));
+
+        let untrusted_v6_peer = ip("2001:db8::66");
+        assert_eq!(
+            client_addr(untrusted_v6_peer, &xff, &proxies),
+            untrusted_v6_peer
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_peer_matches_ipv4_network() {
+        let proxies = trusted(&["127.0.0.0/8"]);
+        let mapped = ip("::ffff:127.0.0.1");
+        assert!(proxies.contains(mapped));
+        assert!(!proxies.contains(ip("::1")));
+
+        let map = x_forwarded_for(&["10.0.0.1"]);
+        assert_eq!(client_addr(mapped, &map, &proxies), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn ipv4_mapped_network_matches_ipv4_address() {
+        let proxies = trusted(&["::ffff:10.0.0.0/104"]);
+        assert!(proxies.contains(ip("10.1.2.3")));
+        assert!(proxies.contains(ip("::ffff:10.1.2.3")));
+        assert!(!proxies.contains(ip("11.0.0.1")));
+
+        let everything_v6 = trusted(&["::/0"]);
+        assert!(everything_v6.contains(ip("::ffff:10.1.2.3")));
+        assert!(!everything_v6.contains(ip("10.1.2.3")));
+    }
+
+    #[test]
+    fn duplicate_parameters_rejected() {
+        let cases = [
+            ("for=192.0.2.1;for=192.0.2.2", "for"),
+            ("for=192.0.2.1;FOR=192.0.2.2", "for"),
+            ("proto=http;by=192.0.2.9;Proto=https", "proto"),
+            ("host=a;host=\"a\"", "host"),
+            ("ext=1;EXT=2", "ext"),
+        ];
+        for (line, name) in cases {
+            let expected = Err(ForwardedError::DuplicateParameter(name.to_owned()));
+            assert_eq!(parse_forwarded(&[line]), expected, "line {line:?}");
+        }
+    }
+
+    #[test]
+    fn same_parameter_in_separate_elements_allowed() {
+        let parsed = parse_forwarded(&["for=192.0.2.1, for=192.0.2.2"]).unwrap();
+        assert_eq!(parsed, vec![for_ip("192.0.2.1"), for_ip("192.0.2.2")]);
+    }
+
+    #[test]
+    fn invalid_pairs_rejected() {
+        let cases = [
+            "for",
+            "=192.0.2.1",
+            "for =192.0.2.1",
+            "for= 192.0.2.1",
+            "f(r=192.0.2.1",
+            "for=\"192.0.2.1\"x",
+            "host=a b",
+            "host=\"a\\\u{1}\"",
+            "host=\"a\u{7f}\"",
+        ];
+        for line in cases {
+            let result = parse_forwarded(&[line]);
+            assert!(
+                matches!(result, Err(ForwardedError::InvalidPair(_))),
+                "line {line:?} gave {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unterminated_quote_rejected() {
+        for line in ["for=\"192.0.2.1", "host=\"a\\\"", "host=\"a\\"] {
+            let result = parse_forwarded(&[line]);
+            assert!(
+                matches!(result, Err(ForwardedError::UnterminatedQuote(_))),
+                "line {line:?} gave {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_nodes_rejected() {
+        let cases = [
+            "for=example.com",
+            "for=\"[192.0.2.1]\"",
+            "for=\"[2001:db8::1\"",
+            "for=\"[2001:db8::1]x\"",
+            "for=\"[2001:db8::1]:\"",
+            "for=\"192.0.2.1:123456\"",
+            "for=\"192.0.2.1:_\"",
+            "for=\"192.0.2.1:8a\"",
+            "for=_",
+            "for=_a*b",
+            "for=\"\"",
+            "for=192.0.2.256",
+            "for=\"[fe80::1%25eth0]\"",
+            "by=unknownx",
+        ];
+        for line in cases {
+            let result = parse_forwarded(&[line]);
+            assert!(
+                matches!(result, Err(ForwardedError::InvalidNode(_))),
+                "line {line:?} gave {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn node_forms_accepted() {
+        let cases = [
+            ("for=192.0.2.1", Node::Ip(ip("192.0.2.1"))),
+            ("for=\"192.0.2.1:80\"", Node::Ip(ip("192.0.2.1"))),
+            ("for=\"192.0.2.1:_port\"", Node::Ip(ip("192.0.2.1"))),
+            ("for=\"[::1]:_p.1-x\"", Node::Ip(ip("::1"))),
+            (
+                "for=\"[::ffff:192.0.2.1]\"",
+                Node::Ip(ip("::ffff:192.0.2.1")),
+            ),
+            ("for=unknown", Node::Unknown),
+            ("for=UNKNOWN", Node::Unknown),
+            ("for=\"unknown:80\"", Node::Unknown),
+            ("for=_a.b-c_9", Node::Obfuscated("_a.b-c_9".to_owned())),
+            ("for=\"_gazonk:_p\"", Node::Obfuscated("_gazonk".to_owned())),
+        ];
+        for (line, expected) in cases {
+            let parsed = parse_forwarded(&[line]).unwrap();
+            assert_eq!(parsed[0].for_node, Some(expected), "line {line:?}");
+        }
+    }
+
+    #[test]
+    fn quoted_string_escapes_removed() {
+        let parsed = parse_forwarded(&["host=\"ex\\\"am\\ple:8080\";proto=\"https\""]).unwrap();
+        assert_eq!(parsed[0].host.as_deref(), Some("ex\"ample:8080"));
+        assert_eq!(parsed[0].proto.as_deref(), Some("https"));
+    }
+
+    #[test]
+    fn quoted_separators_stay_in_value() {
+        let parsed = parse_forwarded(&["host=\"a,b;c\";for=192.0.2.1, for=192.0.2.2"]).unwrap();
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(parsed[0].host.as_deref(), Some("a,b;c"));
+        assert_eq!(parsed[0].for_node, Some(Node::Ip(ip("192.0.2.1"))));
+    }
+
+    #[test]
+    fn whitespace_and_empty_entries_tolerated() {
+        let parsed =
+            parse_forwarded(&[" for=192.0.2.1 ;\tproto=http ; ,, ; ,for=192.0.2.2 "]).unwrap();
+        let first = ForwardedElement {
+            proto: Some("http".to_owned()),
+            ..for_ip("192.0.2.1")
+        };
+        let expected = vec![first, ForwardedElement::default(), for_ip("192.0.2.2")];
+        assert_eq!(parsed, expected);
+        assert_eq!(parse_forwarded(&[]), Ok(Vec::new()));
+        assert_eq!(parse_forwarded(&["", " , "]), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn extension_parameters_ignored() {
+        let parsed = parse_forwarded(&["for=192.0.2.1;secret=\"x y\";via=a"]).unwrap();
+        assert_eq!(parsed, vec![for_ip("192.0.2.1")]);
+    }
+
+    #[test]
+    fn forwarded_error_messages_lowercase_without_period() {
+        let errors = [
+            parse_forwarded(&["for=\"x"]).unwrap_err(),
+            parse_forwarded(&["for"]).unwrap_err(),
+            parse_forwarded(&["for=_a;for=_b"]).unwrap_err(),
+            parse_forwarded(&["for=example.com"]).unwrap_err(),
+        ];
+        for error in errors {
+            let message = error.to_string();
+            assert!(message.starts_with("forwarded "), "{message}");
+            assert!(!message.ends_with('.'), "{message}");
+        }
+        let node = parse_forwarded(&["for=example.com"])
+            .unwrap_err()
+            .to_string();
+        assert!(node.contains("\"example.com\""), "{node}");
+    }
+}

@@ -45,7 +45,7 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use http::HeaderValue;
     use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST};
@@ -80,7 +80,10 @@ mod tests {
             let mut map = headers(&[(name, value), ("Content-Type", "text/plain")]);
             remove_hop_by_hop(&mut map);
             assert!(!map.contains_key(name), "{name} kept");
-            assert!(map.contains_key(CONTENT_TYPE), "content-type removed with {name}");
+            assert!(
+                map.contains_key(CONTENT_TYPE),
+                "content-type removed with {name}"
+            );
         }
     }
 
@@ -143,7 +146,10 @@ mod tests {
     #[test]
     fn non_ascii_connection_value_tolerated() {
         let mut map = HeaderMap::new();
-        map.insert(CONNECTION, HeaderValue::from_bytes(b"x-a, \xff\xfe, x-b").unwrap());
+        map.insert(
+            CONNECTION,
+            HeaderValue::from_bytes(b"x-a, \xff\xfe, x-b").unwrap(),
+        );
         map.insert("x-a", HeaderValue::from_static("1"));
         map.insert("x-b", HeaderValue::from_static("2"));
         remove_hop_by_hop(&mut map);

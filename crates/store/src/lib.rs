@@ -1,1 +1,133 @@
-//! stepgate store
+//! The store: the one place stepgate's state outlives a process.
+//!
+//! [`Store`] is the interface the engine and the CLI use; [`SqliteStore`]
+//! implements it on one SQLite file under the data directory. Every
+//! administrative change is written in the same transaction as its audit
+//! record, so the trail never misses a change that took effect.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use stepgate_audit::{Entry, Sealed};
+use stepgate_core::{Identity, IdentityName, Timestamp, TokenHash, TokenId};
+use stepgate_risk::Baseline;
+
+/// Errors of the store. Messages name the object and never contain secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("identity {0} already exists")]
+    IdentityExists(String),
+    #[error("identity {0} not found: list identities with `stepgate identity list`")]
+    IdentityNotFound(String),
+    #[error("token {0} not found: list tokens with `stepgate token list`")]
+    TokenNotFound(String),
+    #[error("cannot open the store at {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("store database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// A stored API token: its public id, owner and hash, never the token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: TokenId,
+    pub identity: IdentityName,
+    pub hash: TokenHash,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// A stored TOTP factor. The secret is needed to compute codes, so it is
+/// stored as is and must not leave this type except through
+/// `danger_secret`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TotpRecord {
+    pub identity: IdentityName,
+    secret: Vec<u8>,
+    /// `SHA1`, `SHA256` or `SHA512`.
+    pub algorithm: String,
+    pub digits: u32,
+    pub period: u64,
+    /// The last accepted time step, so no code is accepted twice.
+    pub last_step: Option<u64>,
+    pub locked_until: Option<Timestamp>,
+    pub created_at: Timestamp,
+}
+
+impl TotpRecord {
+    pub fn new(identity: IdentityName, secret: Vec<u8>, algorithm: String, digits: u32, period: u64, at: Timestamp) -> Self {
+        Self {
+            identity,
+            secret,
+            algorithm,
+            digits,
+            period,
+            last_step: None,
+            locked_until: None,
+            created_at: at,
+        }
+    }
+
+    pub fn danger_secret(&self) -> &[u8] {
+        &self.secret
+    }
+}
+
+impl std::fmt::Debug for TotpRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TotpRecord")
+            .field("identity", &self.identity)
+            .field("secret", &"<redacted>")
+            .field("algorithm", &self.algorithm)
+            .field("digits", &self.digits)
+            .field("period", &self.period)
+            .field("last_step", &self.last_step)
+            .finish()
+    }
+}
+
+/// The state the engine loads at start and reloads on change.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub revision: u64,
+    pub identities: Vec<Identity>,
+    pub tokens: Vec<TokenRecord>,
+    pub totp: Vec<TotpRecord>,
+}
+
+/// Storage for identities, credentials, factors, baselines and the audit trail.
+pub trait Store: Send + Sync {
+    /// Counter raised by every administrative change; a running gateway
+    /// polls it to reload identities, tokens and factors.
+    fn revision(&self) -> Result<u64, StoreError>;
+    fn snapshot(&self) -> Result<Snapshot, StoreError>;
+
+    fn add_identity(&self, identity: &Identity, audit: Entry) -> Result<(), StoreError>;
+    fn set_identity_disabled(&self, name: &IdentityName, disabled: bool, audit: Entry) -> Result<(), StoreError>;
+    fn add_token(&self, token: &TokenRecord, audit: Entry) -> Result<(), StoreError>;
+    fn revoke_token(&self, id: &TokenId, at: Timestamp, audit: Entry) -> Result<(), StoreError>;
+    /// Enrols or replaces the identity's TOTP factor.
+    fn enroll_totp(&self, factor: &TotpRecord, audit: Entry) -> Result<(), StoreError>;
+
+    /// Records `step` as the last accepted step of the identity's TOTP
+    /// factor if and only if it is later than the stored one. Returns false
+    /// when another request already accepted this step or a later one, so a
+    /// code can pass at most once even across gateway processes.
+    fn advance_totp_step(&self, identity: &IdentityName, step: u64) -> Result<bool, StoreError>;
+    fn set_totp_lock(&self, identity: &IdentityName, until: Option<Timestamp>) -> Result<(), StoreError>;
+
+    fn load_baselines(&self) -> Result<Vec<(IdentityName, Baseline)>, StoreError>;
+    fn save_baselines(&self, baselines: &[(IdentityName, Baseline)]) -> Result<(), StoreError>;
+
+    /// Appends entries to the audit chain in one durable transaction.
+    fn append_audit(&self, entries: Vec<Entry>) -> Result<Vec<Sealed>, StoreError>;
+    /// Calls `row` with `(seq, canonical, hash)` for each record in order.
+    fn scan_audit(&self, row: &mut dyn FnMut(u64, &str, &str) -> bool) -> Result<(), StoreError>;
+}
