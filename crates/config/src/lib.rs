@@ -1,1 +1,370 @@
-//! stepgate config
+//! The configuration file: one TOML document, parsed into typed sections
+//! and validated before anything starts.
+//!
+//! Errors name the key and the bad value. Unknown keys are errors, so a
+//! misspelt key never silently falls back to a default.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use stepgate_core::Zone;
+use stepgate_risk::RiskConfig;
+
+/// The embedded default configuration, used when no file is given.
+pub const EMBEDDED: &str = include_str!("../stepgate.toml");
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {source_name} is not valid: {message}")]
+    Parse { source_name: String, message: String },
+    #[error("config {source_name}: {key} = {value:?} is not valid: {reason}")]
+    Invalid {
+        source_name: String,
+        key: String,
+        value: String,
+        reason: String,
+    },
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub gateway: GatewayConfig,
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+    #[serde(default)]
+    pub echo: Option<EchoConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    #[serde(default)]
+    pub zones: Vec<Zone>,
+    #[serde(default)]
+    pub risk: RiskConfig,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    #[serde(default)]
+    pub step_up: StepUpConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// Where the configuration came from, for messages.
+    #[serde(skip)]
+    pub source_name: String,
+    /// Trusted proxy ranges parsed from `gateway.trusted_proxies`.
+    #[serde(skip)]
+    pub trusted_proxy_nets: Vec<IpNet>,
+}
+
+/// The `[gateway]` table.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Address of the HTTP listener, such as `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Directory of the store; relative paths are relative to the working
+    /// directory of the process.
+    pub data_dir: PathBuf,
+    /// IP addresses or CIDR ranges of proxies allowed to name the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Header that tells the upstream which identity authenticated.
+    #[serde(default = "default_identity_header")]
+    pub identity_header: String,
+    /// Seconds to wait for a TCP connection to an upstream. Default 5.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// Seconds to wait for an upstream's response headers. Default 30.
+    #[serde(default = "default_response_timeout")]
+    pub response_timeout_secs: u64,
+    /// Largest request head (request line and headers) in bytes; larger
+    /// heads get 431. Default 16384.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Most header fields in one request. Default 100.
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
+    /// Seconds a clean shutdown waits for requests in flight. Default 10.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_secs: u64,
+}
+
+/// The `[admin]` table: the listener for `/metrics`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+/// The `[echo]` table: the built-in demonstration upstream.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EchoConfig {
+    pub listen: SocketAddr,
+}
+
+/// One `[[routes]]` entry: requests whose path starts with `prefix` (and
+/// whose Host is `host`, when set) go to `upstream`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub prefix: String,
+    pub upstream: String,
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+/// The `[policy]` table.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Cedar policy file; the built-in default policy when absent.
+    pub file: Option<PathBuf>,
+}
+
+/// The `[step_up]` table.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StepUpConfig {
+    /// Seconds a grant lasts after a successful step-up; sent as `max_age`.
+    /// Default 300.
+    pub max_age_secs: u64,
+    /// Seconds a challenge can be answered. Default 300.
+    pub challenge_ttl_secs: u64,
+    /// Put the signal reasons into the challenge body. Default false: they
+    /// go to the audit trail only.
+    pub include_reasons: bool,
+    /// Wrong or replayed TOTP codes in a row that lock the factor. Default 5.
+    pub totp_max_failures: u32,
+    /// Seconds a locked TOTP factor stays locked. Default 300.
+    pub totp_lockout_secs: u64,
+}
+
+impl Default for StepUpConfig {
+    fn default() -> Self {
+        Self {
+            max_age_secs: 300,
+            challenge_ttl_secs: 300,
+            include_reasons: false,
+            totp_max_failures: 5,
+            totp_lockout_secs: 300,
+        }
+    }
+}
+
+impl StepUpConfig {
+    pub fn max_age(&self) -> Duration {
+        Duration::from_secs(self.max_age_secs)
+    }
+
+    pub fn challenge_ttl(&self) -> Duration {
+        Duration::from_secs(self.challenge_ttl_secs)
+    }
+
+    pub fn totp_lockout(&self) -> Duration {
+        Duration::from_secs(self.totp_lockout_secs)
+    }
+}
+
+/// The `[audit]` table.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Most allow records written in one transaction. Default 512.
+    pub batch_size: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { batch_size: 512 }
+    }
+}
+
+impl Config {
+    /// The embedded default configuration.
+    pub fn embedded() -> Result<Self, ConfigError> {
+        Self::parse(EMBEDDED, "embedded defaults")
+    }
+
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str, source_name: &str) -> Result<Self, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|err| ConfigError::Parse {
+            source_name: source_name.to_owned(),
+            message: err.to_string().trim_end().to_owned(),
+        })?;
+        config.source_name = source_name.to_owned();
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn invalid(&self, key: impl Into<String>, value: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            source_name: self.source_name.clone(),
+            key: key.into(),
+            value: value.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn validate(&mut self) -> Result<(), ConfigError> {
+        let mut nets = Vec::new();
+        for (i, text) in self.gateway.trusted_proxies.iter().enumerate() {
+            let net = parse_net(text).ok_or_else(|| {
+                self.invalid(
+                    format!("gateway.trusted_proxies[{i}]"),
+                    text,
+                    "expected an IP address or CIDR range such as 10.0.0.0/8",
+                )
+            })?;
+            nets.push(net);
+        }
+        self.trusted_proxy_nets = nets;
+
+        if http_header_name(&self.gateway.identity_header).is_none() {
+            return Err(self.invalid(
+                "gateway.identity_header",
+                &self.gateway.identity_header,
+                "expected an HTTP header name",
+            ));
+        }
+        if self.gateway.connect_timeout_secs == 0 || self.gateway.response_timeout_secs == 0 {
+            return Err(self.invalid(
+                "gateway.connect_timeout_secs / response_timeout_secs",
+                "0",
+                "timeouts must be at least 1 second",
+            ));
+        }
+        if self.gateway.max_header_bytes < 1024 {
+            return Err(self.invalid(
+                "gateway.max_header_bytes",
+                self.gateway.max_header_bytes.to_string(),
+                "must be at least 1024",
+            ));
+        }
+        if self.routes.is_empty() {
+            return Err(self.invalid("routes", "[]", "add at least one [[routes]] entry with prefix and upstream"));
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            if !route.prefix.starts_with('/') {
+                return Err(self.invalid(format!("routes[{i}].prefix"), &route.prefix, "must start with '/'"));
+            }
+            if let Err(reason) = check_upstream(&route.upstream) {
+                return Err(self.invalid(format!("routes[{i}].upstream"), &route.upstream, reason));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, zone) in self.zones.iter().enumerate() {
+            if !zone.prefix.starts_with('/') {
+                return Err(self.invalid(format!("zones[{i}].prefix"), &zone.prefix, "must start with '/'"));
+            }
+            if zone.name.is_empty() || !zone.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(self.invalid(
+                    format!("zones[{i}].name"),
+                    &zone.name,
+                    "use ASCII letters, digits, '-' and '_'",
+                ));
+            }
+            if !names.insert(zone.name.clone()) {
+                return Err(self.invalid(format!("zones[{i}].name"), &zone.name, "another zone has this name"));
+            }
+        }
+        for (name, weight) in self.risk.weights.entries() {
+            if weight > 100 {
+                return Err(self.invalid(format!("risk.weights.{name}"), weight.to_string(), "must be 0 to 100"));
+            }
+        }
+        if self.step_up.max_age_secs == 0 || self.step_up.challenge_ttl_secs == 0 {
+            return Err(self.invalid(
+                "step_up.max_age_secs / challenge_ttl_secs",
+                "0",
+                "must be at least 1 second",
+            ));
+        }
+        if self.step_up.totp_max_failures == 0 {
+            return Err(self.invalid("step_up.totp_max_failures", "0", "must be at least 1"));
+        }
+        if self.audit.batch_size == 0 {
+            return Err(self.invalid("audit.batch_size", "0", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.gateway.connect_timeout_secs)
+    }
+
+    pub fn response_timeout(&self) -> Duration {
+        Duration::from_secs(self.gateway.response_timeout_secs)
+    }
+}
+
+fn default_identity_header() -> String {
+    "Stepgate-Identity".to_owned()
+}
+fn default_connect_timeout() -> u64 {
+    5
+}
+fn default_response_timeout() -> u64 {
+    30
+}
+fn default_max_header_bytes() -> usize {
+    16 * 1024
+}
+fn default_max_headers() -> usize {
+    100
+}
+fn default_shutdown_grace() -> u64 {
+    10
+}
+
+fn parse_net(text: &str) -> Option<IpNet> {
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Some(net.trunc());
+    }
+    text.parse::<IpAddr>().ok().map(IpNet::from)
+}
+
+fn http_header_name(name: &str) -> Option<()> {
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    (!name.is_empty() && name.chars().all(token)).then_some(())
+}
+
+/// Checks an upstream URL: `http://host[:port][/path]`, no user info,
+/// query or fragment.
+fn check_upstream(url: &str) -> Result<(), &'static str> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("expected an http:// URL such as http://127.0.0.1:9000")?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() {
+        return Err("the URL has no host");
+    }
+    if authority.contains('@') {
+        return Err("user information in upstream URLs is not supported");
+    }
+    if rest.contains('?') || rest.contains('#') {
+        return Err("the URL must not have a query or fragment");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -153,6 +153,12 @@ impl ApiToken {
     }
 }
 
+/// A random base62 string of `len` characters from the thread's
+/// cryptographically secure generator, for ids that must not be guessed.
+pub fn random_id(len: usize) -> String {
+    random_base62(&mut rand::rng(), len)
+}
+
 fn random_base62(rng: &mut impl Rng, len: usize) -> String {
     (0..len)
         .map(|_| char::from(BASE62[rng.random_range(0..BASE62.len())]))

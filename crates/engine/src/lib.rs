@@ -1,1 +1,490 @@
-//! stepgate engine
+//! The engine: one decision per request. It authenticates the credential,
+//! gathers signals against the identity's baseline, scores them, asks the
+//! policy, picks the weakest sufficient step-up, checks step-up answers and
+//! records every outcome in the audit trail.
+//!
+//! Front-ends turn wire input into [`RequestInput`] and the [`Verdict`] back
+//! into their own words; they never decide. The engine keeps what the
+//! decision path needs in memory and writes behind the request, except the
+//! records and counters that must be durable before an answer: challenge,
+//! deny and failure records, and the last accepted TOTP step.
+
+mod state;
+mod stepup;
+mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use stepgate_audit::{Entry, Event};
+use stepgate_config::{Config, StepUpConfig};
+use stepgate_core::{
+    ApiToken, Assurance, Clock, FactorKind, GrantScope, IdentityName, Outcome, RequestFacts, RiskScore, Signal,
+    Timestamp, Zones,
+};
+use stepgate_policy::{Policy, PolicyInput};
+use stepgate_risk::{FailureKind, RiskConfig};
+use stepgate_store::{Store, StoreError};
+
+pub use stepup::StepUpFailure;
+pub use writer::{AuditSink, AuditUnavailable, AuditWriter, Receipt};
+
+use state::{Challenges, Credentials, Grants, RiskState, Sharded};
+
+/// What the engine needs from the configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub risk: RiskConfig,
+    pub step_up: StepUpConfig,
+    pub zones: Zones,
+}
+
+impl Settings {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            risk: config.risk.clone(),
+            step_up: config.step_up.clone(),
+            zones: Zones::new(config.zones.clone()),
+        }
+    }
+}
+
+/// A step-up answer carried by a request.
+#[derive(Clone, Copy, Debug)]
+pub struct StepUpAnswer<'a> {
+    pub challenge_id: &'a str,
+    pub totp_code: Option<&'a str>,
+}
+
+/// One request as a front-end hands it over.
+#[derive(Clone, Debug)]
+pub struct RequestInput<'a> {
+    /// The whole `Authorization` header value, if any.
+    pub authorization: Option<&'a str>,
+    pub answer: Option<StepUpAnswer<'a>>,
+    pub facts: RequestFacts,
+    /// Path and query for the audit trail, with query values redacted.
+    pub audit_target: String,
+}
+
+/// Why a request did not authenticate. Clients only ever learn "invalid
+/// token"; the kind goes to the audit trail and the logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthFailure {
+    Missing,
+    NotBearer,
+    Malformed,
+    UnknownToken,
+    WrongSecret,
+    Revoked,
+    IdentityDisabled,
+}
+
+impl AuthFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "missing credential",
+            AuthFailure::NotBearer => "authorization scheme is not Bearer",
+            AuthFailure::Malformed => "malformed token",
+            AuthFailure::UnknownToken => "unknown token",
+            AuthFailure::WrongSecret => "token secret does not match",
+            AuthFailure::Revoked => "token revoked",
+            AuthFailure::IdentityDisabled => "identity disabled",
+        }
+    }
+}
+
+/// A permitted request. The front-end forwards it, then calls
+/// [`Engine::finish`] so the allow record is written and the baseline learns.
+#[derive(Debug)]
+pub struct Allowed {
+    pub identity: IdentityName,
+    pub risk: RiskScore,
+    /// The factor proved by this very request, if it answered a challenge.
+    pub stepped_up: Option<FactorKind>,
+    /// Durability of the step-up record, when this request answered a challenge.
+    pub receipt: Option<Receipt>,
+    entry: Entry,
+    facts: RequestFacts,
+    /// True when the request passed on its token alone, so it may teach
+    /// the baseline.
+    learn: bool,
+}
+
+/// A challenge the front-end must send.
+#[derive(Clone, Debug)]
+pub struct ChallengeIssued {
+    pub id: String,
+    pub identity: IdentityName,
+    pub factors: Vec<FactorKind>,
+    pub expires_at: Timestamp,
+    pub max_age: Duration,
+    pub risk: RiskScore,
+    /// The signals, when the config allows them in the answer.
+    pub reasons: Option<Vec<Signal>>,
+}
+
+/// The engine's answer for one request. Every variant but `Allow` carries
+/// a [`Receipt`] that the front-end must wait for before it answers.
+#[derive(Debug)]
+pub enum Verdict {
+    Allow(Allowed),
+    Challenge(ChallengeIssued, Receipt),
+    Deny { identity: IdentityName, risk: RiskScore, receipt: Receipt },
+    Unauthenticated(AuthFailure, Receipt),
+    StepUpFailed(StepUpFailure, Receipt),
+    /// The audit trail cannot be written, or the decision failed; the
+    /// gateway fails closed.
+    Unavailable,
+}
+
+/// The decision engine. Cheap to share behind an `Arc`.
+pub struct Engine {
+    settings: Settings,
+    policy: Policy,
+    clock: Arc<dyn Clock>,
+    store: Arc<dyn Store>,
+    audit: AuditSink,
+    credentials: RwLock<Arc<Credentials>>,
+    risk: Sharded<RiskState>,
+    grants: Grants,
+    challenges: Challenges,
+}
+
+impl Engine {
+    /// Builds an engine on the store's current state.
+    pub fn new(
+        settings: Settings,
+        policy: Policy,
+        clock: Arc<dyn Clock>,
+        store: Arc<dyn Store>,
+        audit: AuditSink,
+    ) -> Result<Self, StoreError> {
+        let credentials = Credentials::from_snapshot(store.snapshot()?);
+        let risk = Sharded::new();
+        for (name, baseline) in store.load_baselines()? {
+            risk.with(&name, |state: &mut RiskState| state.baseline = baseline);
+        }
+        let engine = Self {
+            settings,
+            policy,
+            clock,
+            store,
+            audit,
+            credentials: RwLock::new(Arc::new(credentials)),
+            risk,
+            grants: Sharded::new(),
+            challenges: Challenges::default(),
+        };
+        engine.restore_locks();
+        Ok(engine)
+    }
+
+    fn restore_locks(&self) {
+        let Ok(snapshot) = self.store.snapshot() else {
+            return;
+        };
+        for record in snapshot.totp {
+            if let Some(until) = record.locked_until {
+                self.risk.with(&record.identity, |state| state.failures.lock_totp(until));
+            }
+        }
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn audit(&self) -> &AuditSink {
+        &self.audit
+    }
+
+    /// Reloads identities, tokens and factors when an administrative change
+    /// raised the store's revision. Returns true when it reloaded.
+    pub fn reload_if_changed(&self) -> Result<bool, StoreError> {
+        let current = self.credentials.read().revision;
+        if self.store.revision()? == current {
+            return Ok(false);
+        }
+        let snapshot = self.store.snapshot()?;
+        let revision = snapshot.revision;
+        *self.credentials.write() = Arc::new(Credentials::from_snapshot(snapshot));
+        tracing::info!(revision, "credentials reloaded");
+        Ok(true)
+    }
+
+    /// Saves changed baselines and drops expired challenges and grants.
+    pub fn flush(&self) -> Result<usize, StoreError> {
+        let now = self.now();
+        let mut changed = Vec::new();
+        self.risk.for_each(|name, state| {
+            if state.dirty {
+                state.dirty = false;
+                changed.push((name.clone(), state.baseline.clone()));
+            }
+        });
+        if !changed.is_empty() {
+            if let Err(err) = self.store.save_baselines(&changed) {
+                // Mark them again so the next flush retries.
+                for (name, _) in &changed {
+                    self.risk.with(name, |state| state.dirty = true);
+                }
+                return Err(err);
+            }
+        }
+        self.challenges.purge_expired(now);
+        self.grants.for_each(|_, grants| grants.retain(|grant| grant.expires_at > now));
+        Ok(changed.len())
+    }
+
+    /// Decides one request.
+    pub fn decide(&self, mut input: RequestInput<'_>) -> Verdict {
+        if !self.audit.is_healthy() {
+            return Verdict::Unavailable;
+        }
+        let now = self.now();
+        input.facts.time = now;
+        let credentials = self.credentials.read().clone();
+
+        let mut entry = request_entry(&input, now);
+        let identity = match self.authenticate(&credentials, input.authorization, &mut entry, now) {
+            Ok(identity) => identity,
+            Err(failure) => {
+                entry.event = Some(Event::AuthFailure);
+                entry.detail = Some(failure.as_str().to_owned());
+                tracing::debug!(reason = failure.as_str(), client.addr = %input.facts.client_addr, "authentication failed");
+                return Verdict::Unauthenticated(failure, self.audit.durable(entry));
+            }
+        };
+        entry.identity = Some(identity.to_string());
+
+        let mut stepped_up = None;
+        let mut step_up_receipt = None;
+        if let Some(answer) = input.answer {
+            match self.answer_challenge(&credentials, &identity, &input.facts, answer, now) {
+                Ok(factor) => {
+                    let mut success = entry.clone();
+                    success.event = Some(Event::StepUpSuccess);
+                    success.factor = Some(factor.name().to_owned());
+                    success.challenge_id = Some(answer.challenge_id.to_owned());
+                    step_up_receipt = Some(self.audit.durable(success));
+                    stepped_up = Some(factor);
+                }
+                Err(failure) => {
+                    entry.event = Some(Event::StepUpFailure);
+                    entry.challenge_id = Some(answer.challenge_id.to_owned());
+                    entry.factor = Some(FactorKind::Totp.name().to_owned());
+                    entry.detail = Some(failure.to_string());
+                    return Verdict::StepUpFailed(failure, self.audit.durable(entry));
+                }
+            }
+        }
+
+        let facts = &input.facts;
+        let scope = GrantScope {
+            action: facts.action,
+            resource: facts.resource.clone(),
+        };
+        let network = facts.network();
+        let (assessment, learning) = self.risk.with(&identity, |state| {
+            let assessment = stepgate_risk::assess(&self.settings.risk, &state.baseline, &state.failures, facts);
+            (assessment, state.baseline.in_learning(&self.settings.risk))
+        });
+        let mut assurance = Assurance::none();
+        self.grants.with(&identity, |grants| {
+            for grant in grants.iter().filter(|grant| grant.covers(&identity, &scope, network, now)) {
+                assurance.add(grant.factor, grant.proved_at);
+            }
+        });
+        let proved: Vec<(FactorKind, i64)> = assurance
+            .iter()
+            .map(|(kind, at)| (kind, now.since(at).as_secs() as i64))
+            .collect();
+        let signal_names: Vec<&'static str> = assessment.signal_names().collect();
+        let offered: Vec<FactorKind> = self.enrolled_factors(&credentials, &identity);
+        let zone = facts.zone.as_deref().and_then(|name| self.settings.zones.iter().find(|z| z.name == name));
+        let policy_input = PolicyInput {
+            identity: identity.as_str(),
+            identity_learning: learning,
+            action: facts.action,
+            resource: &facts.resource,
+            path: &facts.path,
+            operation: &facts.operation,
+            zone,
+            risk: assessment.score.value(),
+            signals: &signal_names,
+            proved: &proved,
+            source_ip: facts.client_addr,
+            time_secs: now.as_secs(),
+            hour: now.hour_of_day(),
+        };
+        let decision = match self.policy.decide(&policy_input, &offered) {
+            Ok(decision) => decision,
+            Err(err) => {
+                tracing::error!(identity = %identity, error = %err, "policy evaluation failed, failing closed");
+                return Verdict::Unavailable;
+            }
+        };
+
+        entry.risk = Some(assessment.score.value());
+        entry.signals = assessment.signals.clone();
+        entry.policies = decision.reasons;
+        entry.decision = Some(decision.outcome.as_str().to_owned());
+        if let Some((factor, _)) = assurance.iter().next() {
+            entry.factor = Some(factor.name().to_owned());
+        }
+
+        match (decision.outcome, decision.step_up) {
+            (Outcome::Allow, _) => {
+                entry.event = Some(Event::Allow);
+                Verdict::Allow(Allowed {
+                    identity,
+                    risk: assessment.score,
+                    stepped_up,
+                    receipt: step_up_receipt,
+                    entry,
+                    learn: assurance.is_empty(),
+                    facts: input.facts,
+                })
+            }
+            (Outcome::StepUp, Some(factor)) => {
+                let id = format!("ch_{}", stepgate_core::token::random_id(24));
+                let expires_at = now.saturating_add(self.settings.step_up.challenge_ttl());
+                let challenge = state::Challenge {
+                    identity: identity.clone(),
+                    scope,
+                    network,
+                    factors: vec![factor],
+                    expires_at,
+                };
+                if !self.challenges.insert(id.clone(), challenge, now) {
+                    tracing::error!(identity = %identity, "too many open challenges, failing closed");
+                    return Verdict::Unavailable;
+                }
+                entry.event = Some(Event::Challenge);
+                entry.challenge_id = Some(id.clone());
+                entry.factor = Some(factor.name().to_owned());
+                let issued = ChallengeIssued {
+                    id,
+                    identity,
+                    factors: vec![factor],
+                    expires_at,
+                    max_age: self.settings.step_up.max_age(),
+                    risk: assessment.score,
+                    reasons: self.settings.step_up.include_reasons.then_some(assessment.signals),
+                };
+                Verdict::Challenge(issued, self.audit.durable(entry))
+            }
+            _ => {
+                entry.event = Some(Event::Deny);
+                entry.decision = Some(Outcome::Deny.as_str().to_owned());
+                Verdict::Deny {
+                    identity,
+                    risk: assessment.score,
+                    receipt: self.audit.durable(entry),
+                }
+            }
+        }
+    }
+
+    /// Records the end of an allowed request and teaches the baseline.
+    pub fn finish(&self, allowed: Allowed, upstream_status: Option<u16>, duration: Duration) {
+        let Allowed {
+            identity,
+            mut entry,
+            facts,
+            learn,
+            ..
+        } = allowed;
+        entry.upstream_status = upstream_status;
+        entry.duration_us = Some(u64::try_from(duration.as_micros()).unwrap_or(u64::MAX));
+        if upstream_status.is_none() {
+            entry.event = Some(Event::Error);
+        }
+        self.audit.behind(entry);
+        if learn {
+            self.risk.with(&identity, |state| {
+                state.baseline.learn(&facts);
+                state.dirty = true;
+            });
+        }
+    }
+
+    fn authenticate(
+        &self,
+        credentials: &Credentials,
+        authorization: Option<&str>,
+        entry: &mut Entry,
+        now: Timestamp,
+    ) -> Result<IdentityName, AuthFailure> {
+        let header = authorization.ok_or(AuthFailure::Missing)?;
+        let (scheme, value) = header.split_once(' ').ok_or(AuthFailure::NotBearer)?;
+        if !scheme.eq_ignore_ascii_case("Bearer") {
+            return Err(AuthFailure::NotBearer);
+        }
+        let token = ApiToken::parse(value.trim_matches(' ')).map_err(|_| AuthFailure::Malformed)?;
+        entry.token_id = Some(token.id().to_string());
+        let stored = credentials
+            .tokens
+            .get(token.id().as_str())
+            .ok_or(AuthFailure::UnknownToken)?;
+        entry.identity = Some(stored.identity.to_string());
+        if stored.hash != token.hash() {
+            self.record_failure(&stored.identity, FailureKind::Authentication, now);
+            return Err(AuthFailure::WrongSecret);
+        }
+        if stored.revoked {
+            self.record_failure(&stored.identity, FailureKind::Authentication, now);
+            return Err(AuthFailure::Revoked);
+        }
+        match credentials.identities.get(&stored.identity) {
+            Some(identity) if !identity.disabled => Ok(stored.identity.clone()),
+            _ => {
+                self.record_failure(&stored.identity, FailureKind::Authentication, now);
+                Err(AuthFailure::IdentityDisabled)
+            }
+        }
+    }
+
+    fn record_failure(&self, identity: &IdentityName, kind: FailureKind, now: Timestamp) {
+        self.risk.with(identity, |state| state.failures.record(kind, now));
+    }
+
+    fn enrolled_factors(&self, credentials: &Credentials, identity: &IdentityName) -> Vec<FactorKind> {
+        let mut factors = Vec::new();
+        if credentials.totp.contains_key(identity) {
+            factors.push(FactorKind::Totp);
+        }
+        factors
+    }
+}
+
+fn request_entry(input: &RequestInput<'_>, now: Timestamp) -> Entry {
+    let facts = &input.facts;
+    let mut entry = Entry::new(Event::Allow, now);
+    entry.peer_addr = Some(facts.peer_addr.to_string());
+    entry.client_addr = Some(facts.client_addr.to_string());
+    entry.method = Some(facts.method.clone());
+    entry.path = Some(input.audit_target.clone());
+    entry.action = Some(facts.action.as_str().to_owned());
+    entry.resource = Some(facts.resource.clone());
+    entry.zone = facts.zone.clone();
+    entry
+}
+
+/// Audit entry for an administrative change made by `actor`.
+pub fn admin_entry(now: Timestamp, actor: &str, identity: Option<&IdentityName>, detail: String) -> Entry {
+    let mut entry = Entry::new(Event::Admin, now);
+    entry.actor = Some(actor.to_owned());
+    entry.identity = identity.map(ToString::to_string);
+    entry.detail = Some(detail);
+    entry
+}
+
+#[cfg(test)]
+mod tests;

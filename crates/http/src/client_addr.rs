@@ -83,7 +83,7 @@ pub(crate) enum ForwardedError {
 ///
 /// Parameter names are case-insensitive, values are tokens or quoted-strings
 /// with backslash escapes, and whitespace around `,` and `;` is ignored.
-/// Empty list entries are skipped, as RFC 9110 §5.6.1 requires of recipients.
+/// Empty list entries are skipped, as RFC 9110 requires of list recipients.
 ///
 /// # Errors
 ///
@@ -100,14 +100,14 @@ pub(crate) fn parse_forwarded(values: &[&str]) -> Result<Vec<ForwardedElement>, 
 /// If `trusted` is empty or `peer` is not in it, returns `peer` without
 /// reading any header. Otherwise the hop list comes from all `Forwarded` field
 /// lines (the `for` of each element) when that header is present, and from all
-/// `X-Forwarded-For` field lines when it is not. The list is walked from the
-/// right, with `peer` as the starting point:
-/// - a trusted proxy's address is skipped, and becomes the current answer,
+/// `X-Forwarded-For` field lines when it is not. The walk starts at `peer`
+/// and reads the list from the right:
+/// - a trusted proxy's address is skipped and becomes the nearest trusted hop,
 /// - the first address that is not a trusted proxy is returned as the client,
 /// - an element that is malformed, has no `for`, or names an `unknown` or
 ///   obfuscated node ends the walk, because nothing to its left can be
-///   believed, and the current answer (the leftmost trusted hop reached, or
-///   `peer`) is returned,
+///   believed, and the nearest trusted hop reached so far (at first `peer`)
+///   is returned,
 /// - when every hop is trusted, the leftmost one is returned.
 ///
 /// A malformed element only hides the elements to its left and, when it
@@ -245,7 +245,7 @@ fn parse_element(element: &str) -> Result<ForwardedElement, ForwardedError> {
     Ok(parsed)
 }
 
-/// Parses a pair's value, a token or a quoted-string (RFC 9110 §5.6.4), into
+/// Parses a pair's value, an RFC 9110 token or quoted-string, into
 /// its text with quotes and escapes removed.
 fn parse_value(pair: &str, raw_value: &str) -> Result<String, ForwardedError> {
     let invalid = || ForwardedError::InvalidPair(pair.to_owned());
@@ -364,7 +364,7 @@ fn trim_whitespace(text: &str) -> &str {
     text.trim_matches([' ', '\t'])
 }
 
-/// RFC 9110 §5.6.2 token: one or more tchar.
+/// RFC 9110 token: one or more tchar.
 fn is_token(text: &str) -> bool {
     !text.is_empty()
         && text.bytes().all(|byte| {
@@ -389,7 +389,7 @@ fn is_token(text: &str) -> bool {
         })
 }
 
-/// RFC 9110 §5.6.4 qdtext: HTAB, SP, visible ASCII other than `"` and `\`, and
+/// RFC 9110 qdtext: HTAB, SP, visible ASCII other than `"` and `\`, and
 /// obs-text (any non-ASCII character).
 fn is_quoted_text(character: char) -> bool {
     matches!(character, '\t' | ' ' | '!' | '#'..='[' | ']'..='~') || !character.is_ascii()

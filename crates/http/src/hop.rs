@@ -6,9 +6,9 @@ use http::header::{
     TRANSFER_ENCODING, UPGRADE,
 };
 
-/// Header fields that apply to one connection only and never go to the next
-/// hop: the set in RFC 9110 §7.6.1 plus `Proxy-Authenticate`,
-/// `Proxy-Authorization` and the legacy `Keep-Alive` and `Proxy-Connection`.
+/// Header fields that apply to a single connection, so a proxy removes them
+/// before it forwards a message. `Keep-Alive` and `Proxy-Connection` are
+/// legacy HTTP/1.0 fields that some clients still send.
 const HOP_BY_HOP: [HeaderName; 9] = [
     CONNECTION,
     HeaderName::from_static("keep-alive"),

@@ -117,6 +117,9 @@ pub(crate) fn redact_query(query: &str) -> String {
 /// - any other segment of 20 or more characters that contains both an ASCII
 ///   letter and an ASCII digit outside percent-encodings becomes `{id}`.
 ///
+/// The `{id}` rule also matches long slugs that contain a digit, such as
+/// `annual-report-2024-q1`.
+///
 /// Other segments are kept. The input should come from [`normalize_path`],
 /// which percent-encodes `{` and `}`, so a placeholder never collides with a
 /// literal segment.
@@ -422,6 +425,7 @@ mod tests {
                 "/w/%E6%97%A5%E6%9C%AC%E8%AA%9E",
             ),
             ("/reports/daily", "/reports/daily"),
+            ("/reports/annual-report-2024-q1", "/reports/{id}"),
             ("/v2/items", "/v2/items"),
         ];
         for (path, expected) in cases {

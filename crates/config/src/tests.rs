@@ -1,0 +1,100 @@
+use super::*;
+
+const MINIMAL: &str = r#"
+[gateway]
+listen = "127.0.0.1:8080"
+data_dir = "./stepgate-data"
+trusted_proxies = []
+
+[[routes]]
+prefix = "/"
+upstream = "http://127.0.0.1:9000"
+
+[[zones]]
+name = "reports"
+prefix = "/reports"
+read_only = true
+
+[risk]
+learning_requests = 5
+"#;
+
+fn message(text: &str) -> String {
+    Config::parse(text, "test.toml").unwrap_err().to_string()
+}
+
+#[test]
+fn documented_keys_parse() {
+    let config = Config::parse(MINIMAL, "test.toml").unwrap();
+    assert_eq!(config.gateway.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.routes[0].upstream, "http://127.0.0.1:9000");
+    assert!(config.zones[0].read_only);
+    assert_eq!(config.risk.learning_requests, 5);
+    assert_eq!(config.gateway.identity_header, "Stepgate-Identity");
+}
+
+#[test]
+fn embedded_defaults_are_valid() {
+    let config = Config::embedded().unwrap();
+    assert!(config.echo.is_some());
+    assert_eq!(config.step_up.max_age_secs, 300);
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let text = MINIMAL.replace("learning_requests = 5", "learning_requets = 5");
+    let err = message(&text);
+    assert!(err.contains("learning_requets"), "{err}");
+    assert!(err.contains("test.toml"), "{err}");
+}
+
+#[test]
+fn bad_trusted_proxy_names_key_and_value() {
+    let text = MINIMAL.replace("trusted_proxies = []", r#"trusted_proxies = ["10.0.0.0/8", "nonsense"]"#);
+    let err = message(&text);
+    assert!(err.contains("gateway.trusted_proxies[1]"), "{err}");
+    assert!(err.contains("\"nonsense\""), "{err}");
+}
+
+#[test]
+fn trusted_proxies_accept_addresses_and_ranges() {
+    let text = MINIMAL.replace("trusted_proxies = []", r#"trusted_proxies = ["10.1.2.3/8", "::1"]"#);
+    let config = Config::parse(&text, "t").unwrap();
+    assert_eq!(config.trusted_proxy_nets[0].to_string(), "10.0.0.0/8");
+    assert_eq!(config.trusted_proxy_nets[1].to_string(), "::1/128");
+}
+
+#[test]
+fn bad_upstream_names_route() {
+    let text = MINIMAL.replace("http://127.0.0.1:9000", "ftp://x");
+    let err = message(&text);
+    assert!(err.contains("routes[0].upstream"), "{err}");
+    assert!(err.contains("ftp://x"), "{err}");
+}
+
+#[test]
+fn bad_listen_address_named() {
+    let text = MINIMAL.replace("127.0.0.1:8080", "localhost:notaport");
+    let err = message(&text);
+    assert!(err.contains("listen"), "{err}");
+}
+
+#[test]
+fn weight_over_100_rejected() {
+    let text = format!("{MINIMAL}\n[risk.weights]\nnew_network = 101\n");
+    let text = text.replace("[risk]\nlearning_requests = 5\n", "");
+    let err = message(&format!("{text}\n[risk]\nlearning_requests = 5\n"));
+    assert!(err.contains("risk.weights.new_network"), "{err}");
+}
+
+#[test]
+fn broken_toml_reports_position() {
+    let err = message("[gateway\nlisten = ");
+    assert!(err.contains("line 1"), "{err}");
+}
+
+#[test]
+fn duplicate_zone_names_rejected() {
+    let text = format!("{MINIMAL}\n[[zones]]\nname = \"reports\"\nprefix = \"/r2\"\n");
+    assert!(message(&text).contains("zones[1].name"));
+}

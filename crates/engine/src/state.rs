@@ -1,0 +1,193 @@
+//! In-memory state of the decision path: credentials, per-identity risk
+//! state, challenges and grants.
+
+use std::collections::HashMap;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+
+use parking_lot::Mutex;
+use stepgate_core::{Grant, GrantScope, Identity, IdentityName, Network, Timestamp, TokenHash};
+use stepgate_factors::totp::{Algorithm, TotpParams, TotpSecret};
+use stepgate_risk::{Baseline, Failures};
+use stepgate_store::{Snapshot, TotpRecord};
+
+/// Identities, tokens and factors, rebuilt whenever the store's revision
+/// changes.
+#[derive(Default)]
+pub(crate) struct Credentials {
+    pub(crate) revision: u64,
+    pub(crate) identities: HashMap<IdentityName, Identity>,
+    pub(crate) tokens: HashMap<String, TokenEntry>,
+    pub(crate) totp: HashMap<IdentityName, TotpFactor>,
+}
+
+pub(crate) struct TokenEntry {
+    pub(crate) identity: IdentityName,
+    pub(crate) hash: TokenHash,
+    pub(crate) revoked: bool,
+}
+
+pub(crate) struct TotpFactor {
+    pub(crate) secret: TotpSecret,
+    pub(crate) params: TotpParams,
+}
+
+impl Credentials {
+    pub(crate) fn from_snapshot(snapshot: Snapshot) -> Self {
+        let identities = snapshot
+            .identities
+            .into_iter()
+            .map(|identity| (identity.name.clone(), identity))
+            .collect();
+        let tokens = snapshot
+            .tokens
+            .into_iter()
+            .map(|token| {
+                let entry = TokenEntry {
+                    identity: token.identity,
+                    hash: token.hash,
+                    revoked: token.revoked_at.is_some(),
+                };
+                (token.id.as_str().to_owned(), entry)
+            })
+            .collect();
+        let totp = snapshot
+            .totp
+            .into_iter()
+            .filter_map(|record| totp_factor(&record).map(|factor| (record.identity.clone(), factor)))
+            .collect();
+        Self {
+            revision: snapshot.revision,
+            identities,
+            tokens,
+            totp,
+        }
+    }
+}
+
+fn totp_factor(record: &TotpRecord) -> Option<TotpFactor> {
+    let algorithm: Algorithm = match record.algorithm.parse() {
+        Ok(algorithm) => algorithm,
+        Err(err) => {
+            tracing::error!(identity = %record.identity, error = %err, "stored TOTP factor unusable, skipped");
+            return None;
+        }
+    };
+    let params = match TotpParams::new(algorithm, record.digits, record.period) {
+        Ok(params) => params,
+        Err(err) => {
+            tracing::error!(identity = %record.identity, error = %err, "stored TOTP factor unusable, skipped");
+            return None;
+        }
+    };
+    Some(TotpFactor {
+        secret: TotpSecret::from_bytes(record.danger_secret().to_vec()),
+        params,
+    })
+}
+
+/// Risk state of one identity.
+#[derive(Default)]
+pub(crate) struct RiskState {
+    pub(crate) baseline: Baseline,
+    pub(crate) failures: Failures,
+    /// Consecutive wrong or replayed TOTP codes since the last success.
+    pub(crate) totp_failures: u32,
+    /// The baseline changed since it was last saved.
+    pub(crate) dirty: bool,
+}
+
+const SHARDS: usize = 32;
+
+/// A map from identity to `T`, split into shards so that requests of
+/// different identities rarely wait for the same lock.
+pub(crate) struct Sharded<T> {
+    shards: Vec<Mutex<HashMap<IdentityName, T>>>,
+}
+
+impl<T: Default> Sharded<T> {
+    pub(crate) fn new() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+
+    fn shard(&self, name: &IdentityName) -> &Mutex<HashMap<IdentityName, T>> {
+        let mut hasher = DefaultHasher::new();
+        name.hash(&mut hasher);
+        let index = (hasher.finish() % SHARDS as u64) as usize;
+        // `index` is below SHARDS, the length of `shards`.
+        &self.shards[index]
+    }
+
+    /// Runs `f` on the identity's entry, creating it if missing.
+    pub(crate) fn with<R>(&self, name: &IdentityName, f: impl FnOnce(&mut T) -> R) -> R {
+        let mut shard = self.shard(name).lock();
+        match shard.get_mut(name) {
+            Some(entry) => f(entry),
+            None => f(shard.entry(name.clone()).or_default()),
+        }
+    }
+
+    /// Runs `f` on every entry, one shard at a time.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&IdentityName, &mut T)) {
+        for shard in &self.shards {
+            let mut shard = shard.lock();
+            for (name, entry) in shard.iter_mut() {
+                f(name, entry);
+            }
+        }
+    }
+}
+
+/// An open challenge, waiting for a step-up answer.
+#[derive(Clone, Debug)]
+pub(crate) struct Challenge {
+    pub(crate) identity: IdentityName,
+    pub(crate) scope: GrantScope,
+    pub(crate) network: Network,
+    pub(crate) factors: Vec<stepgate_core::FactorKind>,
+    pub(crate) expires_at: Timestamp,
+}
+
+/// Open challenges by id, dropped when answered or expired.
+#[derive(Default)]
+pub(crate) struct Challenges {
+    open: Mutex<HashMap<String, Challenge>>,
+}
+
+/// Most open challenges kept; when full, expired ones are dropped first and
+/// then new challenges replace nothing and fail closed.
+const MAX_CHALLENGES: usize = 100_000;
+
+impl Challenges {
+    pub(crate) fn insert(&self, id: String, challenge: Challenge, now: Timestamp) -> bool {
+        let mut open = self.open.lock();
+        if open.len() >= MAX_CHALLENGES {
+            open.retain(|_, challenge| challenge.expires_at > now);
+            if open.len() >= MAX_CHALLENGES {
+                return false;
+            }
+        }
+        open.insert(id, challenge);
+        true
+    }
+
+    pub(crate) fn get(&self, id: &str) -> Option<Challenge> {
+        self.open.lock().get(id).cloned()
+    }
+
+    pub(crate) fn remove(&self, id: &str) -> Option<Challenge> {
+        self.open.lock().remove(id)
+    }
+
+    pub(crate) fn purge_expired(&self, now: Timestamp) -> usize {
+        let mut open = self.open.lock();
+        let before = open.len();
+        open.retain(|_, challenge| challenge.expires_at > now);
+        before - open.len()
+    }
+}
+
+/// Grants by identity.
+pub(crate) type Grants = Sharded<Vec<Grant>>;

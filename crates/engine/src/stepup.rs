@@ -1,0 +1,190 @@
+//! Answers to challenges: the checks on the challenge and the TOTP code,
+//! lockout after repeated failures, and the grant a success leaves.
+
+use stepgate_core::{FactorKind, Grant, IdentityName, Network, RequestFacts, Timestamp};
+use stepgate_factors::totp::{self, Verification};
+use stepgate_risk::FailureKind;
+
+use crate::state::Credentials;
+use crate::{Engine, StepUpAnswer};
+
+/// Steps of clock drift accepted on each side of the current TOTP step.
+const TOTP_DRIFT_STEPS: u64 = 1;
+
+/// Why a step-up answer was not accepted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StepUpFailure {
+    #[error("challenge is unknown or was already answered: repeat the request without Stepgate-Challenge to get a new one")]
+    UnknownChallenge,
+    #[error("challenge expired: repeat the request without Stepgate-Challenge to get a new one")]
+    Expired,
+    #[error("challenge was issued to another identity")]
+    WrongIdentity,
+    #[error("challenge was issued to network {expected}, answered from {actual}")]
+    WrongNetwork { expected: Network, actual: Network },
+    #[error("the challenge does not accept this factor")]
+    FactorNotAccepted,
+    #[error("no TOTP factor is enrolled for this identity")]
+    NotEnrolled,
+    #[error("missing Stepgate-Totp header with the current TOTP code")]
+    MissingCode,
+    #[error("wrong TOTP code")]
+    WrongCode,
+    #[error("TOTP code was already used: wait for the next code")]
+    ReplayedCode,
+    #[error("TOTP factor is locked after repeated failures until {}", until.to_rfc3339())]
+    Locked { until: Timestamp },
+    #[error("the step-up could not be recorded")]
+    StoreUnavailable,
+}
+
+impl StepUpFailure {
+    /// True when the same challenge can still be answered.
+    pub fn challenge_still_open(&self) -> bool {
+        matches!(
+            self,
+            StepUpFailure::MissingCode | StepUpFailure::WrongCode | StepUpFailure::ReplayedCode
+        )
+    }
+
+    /// A stable name for metrics and machine-readable answers.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StepUpFailure::UnknownChallenge => "unknown_challenge",
+            StepUpFailure::Expired => "expired_challenge",
+            StepUpFailure::WrongIdentity => "wrong_identity",
+            StepUpFailure::WrongNetwork { .. } => "wrong_network",
+            StepUpFailure::FactorNotAccepted => "factor_not_accepted",
+            StepUpFailure::NotEnrolled => "not_enrolled",
+            StepUpFailure::MissingCode => "missing_code",
+            StepUpFailure::WrongCode => "wrong_code",
+            StepUpFailure::ReplayedCode => "replayed_code",
+            StepUpFailure::Locked { .. } => "locked",
+            StepUpFailure::StoreUnavailable => "unavailable",
+        }
+    }
+}
+
+impl Engine {
+    /// Checks a step-up answer. On success the challenge is consumed and a
+    /// grant for the challenged scope and network is stored.
+    pub(crate) fn answer_challenge(
+        &self,
+        credentials: &Credentials,
+        identity: &IdentityName,
+        facts: &RequestFacts,
+        answer: StepUpAnswer<'_>,
+        now: Timestamp,
+    ) -> Result<FactorKind, StepUpFailure> {
+        let result = self.check_answer(credentials, identity, facts, answer, now);
+        match &result {
+            Ok(_) => tracing::info!(identity = %identity, challenge.id = answer.challenge_id, "step-up succeeded"),
+            Err(failure) => {
+                tracing::info!(identity = %identity, challenge.id = answer.challenge_id, reason = failure.code(), "step-up failed");
+                let kind = match failure {
+                    StepUpFailure::WrongCode | StepUpFailure::ReplayedCode => FailureKind::Totp,
+                    _ => FailureKind::StepUp,
+                };
+                self.record_failure(identity, kind, now);
+            }
+        }
+        result
+    }
+
+    fn check_answer(
+        &self,
+        credentials: &Credentials,
+        identity: &IdentityName,
+        facts: &RequestFacts,
+        answer: StepUpAnswer<'_>,
+        now: Timestamp,
+    ) -> Result<FactorKind, StepUpFailure> {
+        let challenge = self
+            .challenges
+            .get(answer.challenge_id)
+            .ok_or(StepUpFailure::UnknownChallenge)?;
+        if &challenge.identity != identity {
+            return Err(StepUpFailure::WrongIdentity);
+        }
+        if now >= challenge.expires_at {
+            self.challenges.remove(answer.challenge_id);
+            return Err(StepUpFailure::Expired);
+        }
+        let network = facts.network();
+        if network != challenge.network {
+            return Err(StepUpFailure::WrongNetwork {
+                expected: challenge.network,
+                actual: network,
+            });
+        }
+        if !challenge.factors.contains(&FactorKind::Totp) {
+            return Err(StepUpFailure::FactorNotAccepted);
+        }
+        let factor = credentials.totp.get(identity).ok_or(StepUpFailure::NotEnrolled)?;
+        let code = answer.totp_code.ok_or(StepUpFailure::MissingCode)?;
+        if let Some(until) = self.risk.with(identity, |state| {
+            state.failures.totp_locked(now).then(|| state.failures.totp_locked_until()).flatten()
+        }) {
+            return Err(StepUpFailure::Locked { until });
+        }
+
+        let unix_secs = u64::try_from(now.as_secs()).unwrap_or(0);
+        let verification = totp::verify(&factor.secret, &factor.params, code, unix_secs, None, TOTP_DRIFT_STEPS);
+        let outcome = match verification {
+            Verification::Accepted { step } => match self.store.advance_totp_step(identity, step) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(StepUpFailure::ReplayedCode),
+                Err(err) => {
+                    tracing::error!(identity = %identity, error = %err, "cannot store the TOTP step, failing closed");
+                    return Err(StepUpFailure::StoreUnavailable);
+                }
+            },
+            Verification::Replayed { .. } => Err(StepUpFailure::ReplayedCode),
+            Verification::Invalid => Err(StepUpFailure::WrongCode),
+        };
+        if let Err(failure) = outcome {
+            self.count_totp_failure(identity, now);
+            return Err(failure);
+        }
+
+        self.risk.with(identity, |state| state.totp_failures = 0);
+        if self.challenges.remove(answer.challenge_id).is_none() {
+            return Err(StepUpFailure::UnknownChallenge);
+        }
+        let grant = Grant::new(
+            identity.clone(),
+            challenge.scope,
+            challenge.network,
+            FactorKind::Totp,
+            now,
+            self.settings.step_up.max_age(),
+        );
+        self.grants.with(identity, |grants| {
+            grants.retain(|existing| existing.expires_at > now);
+            grants.push(grant);
+        });
+        Ok(FactorKind::Totp)
+    }
+
+    /// Counts a wrong or replayed code and locks the factor when the count
+    /// reaches the configured maximum.
+    fn count_totp_failure(&self, identity: &IdentityName, now: Timestamp) {
+        let max = self.settings.step_up.totp_max_failures;
+        let lock_until = self.risk.with(identity, |state| {
+            state.totp_failures = state.totp_failures.saturating_add(1);
+            if state.totp_failures < max {
+                return None;
+            }
+            state.totp_failures = 0;
+            let until = now.saturating_add(self.settings.step_up.totp_lockout());
+            state.failures.lock_totp(until);
+            Some(until)
+        });
+        if let Some(until) = lock_until {
+            tracing::warn!(identity = %identity, until = %until.to_rfc3339(), "TOTP factor locked after repeated failures");
+            if let Err(err) = self.store.set_totp_lock(identity, Some(until)) {
+                tracing::error!(identity = %identity, error = %err, "cannot store the TOTP lock");
+            }
+        }
+    }
+}
