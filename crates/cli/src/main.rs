@@ -1,1 +1,171 @@
-fn main() {}
+//! The `stepgate` binary: argument parsing and runtime setup. Each command
+//! lives in its own module; the work happens in the library crates.
+
+mod admin;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use stepgate_config::Config;
+
+/// stepgate: a risk-adaptive step-up gateway for non-human identities.
+#[derive(Parser, Debug)]
+#[command(name = "stepgate", version, about)]
+struct Cli {
+    /// Configuration file (TOML). Without it, the embedded defaults apply.
+    #[arg(long, global = true, env = "STEPGATE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the gateway until SIGTERM or Ctrl-C.
+    Run {
+        /// Log format on stderr.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Validate the configuration and its policy file, then exit.
+    CheckConfig,
+    /// Manage identities.
+    #[command(subcommand)]
+    Identity(IdentityCommand),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Enrol step-up factors.
+    #[command(subcommand)]
+    Factor(FactorCommand),
+    /// Work with Cedar policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Verify and export the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum IdentityCommand {
+    /// Add an identity.
+    Add { name: String },
+    /// List identities.
+    List {
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+    },
+    /// Disable an identity: its tokens stop working at once.
+    Disable { name: String },
+    /// Enable a disabled identity again.
+    Enable { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Issue a token for an identity and print it once on stdout.
+    Issue { identity: String },
+    /// Revoke a token by its id (see `token list`).
+    Revoke { id: String },
+    /// List tokens (ids only, never secrets).
+    List {
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum FactorCommand {
+    /// Enrol a factor for an identity.
+    #[command(subcommand)]
+    Enroll(EnrollCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum EnrollCommand {
+    /// Enrol (or replace) a TOTP factor and print its otpauth:// URI.
+    Totp {
+        identity: String,
+        /// HMAC algorithm: sha1, sha256 or sha512.
+        #[arg(long, default_value = "sha1")]
+        algorithm: String,
+        /// Code length, 6 to 8.
+        #[arg(long, default_value_t = 6)]
+        digits: u32,
+        /// Time step in seconds.
+        #[arg(long, default_value_t = 30)]
+        period: u64,
+        /// Issuer shown by authenticator apps.
+        #[arg(long, default_value = "stepgate")]
+        issuer: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// Validate a Cedar policy file against stepgate's schema.
+    Check { file: PathBuf },
+    /// Print the built-in default policy.
+    Default,
+    /// Print the schema policies are validated against.
+    Schema,
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Check the whole hash chain; names the first broken record.
+    Verify,
+    /// Print audit records.
+    Export {
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ListFormat {
+    Table,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ExportFormat {
+    Jsonl,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { log_format } => run::run(cli.config.as_deref(), log_format),
+        Command::CheckConfig => admin::check_config(cli.config.as_deref()),
+        Command::Identity(command) => admin::identity(cli.config.as_deref(), command),
+        Command::Token(command) => admin::token(cli.config.as_deref(), command),
+        Command::Factor(FactorCommand::Enroll(command)) => admin::enroll(cli.config.as_deref(), command),
+        Command::Policy(command) => admin::policy(command),
+        Command::Audit(command) => admin::audit(cli.config.as_deref(), command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads the configuration file, or the embedded defaults without one.
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    let config = match path {
+        Some(path) => Config::load(path)?,
+        None => Config::embedded()?,
+    };
+    Ok(config)
+}

@@ -1,0 +1,285 @@
+//! Administrative commands: identities, tokens, factors, policies, audit.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use serde_json::json;
+use stepgate_config::Config;
+use stepgate_core::{ApiToken, Clock, Identity, IdentityName, SystemClock, TokenId};
+use stepgate_engine::admin_entry;
+use stepgate_factors::totp::{Algorithm, TotpParams, TotpSecret, otpauth_uri};
+use stepgate_policy::Policy;
+use stepgate_store::{SqliteStore, Store, TokenRecord, TotpRecord};
+
+use crate::{AuditCommand, EnrollCommand, IdentityCommand, ListFormat, PolicyCommand, TokenCommand, load_config};
+
+/// Opens the store named by the configuration, creating the data directory.
+pub(crate) fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
+    let dir = &config.gateway.data_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    Ok(SqliteStore::open(dir)?)
+}
+
+/// Loads the policy named by `[policy] file`, relative to the config file's
+/// directory, or the built-in default.
+pub(crate) fn load_policy(config: &Config, config_path: Option<&Path>) -> anyhow::Result<Policy> {
+    let Some(file) = &config.policy.file else {
+        return Ok(Policy::default_policy()?);
+    };
+    let base = config_path.and_then(Path::parent).unwrap_or(Path::new("."));
+    let path = base.join(file);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read policy file {} (policy.file = {:?})", path.display(), file))?;
+    Ok(Policy::new(&text, &path.display().to_string())?)
+}
+
+/// Who made an administrative change: the operating-system user.
+fn actor() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .map(|user| format!("cli:{user}"))
+        .unwrap_or_else(|_| "cli".to_owned())
+}
+
+fn parse_name(name: &str) -> anyhow::Result<IdentityName> {
+    Ok(IdentityName::new(name)?)
+}
+
+pub(crate) fn check_config(path: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let config = load_config(path)?;
+    let policy = load_policy(&config, path)?;
+    println!(
+        "config {} is valid: {} routes, {} zones, {} policies",
+        config.source_name,
+        config.routes.len(),
+        config.zones.len(),
+        policy.policy_count()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn identity(path: Option<&Path>, command: IdentityCommand) -> anyhow::Result<ExitCode> {
+    let config = load_config(path)?;
+    let store = open_store(&config)?;
+    let now = SystemClock.now();
+    match command {
+        IdentityCommand::Add { name } => {
+            let name = parse_name(&name)?;
+            let identity = Identity {
+                name: name.clone(),
+                disabled: false,
+                created_at: now,
+            };
+            store.add_identity(&identity, admin_entry(now, &actor(), Some(&name), format!("identity add {name}")))?;
+            eprintln!("added identity {name}");
+        }
+        IdentityCommand::Disable { name } => {
+            let name = parse_name(&name)?;
+            store.set_identity_disabled(&name, true, admin_entry(now, &actor(), Some(&name), format!("identity disable {name}")))?;
+            eprintln!("disabled identity {name}");
+        }
+        IdentityCommand::Enable { name } => {
+            let name = parse_name(&name)?;
+            store.set_identity_disabled(&name, false, admin_entry(now, &actor(), Some(&name), format!("identity enable {name}")))?;
+            eprintln!("enabled identity {name}");
+        }
+        IdentityCommand::List { format } => {
+            let snapshot = store.snapshot()?;
+            let rows: Vec<_> = snapshot
+                .identities
+                .iter()
+                .map(|identity| {
+                    let tokens = snapshot
+                        .tokens
+                        .iter()
+                        .filter(|token| token.identity == identity.name && token.revoked_at.is_none())
+                        .count();
+                    let totp = snapshot.totp.iter().any(|factor| factor.identity == identity.name);
+                    (identity, tokens, totp)
+                })
+                .collect();
+            if format == ListFormat::Json {
+                for (identity, tokens, totp) in rows {
+                    let factors: Vec<&str> = if totp { vec!["totp"] } else { vec![] };
+                    println!(
+                        "{}",
+                        json!({
+                            "name": identity.name.as_str(),
+                            "status": if identity.disabled { "disabled" } else { "active" },
+                            "created_at": identity.created_at.to_rfc3339(),
+                            "active_tokens": tokens,
+                            "factors": factors,
+                        })
+                    );
+                }
+            } else {
+                println!("{:<32} {:<9} {:<25} {:>6} FACTORS", "NAME", "STATUS", "CREATED", "TOKENS");
+                for (identity, tokens, totp) in rows {
+                    println!(
+                        "{:<32} {:<9} {:<25} {:>6} {}",
+                        identity.name,
+                        if identity.disabled { "disabled" } else { "active" },
+                        identity.created_at.to_rfc3339(),
+                        tokens,
+                        if totp { "totp" } else { "-" }
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn token(path: Option<&Path>, command: TokenCommand) -> anyhow::Result<ExitCode> {
+    let config = load_config(path)?;
+    let store = open_store(&config)?;
+    let now = SystemClock.now();
+    match command {
+        TokenCommand::Issue { identity } => {
+            let name = parse_name(&identity)?;
+            let token = ApiToken::generate();
+            let record = TokenRecord {
+                id: token.id().clone(),
+                identity: name.clone(),
+                hash: token.hash(),
+                created_at: now,
+                revoked_at: None,
+            };
+            let detail = format!("token issue {} for {name}", token.id());
+            store.add_token(&record, admin_entry(now, &actor(), Some(&name), detail))?;
+            // The token goes to stdout alone, so `$(stepgate token issue x)` captures it.
+            println!("{}", token.danger_expose());
+            eprintln!("issued token {} for identity {name}; it is shown only once", token.id());
+        }
+        TokenCommand::Revoke { id } => {
+            let snapshot = store.snapshot()?;
+            let Some(record) = snapshot.tokens.iter().find(|token| token.id.as_str() == id) else {
+                bail!("token {id:?} not found: list tokens with `stepgate token list`");
+            };
+            let detail = format!("token revoke {id}");
+            store.revoke_token(&TokenId::new(id.clone()), now, admin_entry(now, &actor(), Some(&record.identity), detail))?;
+            eprintln!("revoked token {id}");
+        }
+        TokenCommand::List { format } => {
+            let snapshot = store.snapshot()?;
+            if format == ListFormat::Table {
+                println!("{:<14} {:<32} {:<25} STATUS", "ID", "IDENTITY", "CREATED");
+            }
+            for token in &snapshot.tokens {
+                let status = match token.revoked_at {
+                    Some(at) => format!("revoked {}", at.to_rfc3339()),
+                    None => "active".to_owned(),
+                };
+                if format == ListFormat::Json {
+                    println!(
+                        "{}",
+                        json!({
+                            "id": token.id.as_str(),
+                            "identity": token.identity.as_str(),
+                            "created_at": token.created_at.to_rfc3339(),
+                            "revoked_at": token.revoked_at.map(|at| at.to_rfc3339()),
+                        })
+                    );
+                } else {
+                    println!(
+                        "{:<14} {:<32} {:<25} {status}",
+                        token.id,
+                        token.identity,
+                        token.created_at.to_rfc3339()
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn enroll(path: Option<&Path>, command: EnrollCommand) -> anyhow::Result<ExitCode> {
+    let EnrollCommand::Totp {
+        identity,
+        algorithm,
+        digits,
+        period,
+        issuer,
+    } = command;
+    let config = load_config(path)?;
+    let store = open_store(&config)?;
+    let now = SystemClock.now();
+    let name = parse_name(&identity)?;
+    let algorithm: Algorithm = algorithm.parse()?;
+    let params = TotpParams::new(algorithm, digits, period)?;
+    let secret = TotpSecret::generate(algorithm)?;
+    let record = TotpRecord::new(
+        name.clone(),
+        secret.danger_bytes().to_vec(),
+        algorithm.as_str().to_owned(),
+        digits,
+        period,
+        now,
+    );
+    let detail = format!("factor enroll totp for {name} ({}, {digits} digits, {period} s)", algorithm.as_str());
+    store.enroll_totp(&record, admin_entry(now, &actor(), Some(&name), detail))?;
+    println!("{}", otpauth_uri(&issuer, name.as_str(), &secret, &params));
+    eprintln!("enrolled TOTP for identity {name}; the URI above holds the secret and is shown only once");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn policy(command: PolicyCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        PolicyCommand::Check { file } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read policy file {}", file.display()))?;
+            let policy = Policy::new(&text, &file.display().to_string())?;
+            println!("policy {} is valid: {} policies", file.display(), policy.policy_count());
+        }
+        PolicyCommand::Default => print!("{}", stepgate_policy::DEFAULT_POLICY),
+        PolicyCommand::Schema => print!("{}", stepgate_policy::SCHEMA),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn audit(path: Option<&Path>, command: AuditCommand) -> anyhow::Result<ExitCode> {
+    let config = load_config(path)?;
+    let store = open_store(&config)?;
+    match command {
+        AuditCommand::Verify => {
+            let mut rows: Vec<(u64, String, String)> = Vec::new();
+            store.scan_audit(&mut |seq, record, hash| {
+                rows.push((seq, record.to_owned(), hash.to_owned()));
+                true
+            })?;
+            match stepgate_audit::verify(rows.iter().map(|(seq, record, hash)| (*seq, record.as_str(), hash.as_str()))) {
+                Ok(verified) => {
+                    println!(
+                        "audit trail intact: {} records, last hash {}",
+                        verified.records,
+                        if verified.records == 0 { "-" } else { verified.last_hash.as_str() }
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(err) => {
+                    println!("audit trail broken: {err}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        AuditCommand::Export { format: _ } => {
+            use std::io::Write;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let mut write_error = None;
+            store.scan_audit(&mut |_, record, _| match writeln!(out, "{record}") {
+                Ok(()) => true,
+                Err(err) => {
+                    write_error = Some(err);
+                    false
+                }
+            })?;
+            if let Some(err) = write_error.filter(|err| err.kind() != std::io::ErrorKind::BrokenPipe) {
+                return Err(err.into());
+            }
+            out.flush().ok();
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! The request path: normalise, route, ask the engine, then forward or
+//! answer.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{AUTHORIZATION, FORWARDED, HOST, USER_AGENT};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+use stepgate_core::{Action, RequestFacts, Timestamp};
+use stepgate_engine::{RequestInput, StepUpAnswer, Verdict};
+
+use crate::answer::{self, CHALLENGE_HEADER, TOTP_HEADER};
+use crate::client_addr::client_addr;
+use crate::hop::remove_hop_by_hop;
+use crate::path::{normalize_path, redact_query, route_template};
+use crate::route::Route;
+use crate::{Body, Shared};
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Handles one request from a client connection.
+pub(crate) async fn handle(shared: Arc<Shared>, peer: SocketAddr, request: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let response = match prepare(&shared, peer, &request) {
+        Ok(prepared) => decide_and_forward(&shared, prepared, request, started).await,
+        Err(response) => response,
+    };
+    tracing::debug!(http.method = %method, http.status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request done");
+    response
+}
+
+/// What the front-end worked out before asking the engine.
+struct Prepared {
+    route: Route,
+    facts_peer: IpAddr,
+    facts: RequestFacts,
+    audit_target: String,
+    path_and_query: String,
+}
+
+fn prepare(shared: &Shared, peer: SocketAddr, request: &Request<Incoming>) -> Result<Prepared, Response<Body>> {
+    if let Err(message) = check_framing(request.headers()) {
+        shared.metrics.request("bad_request");
+        tracing::warn!(client.addr = %peer, reason = message, "ambiguous request framing rejected");
+        return Err(answer::error(StatusCode::BAD_REQUEST, "bad_request", message));
+    }
+    if request.method() == Method::CONNECT {
+        shared.metrics.request("bad_request");
+        return Err(answer::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "CONNECT is not supported by this gateway",
+        ));
+    }
+    let raw_path = request.uri().path();
+    let path = normalize_path(raw_path).map_err(|err| {
+        shared.metrics.request("bad_request");
+        tracing::warn!(client.addr = %peer, error = %err, "request path rejected");
+        answer::error(StatusCode::BAD_REQUEST, "bad_path", &err.to_string())
+    })?;
+    let host = request_host(request);
+    let route = shared
+        .router
+        .find(host.as_deref(), &path)
+        .cloned()
+        .ok_or_else(|| {
+            shared.metrics.request("no_route");
+            answer::error(StatusCode::NOT_FOUND, "no_route", "no route matches this host and path")
+        })?;
+
+    let query = request.uri().query();
+    let path_and_query = match query {
+        Some(query) => format!("{path}?{query}"),
+        None => path.clone(),
+    };
+    let audit_target = match query {
+        Some(query) => format!("{path}?{}", redact_query(query)),
+        None => path.clone(),
+    };
+    let zone = shared.engine.settings().zones.find(&path).cloned();
+    let action = Action::from_http(request.method().as_str(), zone.as_ref().is_some_and(|zone| zone.admin));
+    let template = route_template(&path);
+    let client = client_addr(peer.ip(), request.headers(), &shared.trusted_proxies).to_canonical();
+    let facts = RequestFacts {
+        client_addr: client,
+        peer_addr: peer.ip().to_canonical(),
+        method: request.method().as_str().to_owned(),
+        operation: format!("{} {template}", request.method()),
+        resource: template,
+        path,
+        action,
+        zone_read_only: zone.as_ref().is_some_and(|zone| zone.read_only),
+        zone_sensitive: zone.as_ref().is_some_and(|zone| zone.sensitive),
+        zone: zone.map(|zone| zone.name),
+        time: Timestamp::default(),
+        user_agent: header_str(request.headers(), &USER_AGENT).map(str::to_owned),
+    };
+    Ok(Prepared {
+        route,
+        facts_peer: peer.ip().to_canonical(),
+        facts,
+        audit_target,
+        path_and_query,
+    })
+}
+
+async fn decide_and_forward(
+    shared: &Shared,
+    prepared: Prepared,
+    request: Request<Incoming>,
+    started: Instant,
+) -> Response<Body> {
+    let headers = request.headers();
+    let authorization = single_header(headers, &AUTHORIZATION);
+    let challenge_id = single_header(headers, &HeaderName::from_static(CHALLENGE_HEADER));
+    let totp_code = single_header(headers, &HeaderName::from_static(TOTP_HEADER));
+    let credential_presented = headers.contains_key(AUTHORIZATION);
+    let answer = challenge_id.map(|challenge_id| StepUpAnswer { challenge_id, totp_code });
+    let input = RequestInput {
+        authorization,
+        answer,
+        facts: prepared.facts,
+        audit_target: prepared.audit_target,
+    };
+    let verdict = if answer.is_some() {
+        // Checking an answer writes the accepted TOTP step durably, which
+        // blocks; let the runtime move other tasks off this thread.
+        tokio::task::block_in_place(|| shared.engine.decide(input))
+    } else {
+        shared.engine.decide(input)
+    };
+    shared.metrics.decision_time(started.elapsed().as_secs_f64());
+
+    match verdict {
+        Verdict::Allow(mut allowed) => {
+            if let Some(factor) = allowed.stepped_up {
+                shared.metrics.step_up("success");
+                tracing::info!(identity = %allowed.identity, factor = factor.name(), "step-up accepted");
+            }
+            if let Some(receipt) = allowed.receipt.take() {
+                if receipt.wait().await.is_err() {
+                    shared.metrics.request("unavailable");
+                    return answer::unavailable();
+                }
+            }
+            shared.metrics.request("allow");
+            let identity = allowed.identity.clone();
+            let target = Target {
+                route: &prepared.route,
+                path_and_query: &prepared.path_and_query,
+                peer: prepared.facts_peer,
+            };
+            let (response, status) = forward(shared, target, &identity, request).await;
+            shared.engine.finish(allowed, status, started.elapsed());
+            response
+        }
+        Verdict::Challenge(issued, receipt) => {
+            if receipt.wait().await.is_err() {
+                shared.metrics.request("unavailable");
+                return answer::unavailable();
+            }
+            shared.metrics.request("step_up");
+            for factor in &issued.factors {
+                shared.metrics.challenge(factor.name());
+            }
+            tracing::info!(identity = %issued.identity, challenge.id = %issued.id, risk = issued.risk.value(), "step-up challenge sent");
+            answer::challenge(&issued)
+        }
+        Verdict::Deny { identity, risk, receipt } => {
+            if receipt.wait().await.is_err() {
+                shared.metrics.request("unavailable");
+                return answer::unavailable();
+            }
+            shared.metrics.request("deny");
+            tracing::info!(identity = %identity, risk = risk.value(), "request denied");
+            answer::denied()
+        }
+        Verdict::Unauthenticated(failure, receipt) => {
+            if receipt.wait().await.is_err() {
+                shared.metrics.request("unavailable");
+                return answer::unavailable();
+            }
+            shared.metrics.request("unauthenticated");
+            tracing::info!(reason = failure.as_str(), "authentication failed");
+            answer::unauthenticated(credential_presented)
+        }
+        Verdict::StepUpFailed(failure, receipt) => {
+            if receipt.wait().await.is_err() {
+                shared.metrics.request("unavailable");
+                return answer::unavailable();
+            }
+            shared.metrics.request("step_up_failed");
+            shared.metrics.step_up(failure.code());
+            answer::step_up_failed(&failure, challenge_id.unwrap_or_default())
+        }
+        Verdict::Unavailable => {
+            shared.metrics.request("unavailable");
+            answer::unavailable()
+        }
+    }
+}
+
+/// Where a permitted request goes, and who sent it.
+struct Target<'a> {
+    route: &'a Route,
+    path_and_query: &'a str,
+    peer: IpAddr,
+}
+
+/// Sends the request upstream and returns the response to relay, with the
+/// upstream status when there was one.
+async fn forward(
+    shared: &Shared,
+    target: Target<'_>,
+    identity: &stepgate_core::IdentityName,
+    request: Request<Incoming>,
+) -> (Response<Body>, Option<u16>) {
+    let Target {
+        route,
+        path_and_query,
+        peer,
+    } = target;
+    let (mut parts, body) = request.into_parts();
+    let target = format!("{}{}", route.base_path, path_and_query);
+    let uri = match Uri::builder()
+        .scheme(route.scheme.clone())
+        .authority(route.authority.clone())
+        .path_and_query(target)
+        .build()
+    {
+        Ok(uri) => uri,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot build the upstream URI");
+            return (answer::error(StatusCode::BAD_GATEWAY, "bad_gateway", "cannot build the upstream request"), None);
+        }
+    };
+    let client_host = header_str(&parts.headers, &HOST)
+        .map(str::to_owned)
+        .or_else(|| parts.uri.authority().map(|authority| authority.to_string()));
+    prepare_upstream_headers(shared, &mut parts.headers, identity, peer, client_host.as_deref());
+    parts.uri = uri;
+    parts.version = http::Version::HTTP_11;
+    let upstream_request = Request::from_parts(parts, body);
+
+    let sent = Instant::now();
+    let result = tokio::time::timeout(shared.response_timeout, shared.client.request(upstream_request)).await;
+    shared.metrics.upstream_time(sent.elapsed().as_secs_f64());
+    match result {
+        Ok(Ok(mut response)) => {
+            remove_hop_by_hop(response.headers_mut());
+            let status = response.status().as_u16();
+            (response.map(|body| crate::boxed(body)), Some(status))
+        }
+        Ok(Err(err)) => {
+            tracing::warn!(upstream = %route.authority, error = %err, "upstream request failed");
+            (
+                answer::error(StatusCode::BAD_GATEWAY, "upstream_unavailable", "the upstream could not be reached or failed"),
+                None,
+            )
+        }
+        Err(_) => {
+            tracing::warn!(upstream = %route.authority, timeout_s = shared.response_timeout.as_secs(), "upstream response timed out");
+            (
+                answer::error(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "the upstream did not answer in time"),
+                None,
+            )
+        }
+    }
+}
+
+/// Rewrites the headers for the upstream: hop-by-hop headers, the
+/// gateway credential and step-up headers go; `Forwarded`,
+/// `X-Forwarded-*` and the identity header come.
+fn prepare_upstream_headers(
+    shared: &Shared,
+    headers: &mut HeaderMap,
+    identity: &stepgate_core::IdentityName,
+    peer: IpAddr,
+    client_host: Option<&str>,
+) {
+    let peer_is_trusted = shared.trusted_proxies.contains(peer);
+    remove_hop_by_hop(headers);
+    headers.remove(AUTHORIZATION);
+    headers.remove(CHALLENGE_HEADER);
+    headers.remove(TOTP_HEADER);
+    headers.remove(&shared.identity_header);
+    if !peer_is_trusted {
+        // Only a trusted proxy may extend the chain; anything else a client
+        // sent is replaced.
+        headers.remove(FORWARDED);
+        headers.remove(&X_FORWARDED_FOR);
+        headers.remove(&X_FORWARDED_PROTO);
+        headers.remove(&X_FORWARDED_HOST);
+    }
+    let node = match peer {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let mut forwarded = format!("for={node};proto=http");
+    if let Some(host) = client_host.filter(|host| host.bytes().all(|b| b.is_ascii_graphic() && b != b'"')) {
+        forwarded.push_str(&format!(";host=\"{host}\""));
+    }
+    append_header(headers, FORWARDED, &forwarded);
+    append_header(headers, X_FORWARDED_FOR, &peer.to_string());
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+    if !headers.contains_key(HOST) {
+        if let Some(value) = client_host.and_then(|host| HeaderValue::from_str(host).ok()) {
+            headers.insert(HOST, value);
+        }
+    }
+    if let Ok(value) = HeaderValue::from_str(identity.as_str()) {
+        headers.insert(shared.identity_header.clone(), value);
+    }
+}
+
+/// Appends `value` to the last field line of `name`, or adds the field.
+fn append_header(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    let joined = match headers.get_all(&name).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>() {
+        existing if existing.is_empty() => value.to_owned(),
+        existing => format!("{}, {value}", existing.join(", ")),
+    };
+    if let Ok(joined) = HeaderValue::from_str(&joined) {
+        headers.insert(name, joined);
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+/// The value of a header that must appear at most once; `None` when it is
+/// missing, repeated or not visible ASCII.
+fn single_header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    first.to_str().ok()
+}
+
+/// Host of the request without port, lower case: the `Host` header for
+/// HTTP/1.1, the `:authority` for HTTP/2.
+fn request_host(request: &Request<Incoming>) -> Option<String> {
+    let raw = header_str(request.headers(), &HOST)
+        .map(str::to_owned)
+        .or_else(|| request.uri().authority().map(|authority| authority.to_string()))?;
+    let authority: http::uri::Authority = raw.parse().ok()?;
+    Some(authority.host().to_ascii_lowercase())
+}
+
+/// Rejects framing that two HTTP parsers could read differently: several
+/// Content-Length values, a Transfer-Encoding whose final coding is not
+/// chunked, or both headers at once.
+fn check_framing(headers: &HeaderMap) -> Result<(), &'static str> {
+    let lengths: Vec<&HeaderValue> = headers.get_all(http::header::CONTENT_LENGTH).iter().collect();
+    if lengths.len() > 1 || lengths.iter().any(|value| value.as_bytes().contains(&b',')) {
+        return Err("several Content-Length values: send exactly one");
+    }
+    let codings: Vec<&HeaderValue> = headers.get_all(http::header::TRANSFER_ENCODING).iter().collect();
+    if codings.is_empty() {
+        return Ok(());
+    }
+    if !lengths.is_empty() {
+        return Err("both Content-Length and Transfer-Encoding: send only one");
+    }
+    let last = codings
+        .last()
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.rsplit(',').next())
+        .map(|coding| coding.trim().to_ascii_lowercase());
+    if last.as_deref() != Some("chunked") {
+        return Err("Transfer-Encoding must end with chunked");
+    }
+    Ok(())
+}
+
