@@ -230,7 +230,9 @@ fn bad_input_never_reaches_upstream() {
         assert_eq!(response.json()["error"], "bad_path");
     }
 
-    let framings: [&[u8]; 4] = [
+    let framings: [&[u8]; 6] = [
+        b"POST /orders/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n4\r\nabcd\r\n0\r\n\r\n",
+        b"POST /orders/1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\nConnection: close\r\n\r\n4\r\nabcd\r\n0\r\n\r\n",
         b"POST /orders/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\nConnection: close\r\n\r\nabcd",
         b"POST /orders/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 4\r\nConnection: close\r\n\r\nabcd",
         b"POST /orders/1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nConnection: close\r\n\r\nabcd",

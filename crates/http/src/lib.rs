@@ -8,6 +8,7 @@
 mod answer;
 mod client_addr;
 mod echo;
+mod framing;
 mod hop;
 mod metrics;
 mod path;
@@ -172,7 +173,8 @@ impl Gateway {
                         let shared = shared.clone();
                         async move { Ok::<_, Infallible>(proxy::handle(shared, peer, request).await) }
                     });
-                    let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                    let guarded = framing::FramingGuard::new(stream, max_header_bytes, peer);
+                    let connection = builder.serve_connection(TokioIo::new(guarded), service).into_owned();
                     let connection = graceful.watch(connection);
                     let span = tracing::debug_span!("connection", client.addr = %peer);
                     tokio::spawn(async move {
