@@ -160,7 +160,9 @@ impl Chain {
 pub enum ChainError {
     #[error("audit record {seq}: stored bytes do not match the stored hash (record altered)")]
     HashMismatch { seq: u64 },
-    #[error("audit record {seq}: prev_hash does not match the hash of record {previous} (record altered, removed or reordered)")]
+    #[error(
+        "audit record {seq}: prev_hash does not match the hash of record {previous} (record altered, removed or reordered)"
+    )]
     BrokenLink { seq: u64, previous: u64 },
     #[error("audit record {seq}: not valid canonical JSON ({reason})")]
     NotCanonical { seq: u64, reason: String },
@@ -176,7 +178,9 @@ pub struct Verified {
 }
 
 /// Verifies stored rows `(seq, canonical, hash)` in sequence order.
-pub fn verify<'a>(rows: impl IntoIterator<Item = (u64, &'a str, &'a str)>) -> Result<Verified, ChainError> {
+pub fn verify<'a>(
+    rows: impl IntoIterator<Item = (u64, &'a str, &'a str)>,
+) -> Result<Verified, ChainError> {
     let mut chain = Chain::default();
     let mut count = 0;
     for (seq, canonical, hash) in rows {
@@ -186,14 +190,16 @@ pub fn verify<'a>(rows: impl IntoIterator<Item = (u64, &'a str, &'a str)>) -> Re
                 expected: chain.next_seq,
             });
         }
-        let record: Record = serde_json::from_str(canonical).map_err(|err| ChainError::NotCanonical {
-            seq,
-            reason: err.to_string(),
-        })?;
-        let reserialised = serde_json::to_string(&record).map_err(|err| ChainError::NotCanonical {
-            seq,
-            reason: err.to_string(),
-        })?;
+        let record: Record =
+            serde_json::from_str(canonical).map_err(|err| ChainError::NotCanonical {
+                seq,
+                reason: err.to_string(),
+            })?;
+        let reserialised =
+            serde_json::to_string(&record).map_err(|err| ChainError::NotCanonical {
+                seq,
+                reason: err.to_string(),
+            })?;
         if sha256_hex(canonical.as_bytes()) != hash || reserialised != canonical {
             return Err(ChainError::HashMismatch { seq });
         }

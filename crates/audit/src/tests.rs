@@ -6,7 +6,8 @@ fn sealed_chain(count: u64) -> Vec<Sealed> {
     let mut chain = Chain::default();
     (0..count)
         .map(|i| {
-            let mut entry = Entry::new(Event::Allow, Timestamp::from_secs(1_700_000_000 + i as i64));
+            let mut entry =
+                Entry::new(Event::Allow, Timestamp::from_secs(1_700_000_000 + i as i64));
             entry.identity = Some("ci-bot".into());
             entry.signals = vec![Signal {
                 kind: SignalKind::NewNetwork,
@@ -46,7 +47,10 @@ fn first_record_links_to_genesis() {
 fn altered_byte_names_record() {
     let mut sealed = sealed_chain(5);
     sealed[2].canonical = sealed[2].canonical.replace("reason 2", "reason 7");
-    assert_eq!(verify(rows(&sealed)).unwrap_err(), ChainError::HashMismatch { seq: 3 });
+    assert_eq!(
+        verify(rows(&sealed)).unwrap_err(),
+        ChainError::HashMismatch { seq: 3 }
+    );
 }
 
 #[test]
@@ -56,7 +60,10 @@ fn rehashed_record_breaks_next_link() {
     sealed[2].hash = sha256_hex(sealed[2].canonical.as_bytes());
     assert_eq!(
         verify(rows(&sealed)).unwrap_err(),
-        ChainError::BrokenLink { seq: 4, previous: 3 }
+        ChainError::BrokenLink {
+            seq: 4,
+            previous: 3
+        }
     );
 }
 
@@ -64,7 +71,13 @@ fn rehashed_record_breaks_next_link() {
 fn removed_record_detected() {
     let mut sealed = sealed_chain(5);
     sealed.remove(1);
-    assert_eq!(verify(rows(&sealed)).unwrap_err(), ChainError::Gap { seq: 3, expected: 2 });
+    assert_eq!(
+        verify(rows(&sealed)).unwrap_err(),
+        ChainError::Gap {
+            seq: 3,
+            expected: 2
+        }
+    );
 }
 
 #[test]
@@ -72,14 +85,19 @@ fn non_canonical_whitespace_detected() {
     let mut sealed = sealed_chain(2);
     sealed[1].canonical = sealed[1].canonical.replacen(',', ", ", 1);
     sealed[1].hash = sha256_hex(sealed[1].canonical.as_bytes());
-    assert_eq!(verify(rows(&sealed)).unwrap_err(), ChainError::HashMismatch { seq: 2 });
+    assert_eq!(
+        verify(rows(&sealed)).unwrap_err(),
+        ChainError::HashMismatch { seq: 2 }
+    );
 }
 
 #[test]
 fn chain_continues_after_restart() {
     let sealed = sealed_chain(3);
     let mut chain = Chain::after(3, sealed[2].hash.clone());
-    let next = chain.seal(Entry::new(Event::Deny, Timestamp::from_secs(5))).unwrap();
+    let next = chain
+        .seal(Entry::new(Event::Deny, Timestamp::from_secs(5)))
+        .unwrap();
     let mut all = sealed.clone();
     all.push(next);
     assert_eq!(verify(rows(&all)).unwrap().records, 4);

@@ -12,12 +12,16 @@ use stepgate_factors::totp::{Algorithm, TotpParams, TotpSecret, otpauth_uri};
 use stepgate_policy::Policy;
 use stepgate_store::{SqliteStore, Store, TokenRecord, TotpRecord};
 
-use crate::{AuditCommand, EnrollCommand, IdentityCommand, ListFormat, PolicyCommand, TokenCommand, load_config};
+use crate::{
+    AuditCommand, EnrollCommand, IdentityCommand, ListFormat, PolicyCommand, TokenCommand,
+    load_config,
+};
 
 /// Opens the store named by the configuration, creating the data directory.
 pub(crate) fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
     let dir = &config.gateway.data_dir;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     Ok(SqliteStore::open(dir)?)
 }
 
@@ -29,8 +33,13 @@ pub(crate) fn load_policy(config: &Config, config_path: Option<&Path>) -> anyhow
     };
     let base = config_path.and_then(Path::parent).unwrap_or(Path::new("."));
     let path = base.join(file);
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read policy file {} (policy.file = {:?})", path.display(), file))?;
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read policy file {} (policy.file = {:?})",
+            path.display(),
+            file
+        )
+    })?;
     Ok(Policy::new(&text, &path.display().to_string())?)
 }
 
@@ -71,17 +80,38 @@ pub(crate) fn identity(path: Option<&Path>, command: IdentityCommand) -> anyhow:
                 disabled: false,
                 created_at: now,
             };
-            store.add_identity(&identity, admin_entry(now, &actor(), Some(&name), format!("identity add {name}")))?;
+            store.add_identity(
+                &identity,
+                admin_entry(now, &actor(), Some(&name), format!("identity add {name}")),
+            )?;
             eprintln!("added identity {name}");
         }
         IdentityCommand::Disable { name } => {
             let name = parse_name(&name)?;
-            store.set_identity_disabled(&name, true, admin_entry(now, &actor(), Some(&name), format!("identity disable {name}")))?;
+            store.set_identity_disabled(
+                &name,
+                true,
+                admin_entry(
+                    now,
+                    &actor(),
+                    Some(&name),
+                    format!("identity disable {name}"),
+                ),
+            )?;
             eprintln!("disabled identity {name}");
         }
         IdentityCommand::Enable { name } => {
             let name = parse_name(&name)?;
-            store.set_identity_disabled(&name, false, admin_entry(now, &actor(), Some(&name), format!("identity enable {name}")))?;
+            store.set_identity_disabled(
+                &name,
+                false,
+                admin_entry(
+                    now,
+                    &actor(),
+                    Some(&name),
+                    format!("identity enable {name}"),
+                ),
+            )?;
             eprintln!("enabled identity {name}");
         }
         IdentityCommand::List { format } => {
@@ -93,9 +123,14 @@ pub(crate) fn identity(path: Option<&Path>, command: IdentityCommand) -> anyhow:
                     let tokens = snapshot
                         .tokens
                         .iter()
-                        .filter(|token| token.identity == identity.name && token.revoked_at.is_none())
+                        .filter(|token| {
+                            token.identity == identity.name && token.revoked_at.is_none()
+                        })
                         .count();
-                    let totp = snapshot.totp.iter().any(|factor| factor.identity == identity.name);
+                    let totp = snapshot
+                        .totp
+                        .iter()
+                        .any(|factor| factor.identity == identity.name);
                     (identity, tokens, totp)
                 })
                 .collect();
@@ -114,12 +149,19 @@ pub(crate) fn identity(path: Option<&Path>, command: IdentityCommand) -> anyhow:
                     );
                 }
             } else {
-                println!("{:<32} {:<9} {:<25} {:>6} FACTORS", "NAME", "STATUS", "CREATED", "TOKENS");
+                println!(
+                    "{:<32} {:<9} {:<25} {:>6} FACTORS",
+                    "NAME", "STATUS", "CREATED", "TOKENS"
+                );
                 for (identity, tokens, totp) in rows {
                     println!(
                         "{:<32} {:<9} {:<25} {:>6} {}",
                         identity.name,
-                        if identity.disabled { "disabled" } else { "active" },
+                        if identity.disabled {
+                            "disabled"
+                        } else {
+                            "active"
+                        },
                         identity.created_at.to_rfc3339(),
                         tokens,
                         if totp { "totp" } else { "-" }
@@ -150,7 +192,10 @@ pub(crate) fn token(path: Option<&Path>, command: TokenCommand) -> anyhow::Resul
             store.add_token(&record, admin_entry(now, &actor(), Some(&name), detail))?;
             // The token goes to stdout alone, so `$(stepgate token issue x)` captures it.
             println!("{}", token.danger_expose());
-            eprintln!("issued token {} for identity {name}; it is shown only once", token.id());
+            eprintln!(
+                "issued token {} for identity {name}; it is shown only once",
+                token.id()
+            );
         }
         TokenCommand::Revoke { id } => {
             let snapshot = store.snapshot()?;
@@ -158,7 +203,11 @@ pub(crate) fn token(path: Option<&Path>, command: TokenCommand) -> anyhow::Resul
                 bail!("token {id:?} not found: list tokens with `stepgate token list`");
             };
             let detail = format!("token revoke {id}");
-            store.revoke_token(&TokenId::new(id.clone()), now, admin_entry(now, &actor(), Some(&record.identity), detail))?;
+            store.revoke_token(
+                &TokenId::new(id.clone()),
+                now,
+                admin_entry(now, &actor(), Some(&record.identity), detail),
+            )?;
             eprintln!("revoked token {id}");
         }
         TokenCommand::List { format } => {
@@ -218,19 +267,29 @@ pub(crate) fn enroll(path: Option<&Path>, command: EnrollCommand) -> anyhow::Res
         period,
         now,
     );
-    let detail = format!("factor enroll totp for {name} ({}, {digits} digits, {period} s)", algorithm.as_str());
+    let detail = format!(
+        "factor enroll totp for {name} ({}, {digits} digits, {period} s)",
+        algorithm.as_str()
+    );
     store.enroll_totp(&record, admin_entry(now, &actor(), Some(&name), detail))?;
     println!("{}", otpauth_uri(&issuer, name.as_str(), &secret, &params));
-    eprintln!("enrolled TOTP for identity {name}; the URI above holds the secret and is shown only once");
+    eprintln!(
+        "enrolled TOTP for identity {name}; the URI above holds the secret and is shown only once"
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 pub(crate) fn policy(command: PolicyCommand) -> anyhow::Result<ExitCode> {
     match command {
         PolicyCommand::Check { file } => {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read policy file {}", file.display()))?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read policy file {}", file.display()))?;
             let policy = Policy::new(&text, &file.display().to_string())?;
-            println!("policy {} is valid: {} policies", file.display(), policy.policy_count());
+            println!(
+                "policy {} is valid: {} policies",
+                file.display(),
+                policy.policy_count()
+            );
         }
         PolicyCommand::Default => print!("{}", stepgate_policy::DEFAULT_POLICY),
         PolicyCommand::Schema => print!("{}", stepgate_policy::SCHEMA),
@@ -248,12 +307,19 @@ pub(crate) fn audit(path: Option<&Path>, command: AuditCommand) -> anyhow::Resul
                 rows.push((seq, record.to_owned(), hash.to_owned()));
                 true
             })?;
-            match stepgate_audit::verify(rows.iter().map(|(seq, record, hash)| (*seq, record.as_str(), hash.as_str()))) {
+            match stepgate_audit::verify(
+                rows.iter()
+                    .map(|(seq, record, hash)| (*seq, record.as_str(), hash.as_str())),
+            ) {
                 Ok(verified) => {
                     println!(
                         "audit trail intact: {} records, last hash {}",
                         verified.records,
-                        if verified.records == 0 { "-" } else { verified.last_hash.as_str() }
+                        if verified.records == 0 {
+                            "-"
+                        } else {
+                            verified.last_hash.as_str()
+                        }
                     );
                     Ok(ExitCode::SUCCESS)
                 }
@@ -275,7 +341,9 @@ pub(crate) fn audit(path: Option<&Path>, command: AuditCommand) -> anyhow::Resul
                     false
                 }
             })?;
-            if let Some(err) = write_error.filter(|err| err.kind() != std::io::ErrorKind::BrokenPipe) {
+            if let Some(err) =
+                write_error.filter(|err| err.kind() != std::io::ErrorKind::BrokenPipe)
+            {
                 return Err(err.into());
             }
             out.flush().ok();

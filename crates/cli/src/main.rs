@@ -148,7 +148,9 @@ fn main() -> ExitCode {
         Command::CheckConfig => admin::check_config(cli.config.as_deref()),
         Command::Identity(command) => admin::identity(cli.config.as_deref(), command),
         Command::Token(command) => admin::token(cli.config.as_deref(), command),
-        Command::Factor(FactorCommand::Enroll(command)) => admin::enroll(cli.config.as_deref(), command),
+        Command::Factor(FactorCommand::Enroll(command)) => {
+            admin::enroll(cli.config.as_deref(), command)
+        }
         Command::Policy(command) => admin::policy(command),
         Command::Audit(command) => admin::audit(cli.config.as_deref(), command),
     };

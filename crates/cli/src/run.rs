@@ -27,7 +27,8 @@ pub(crate) fn run(config_path: Option<&Path>, log_format: LogFormat) -> anyhow::
     let policy = load_policy(&config, config_path)?;
     let policies = policy.policy_count();
     let store = Arc::new(open_store(&config)?);
-    let (sink, writer) = AuditWriter::start(store.clone(), config.audit.batch_size).context("cannot start the audit writer")?;
+    let (sink, writer) = AuditWriter::start(store.clone(), config.audit.batch_size)
+        .context("cannot start the audit writer")?;
     let engine = Arc::new(Engine::new(
         Settings::from_config(&config),
         policy,
@@ -119,7 +120,9 @@ async fn wait_for_signal() {
 
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_env("STEPGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -5,14 +5,19 @@
 
 mod support;
 
-use support::{Gateway, Upstream, curl, next_totp_code, oathtool, raw_request, raw_status, sqlite3};
+use support::{
+    Gateway, Upstream, curl, next_totp_code, oathtool, raw_request, raw_status, sqlite3,
+};
 
 fn bearer(token: &str) -> String {
     format!("Authorization: Bearer {token}")
 }
 
 fn count_events(records: &[serde_json::Value], event: &str) -> usize {
-    records.iter().filter(|record| record["event"] == event).count()
+    records
+        .iter()
+        .filter(|record| record["event"] == event)
+        .count()
 }
 
 #[test]
@@ -28,32 +33,55 @@ fn step_up_flow_end_to_end() {
     // Through the learning period and after it, the bot's usual reads pass
     // and the upstream never sees its token.
     for i in 0..10 {
-        let path = if i % 2 == 0 { format!("/orders/{}", 8800 + i) } else { "/reports/daily".to_owned() };
+        let path = if i % 2 == 0 {
+            format!("/orders/{}", 8800 + i)
+        } else {
+            "/reports/daily".to_owned()
+        };
         let response = curl("127.0.0.2", &gateway.url(&path), &["-H", &auth]);
-        assert_eq!(response.status, 200, "request {i} to {path}: {}", response.body);
+        assert_eq!(
+            response.status, 200,
+            "request {i} to {path}: {}",
+            response.body
+        );
         allowed += 1;
         let seen = upstream.last();
         assert_eq!(seen.path, path);
         assert_eq!(seen.header("authorization"), None);
         assert_eq!(seen.header("stepgate-identity"), Some("ci-bot"));
         assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.2"));
-        assert_eq!(seen.header("forwarded").map(|f| f.starts_with("for=127.0.0.2")), Some(true));
+        assert_eq!(
+            seen.header("forwarded")
+                .map(|f| f.starts_with("for=127.0.0.2")),
+            Some(true)
+        );
     }
     assert_eq!(upstream.count(), 10);
 
     // The same token from a new /24: an RFC 9470 challenge, nothing upstream.
     let challenged = curl("127.0.9.9", &gateway.url("/orders/17"), &["-H", &auth]);
     assert_eq!(challenged.status, 401);
-    let header = challenged.header("www-authenticate").expect("challenge header");
+    let header = challenged
+        .header("www-authenticate")
+        .expect("challenge header");
     assert!(header.starts_with("Bearer "), "{header}");
-    assert!(header.contains(r#"error="insufficient_user_authentication""#), "{header}");
-    assert!(header.contains(r#"acr_values="urn:stepgate:acr:totp""#), "{header}");
+    assert!(
+        header.contains(r#"error="insufficient_user_authentication""#),
+        "{header}"
+    );
+    assert!(
+        header.contains(r#"acr_values="urn:stepgate:acr:totp""#),
+        "{header}"
+    );
     assert!(header.contains(r#"max_age="300""#), "{header}");
     let body = challenged.json();
     let challenge_id = body["challenge_id"].as_str().unwrap().to_owned();
     assert!(challenge_id.starts_with("ch_"));
     assert_eq!(body["factors"][0]["factor"], "totp");
-    assert!(body.get("reasons").is_none(), "reasons leak into the body by default");
+    assert!(
+        body.get("reasons").is_none(),
+        "reasons leak into the body by default"
+    );
     assert_eq!(upstream.count(), 10);
 
     // oathtool's code answers it; the request then passes without the
@@ -62,7 +90,14 @@ fn step_up_flow_end_to_end() {
     let answered = curl(
         "127.0.9.9",
         &gateway.url("/orders/17"),
-        &["-H", &auth, "-H", &format!("Stepgate-Challenge: {challenge_id}"), "-H", &format!("Stepgate-Totp: {code}")],
+        &[
+            "-H",
+            &auth,
+            "-H",
+            &format!("Stepgate-Challenge: {challenge_id}"),
+            "-H",
+            &format!("Stepgate-Totp: {code}"),
+        ],
     );
     assert_eq!(answered.status, 200, "{}", answered.body);
     allowed += 1;
@@ -73,19 +108,35 @@ fn step_up_flow_end_to_end() {
     assert_eq!(seen.header("authorization"), None);
 
     // Similar requests from that network pass for max_age without a challenge.
-    for (from, path) in [("127.0.9.9", "/orders/18"), ("127.0.9.50", "/orders/19"), ("127.0.9.9", "/orders/20")] {
+    for (from, path) in [
+        ("127.0.9.9", "/orders/18"),
+        ("127.0.9.50", "/orders/19"),
+        ("127.0.9.9", "/orders/20"),
+    ] {
         let response = curl(from, &gateway.url(path), &["-H", &auth]);
         assert_eq!(response.status, 200, "{from} {path}: {}", response.body);
         allowed += 1;
     }
     // Another network still needs its own step-up.
-    assert_eq!(curl("127.0.11.9", &gateway.url("/orders/21"), &["-H", &auth]).status, 401);
+    assert_eq!(
+        curl("127.0.11.9", &gateway.url("/orders/21"), &["-H", &auth]).status,
+        401
+    );
 
     // A write to the read-only zone from the known network is challenged.
     let before = upstream.count();
-    let write = curl("127.0.0.2", &gateway.url("/reports/daily"), &["-H", &auth, "-X", "POST", "-d", "x=1"]);
+    let write = curl(
+        "127.0.0.2",
+        &gateway.url("/reports/daily"),
+        &["-H", &auth, "-X", "POST", "-d", "x=1"],
+    );
     assert_eq!(write.status, 401);
-    assert!(write.header("www-authenticate").unwrap().contains("insufficient_user_authentication"));
+    assert!(
+        write
+            .header("www-authenticate")
+            .unwrap()
+            .contains("insufficient_user_authentication")
+    );
     assert_eq!(upstream.count(), before);
 
     // The same TOTP code a second time fails and is audited as a replay.
@@ -94,37 +145,85 @@ fn step_up_flow_end_to_end() {
     let replayed = curl(
         "127.0.10.9",
         &gateway.url("/orders/22"),
-        &["-H", &auth, "-H", &format!("Stepgate-Challenge: {second_id}"), "-H", &format!("Stepgate-Totp: {code}")],
+        &[
+            "-H",
+            &auth,
+            "-H",
+            &format!("Stepgate-Challenge: {second_id}"),
+            "-H",
+            &format!("Stepgate-Totp: {code}"),
+        ],
     );
     assert_eq!(replayed.status, 401);
-    assert_eq!(replayed.json()["reason"], "replayed_code", "{}", replayed.body);
+    assert_eq!(
+        replayed.json()["reason"],
+        "replayed_code",
+        "{}",
+        replayed.body
+    );
     assert_eq!(upstream.count(), before);
 
     // A forged X-Forwarded-For or Forwarded changes nothing without trusted proxies.
     for forged in ["X-Forwarded-For: 127.0.0.2", "Forwarded: for=127.0.0.2"] {
-        let response = curl("127.0.12.9", &gateway.url("/orders/23"), &["-H", &auth, "-H", forged]);
-        assert_eq!(response.status, 401, "{forged} bypassed the new-network check");
+        let response = curl(
+            "127.0.12.9",
+            &gateway.url("/orders/23"),
+            &["-H", &auth, "-H", forged],
+        );
+        assert_eq!(
+            response.status, 401,
+            "{forged} bypassed the new-network check"
+        );
     }
     assert_eq!(upstream.count(), before);
 
     // Wrong codes lock the factor; then even the right code is refused.
     let lock_auth = bearer(&lock_token);
-    let lock_challenge = curl("127.0.0.3", &gateway.url("/reports/daily"), &["-H", &lock_auth, "-X", "POST"]);
-    let lock_id = lock_challenge.json()["challenge_id"].as_str().unwrap().to_owned();
+    let lock_challenge = curl(
+        "127.0.0.3",
+        &gateway.url("/reports/daily"),
+        &["-H", &lock_auth, "-X", "POST"],
+    );
+    let lock_id = lock_challenge.json()["challenge_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let right = oathtool(&lock_secret);
-    let wrong = if right == "000000" { "111111" } else { "000000" };
+    let wrong = if right == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
     for attempt in 0..5 {
         let response = curl(
             "127.0.0.3",
             &gateway.url("/reports/daily"),
-            &["-H", &lock_auth, "-X", "POST", "-H", &format!("Stepgate-Challenge: {lock_id}"), "-H", &format!("Stepgate-Totp: {wrong}")],
+            &[
+                "-H",
+                &lock_auth,
+                "-X",
+                "POST",
+                "-H",
+                &format!("Stepgate-Challenge: {lock_id}"),
+                "-H",
+                &format!("Stepgate-Totp: {wrong}"),
+            ],
         );
         assert_eq!(response.json()["reason"], "wrong_code", "attempt {attempt}");
     }
     let locked = curl(
         "127.0.0.3",
         &gateway.url("/reports/daily"),
-        &["-H", &lock_auth, "-X", "POST", "-H", &format!("Stepgate-Challenge: {lock_id}"), "-H", &format!("Stepgate-Totp: {right}")],
+        &[
+            "-H",
+            &lock_auth,
+            "-X",
+            "POST",
+            "-H",
+            &format!("Stepgate-Challenge: {lock_id}"),
+            "-H",
+            &format!("Stepgate-Totp: {right}"),
+        ],
     );
     assert_eq!(locked.json()["reason"], "locked", "{}", locked.body);
     assert_eq!(upstream.count(), before);
@@ -137,20 +236,39 @@ fn step_up_flow_end_to_end() {
     assert!(count_events(&records, "challenge") >= 6);
     let replay_record = records
         .iter()
-        .find(|record| record["event"] == "step_up_failure" && record["challenge_id"] == second_id.as_str())
+        .find(|record| {
+            record["event"] == "step_up_failure" && record["challenge_id"] == second_id.as_str()
+        })
         .expect("replay audited");
-    assert!(replay_record["detail"].as_str().unwrap().contains("already used"));
+    assert!(
+        replay_record["detail"]
+            .as_str()
+            .unwrap()
+            .contains("already used")
+    );
     let forged_record = records
         .iter()
         .rev()
         .find(|record| record["client_addr"] == "127.0.12.9")
         .expect("forged request audited");
     assert_eq!(forged_record["peer_addr"], "127.0.12.9");
-    assert!(records.iter().all(|record| !record.to_string().contains(&token)));
-    assert!(records.iter().all(|record| !record.to_string().contains(&code)));
+    assert!(
+        records
+            .iter()
+            .all(|record| !record.to_string().contains(&token))
+    );
+    assert!(
+        records
+            .iter()
+            .all(|record| !record.to_string().contains(&code))
+    );
 
     let verify = gateway.cli(&["audit", "verify"]);
-    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
 
     // One changed byte in one stored record breaks the chain at that record.
     sqlite3(
@@ -171,25 +289,53 @@ fn python_bot_answers_challenge() {
     gateway.start();
     let auth = bearer(&token);
     for i in 0..5 {
-        assert_eq!(curl("127.0.0.2", &gateway.url(&format!("/orders/{i}")), &["-H", &auth]).status, 200);
+        assert_eq!(
+            curl(
+                "127.0.0.2",
+                &gateway.url(&format!("/orders/{i}")),
+                &["-H", &auth]
+            )
+            .status,
+            200
+        );
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/stepup_client.py");
     let output = std::process::Command::new(support::python_with_requests())
-        .args([script, &gateway.url(""), &token, &secret, "127.0.20.5", "/orders/7", "/orders/8"])
+        .args([
+            script,
+            &gateway.url(""),
+            &token,
+            &secret,
+            "127.0.20.5",
+            "/orders/7",
+            "/orders/8",
+        ])
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let results: Vec<serde_json::Value> = String::from_utf8(output.stdout)
         .unwrap()
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();
     assert_eq!(results[0]["first_status"], 401);
-    assert!(results[0]["www_authenticate"].as_str().unwrap().contains("acr_values"));
+    assert!(
+        results[0]["www_authenticate"]
+            .as_str()
+            .unwrap()
+            .contains("acr_values")
+    );
     assert_eq!(results[0]["answer_status"], 200, "{}", results[0]);
     // The grant covers the second, similar request.
     assert_eq!(results[1]["first_status"], 200);
-    assert_eq!(upstream.last().header("x-forwarded-for"), Some("127.0.20.5"));
+    assert_eq!(
+        upstream.last().header("x-forwarded-for"),
+        Some("127.0.20.5")
+    );
     // The Python client's own RFC 6238 code agreed with oathtool's secret.
     let _ = next_totp_code;
 }
@@ -205,27 +351,71 @@ fn bad_input_never_reaches_upstream() {
 
     let missing = curl("127.0.0.2", &url, &[]);
     assert_eq!(missing.status, 401);
-    assert_eq!(missing.header("www-authenticate"), Some(r#"Bearer realm="stepgate""#));
+    assert_eq!(
+        missing.header("www-authenticate"),
+        Some(r#"Bearer realm="stepgate""#)
+    );
 
-    let malformed = curl("127.0.0.2", &url, &["-H", "Authorization: Bearer not-a-token"]);
-    let unknown_token = format!("Authorization: Bearer {}", token.replacen("sgt_", "sgt_", 1).chars().rev().collect::<String>());
+    let malformed = curl(
+        "127.0.0.2",
+        &url,
+        &["-H", "Authorization: Bearer not-a-token"],
+    );
+    // A well-formed token from another installation: valid checksum, unknown here.
+    let other = Gateway::new(upstream.addr, "");
+    let (foreign, _) = other.enrol("bot");
+    let unknown_token = format!("Authorization: Bearer {foreign}");
     let unknown = curl("127.0.0.2", &url, &["-H", &unknown_token]);
-    let basic = curl("127.0.0.2", &url, &["-H", "Authorization: Basic Ym90OnNlY3JldA=="]);
+    let basic = curl(
+        "127.0.0.2",
+        &url,
+        &["-H", "Authorization: Basic Ym90OnNlY3JldA=="],
+    );
     for response in [&malformed, &unknown, &basic] {
         assert_eq!(response.status, 401);
-        assert_eq!(response.header("www-authenticate"), Some(r#"Bearer realm="stepgate", error="invalid_token""#));
-        assert_eq!(response.body, malformed.body, "answers must not tell failures apart");
+        assert_eq!(
+            response.header("www-authenticate"),
+            Some(r#"Bearer realm="stepgate", error="invalid_token""#)
+        );
+        assert_eq!(
+            response.body, malformed.body,
+            "answers must not tell failures apart"
+        );
     }
 
-    let unknown_challenge = curl("127.0.0.2", &url, &["-H", &auth, "-H", "Stepgate-Challenge: ch_nope", "-H", "Stepgate-Totp: 123456"]);
+    let unknown_challenge = curl(
+        "127.0.0.2",
+        &url,
+        &[
+            "-H",
+            &auth,
+            "-H",
+            "Stepgate-Challenge: ch_nope",
+            "-H",
+            "Stepgate-Totp: 123456",
+        ],
+    );
     assert_eq!(unknown_challenge.status, 401);
     assert_eq!(unknown_challenge.json()["reason"], "unknown_challenge");
 
     let big = format!("X-Big: {}", "a".repeat(20_000));
-    assert_eq!(curl("127.0.0.2", &url, &["-H", &auth, "-H", &big]).status, 431);
+    assert_eq!(
+        curl("127.0.0.2", &url, &["-H", &auth, "-H", &big]).status,
+        431
+    );
 
-    for path in ["/reports/../orders/1", "/reports/%2e%2e/orders/1", "/reports%2Fdaily", "/a%5cb", "//reports/daily"] {
-        let response = curl("127.0.0.2", &gateway.url(path), &["--path-as-is", "-H", &auth]);
+    for path in [
+        "/reports/../orders/1",
+        "/reports/%2e%2e/orders/1",
+        "/reports%2Fdaily",
+        "/a%5cb",
+        "//reports/daily",
+    ] {
+        let response = curl(
+            "127.0.0.2",
+            &gateway.url(path),
+            &["--path-as-is", "-H", &auth],
+        );
         assert_eq!(response.status, 400, "{path}: {}", response.body);
         assert_eq!(response.json()["error"], "bad_path");
     }
@@ -240,17 +430,35 @@ fn bad_input_never_reaches_upstream() {
     ];
     for framing in framings {
         let answer = raw_request(gateway.port, framing);
-        assert_eq!(raw_status(&answer), 400, "{}\n=> {answer}", String::from_utf8_lossy(framing));
+        assert_eq!(
+            raw_status(&answer),
+            400,
+            "{}\n=> {answer}",
+            String::from_utf8_lossy(framing)
+        );
     }
 
     // Percent-encoded letters are decoded once, so the zone check and the
     // upstream see the same path: this is a write to the read-only zone.
-    let sneaky = curl("127.0.0.2", &gateway.url("/%72eports/daily"), &["--path-as-is", "-H", &auth, "-X", "POST"]);
+    let sneaky = curl(
+        "127.0.0.2",
+        &gateway.url("/%72eports/daily"),
+        &["--path-as-is", "-H", &auth, "-X", "POST"],
+    );
     assert_eq!(sneaky.status, 401);
-    assert!(sneaky.header("www-authenticate").unwrap().contains("insufficient_user_authentication"));
+    assert!(
+        sneaky
+            .header("www-authenticate")
+            .unwrap()
+            .contains("insufficient_user_authentication")
+    );
 
     assert_eq!(upstream.count(), 0, "bad input reached the upstream");
-    let ok = curl("127.0.0.2", &gateway.url("/%72eports/daily"), &["--path-as-is", "-H", &auth]);
+    let ok = curl(
+        "127.0.0.2",
+        &gateway.url("/%72eports/daily"),
+        &["--path-as-is", "-H", &auth],
+    );
     assert_eq!(ok.status, 200);
     assert_eq!(upstream.last().path, "/reports/daily");
 }
@@ -259,12 +467,14 @@ fn bad_input_never_reaches_upstream() {
 fn upstream_failures_answer_json() {
     let upstream = Upstream::start();
     let closed = support::free_port();
-    let extra = format!(
-        "\n[[routes]]\nprefix = \"/down\"\nupstream = \"http://127.0.0.1:{closed}\"\n"
-    );
+    let extra =
+        format!("\n[[routes]]\nprefix = \"/down\"\nupstream = \"http://127.0.0.1:{closed}\"\n");
     let mut gateway = Gateway::new(upstream.addr, &extra);
     let text = std::fs::read_to_string(&gateway.config).unwrap();
-    let text = text.replace("trusted_proxies = []", "trusted_proxies = []\nresponse_timeout_secs = 1");
+    let text = text.replace(
+        "trusted_proxies = []",
+        "trusted_proxies = []\nresponse_timeout_secs = 1",
+    );
     std::fs::write(&gateway.config, text).unwrap();
     let (token, _) = gateway.enrol("bot");
     gateway.start();
@@ -278,16 +488,28 @@ fn upstream_failures_answer_json() {
     assert_eq!(slow.json()["error"], "upstream_timeout");
 
     // HTTP/2 from the client (prior knowledge, cleartext) works too.
-    let h2 = curl("127.0.0.2", &gateway.url("/orders/1"), &["--http2-prior-knowledge", "-H", &auth]);
+    let h2 = curl(
+        "127.0.0.2",
+        &gateway.url("/orders/1"),
+        &["--http2-prior-knowledge", "-H", &auth],
+    );
     assert_eq!(h2.status, 200);
 
-    let metrics = curl("127.0.0.1", &format!("http://127.0.0.1:{}/metrics", gateway.admin_port), &[]);
+    let metrics = curl(
+        "127.0.0.1",
+        &format!("http://127.0.0.1:{}/metrics", gateway.admin_port),
+        &[],
+    );
     for name in [
         "stepgate_http_requests_total{decision=\"allow\"}",
         "stepgate_http_decision_duration_seconds_bucket",
         "stepgate_http_upstream_duration_seconds_count",
     ] {
-        assert!(metrics.body.contains(name), "{name} missing from:\n{}", metrics.body);
+        assert!(
+            metrics.body.contains(name),
+            "{name} missing from:\n{}",
+            metrics.body
+        );
     }
     gateway.stop();
     let records = gateway.audit();
@@ -299,26 +521,49 @@ fn cli_rejects_bad_config_and_policy() {
     let upstream = Upstream::start();
     let gateway = Gateway::new(upstream.addr, "");
     let text = std::fs::read_to_string(&gateway.config).unwrap();
-    std::fs::write(&gateway.config, text.replace("learning_requests = 5", "learning_requests = \"five\"")).unwrap();
+    std::fs::write(
+        &gateway.config,
+        text.replace("learning_requests = 5", "learning_requests = \"five\""),
+    )
+    .unwrap();
     let output = gateway.cli(&["check-config"]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("learning_requests"), "{stderr}");
 
-    std::fs::write(&gateway.config, text.replace("trusted_proxies = []", "trusted_proxies = [\"10.0.0.300\"]")).unwrap();
+    std::fs::write(
+        &gateway.config,
+        text.replace("trusted_proxies = []", "trusted_proxies = [\"10.0.0.300\"]"),
+    )
+    .unwrap();
     let stderr = String::from_utf8_lossy(&gateway.cli(&["check-config"]).stderr).into_owned();
-    assert!(stderr.contains("gateway.trusted_proxies[0]") && stderr.contains("10.0.0.300"), "{stderr}");
+    assert!(
+        stderr.contains("gateway.trusted_proxies[0]") && stderr.contains("10.0.0.300"),
+        "{stderr}"
+    );
 
     std::fs::write(&gateway.config, &text).unwrap();
     assert!(gateway.cli(&["check-config"]).status.success());
 
     let policy = gateway.dir.path().join("bad.cedar");
-    std::fs::write(&policy, "permit (principal, action, resource) when { context.riks < 30 };").unwrap();
+    std::fs::write(
+        &policy,
+        "permit (principal, action, resource) when { context.riks < 30 };",
+    )
+    .unwrap();
     let output = gateway.cli(&["policy", "check", policy.to_str().unwrap()]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("riks"));
-    let default_policy = concat!(env!("CARGO_MANIFEST_DIR"), "/../policy/policies/default.cedar");
-    assert!(gateway.cli(&["policy", "check", default_policy]).status.success());
+    let default_policy = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../policy/policies/default.cedar"
+    );
+    assert!(
+        gateway
+            .cli(&["policy", "check", default_policy])
+            .status
+            .success()
+    );
 }
 
 #[test]
@@ -328,7 +573,11 @@ fn token_output_and_listing_keep_secrets() {
     gateway.cli_ok(&["identity", "add", "lister"]);
     let output = gateway.cli(&["token", "issue", "lister"]);
     let stdout = String::from_utf8(output.stdout).unwrap();
-    assert_eq!(stdout.lines().count(), 1, "token issue prints only the token on stdout");
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "token issue prints only the token on stdout"
+    );
     let token = stdout.trim();
     assert!(token.starts_with("sgt_"));
     let listing = gateway.cli_ok(&["token", "list"]);

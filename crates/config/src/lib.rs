@@ -26,7 +26,10 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     #[error("config {source_name} is not valid: {message}")]
-    Parse { source_name: String, message: String },
+    Parse {
+        source_name: String,
+        message: String,
+    },
     #[error("config {source_name}: {key} = {value:?} is not valid: {reason}")]
     Invalid {
         source_name: String,
@@ -215,7 +218,12 @@ impl Config {
         Ok(config)
     }
 
-    fn invalid(&self, key: impl Into<String>, value: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    fn invalid(
+        &self,
+        key: impl Into<String>,
+        value: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> ConfigError {
         ConfigError::Invalid {
             source_name: self.source_name.clone(),
             key: key.into(),
@@ -260,11 +268,19 @@ impl Config {
             ));
         }
         if self.routes.is_empty() {
-            return Err(self.invalid("routes", "[]", "add at least one [[routes]] entry with prefix and upstream"));
+            return Err(self.invalid(
+                "routes",
+                "[]",
+                "add at least one [[routes]] entry with prefix and upstream",
+            ));
         }
         for (i, route) in self.routes.iter().enumerate() {
             if !route.prefix.starts_with('/') {
-                return Err(self.invalid(format!("routes[{i}].prefix"), &route.prefix, "must start with '/'"));
+                return Err(self.invalid(
+                    format!("routes[{i}].prefix"),
+                    &route.prefix,
+                    "must start with '/'",
+                ));
             }
             if let Err(reason) = check_upstream(&route.upstream) {
                 return Err(self.invalid(format!("routes[{i}].upstream"), &route.upstream, reason));
@@ -273,9 +289,18 @@ impl Config {
         let mut names = std::collections::HashSet::new();
         for (i, zone) in self.zones.iter().enumerate() {
             if !zone.prefix.starts_with('/') {
-                return Err(self.invalid(format!("zones[{i}].prefix"), &zone.prefix, "must start with '/'"));
+                return Err(self.invalid(
+                    format!("zones[{i}].prefix"),
+                    &zone.prefix,
+                    "must start with '/'",
+                ));
             }
-            if zone.name.is_empty() || !zone.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            if zone.name.is_empty()
+                || !zone
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
                 return Err(self.invalid(
                     format!("zones[{i}].name"),
                     &zone.name,
@@ -283,12 +308,20 @@ impl Config {
                 ));
             }
             if !names.insert(zone.name.clone()) {
-                return Err(self.invalid(format!("zones[{i}].name"), &zone.name, "another zone has this name"));
+                return Err(self.invalid(
+                    format!("zones[{i}].name"),
+                    &zone.name,
+                    "another zone has this name",
+                ));
             }
         }
         for (name, weight) in self.risk.weights.entries() {
             if weight > 100 {
-                return Err(self.invalid(format!("risk.weights.{name}"), weight.to_string(), "must be 0 to 100"));
+                return Err(self.invalid(
+                    format!("risk.weights.{name}"),
+                    weight.to_string(),
+                    "must be 0 to 100",
+                ));
             }
         }
         if self.step_up.max_age_secs == 0 || self.step_up.challenge_ttl_secs == 0 {

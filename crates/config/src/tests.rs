@@ -50,7 +50,10 @@ fn unknown_key_is_named() {
 
 #[test]
 fn bad_trusted_proxy_names_key_and_value() {
-    let text = MINIMAL.replace("trusted_proxies = []", r#"trusted_proxies = ["10.0.0.0/8", "nonsense"]"#);
+    let text = MINIMAL.replace(
+        "trusted_proxies = []",
+        r#"trusted_proxies = ["10.0.0.0/8", "nonsense"]"#,
+    );
     let err = message(&text);
     assert!(err.contains("gateway.trusted_proxies[1]"), "{err}");
     assert!(err.contains("\"nonsense\""), "{err}");
@@ -58,7 +61,10 @@ fn bad_trusted_proxy_names_key_and_value() {
 
 #[test]
 fn trusted_proxies_accept_addresses_and_ranges() {
-    let text = MINIMAL.replace("trusted_proxies = []", r#"trusted_proxies = ["10.1.2.3/8", "::1"]"#);
+    let text = MINIMAL.replace(
+        "trusted_proxies = []",
+        r#"trusted_proxies = ["10.1.2.3/8", "::1"]"#,
+    );
     let config = Config::parse(&text, "t").unwrap();
     assert_eq!(config.trusted_proxy_nets[0].to_string(), "10.0.0.0/8");
     assert_eq!(config.trusted_proxy_nets[1].to_string(), "::1/128");

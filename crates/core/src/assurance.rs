@@ -116,8 +116,17 @@ impl Grant {
     }
 
     /// True when the grant covers this identity, scope and network at `now`.
-    pub fn covers(&self, identity: &IdentityName, scope: &GrantScope, network: Network, now: Timestamp) -> bool {
-        now < self.expires_at && &self.identity == identity && &self.scope == scope && self.network == network
+    pub fn covers(
+        &self,
+        identity: &IdentityName,
+        scope: &GrantScope,
+        network: Network,
+        now: Timestamp,
+    ) -> bool {
+        now < self.expires_at
+            && &self.identity == identity
+            && &self.scope == scope
+            && self.network == network
     }
 }
 
@@ -157,6 +166,9 @@ mod tests {
         let mut assurance = Assurance::none();
         assurance.add(FactorKind::Totp, Timestamp::from_secs(5));
         assurance.add(FactorKind::Totp, Timestamp::from_secs(3));
-        assert_eq!(assurance.iter().collect::<Vec<_>>(), vec![(FactorKind::Totp, Timestamp::from_secs(5))]);
+        assert_eq!(
+            assurance.iter().collect::<Vec<_>>(),
+            vec![(FactorKind::Totp, Timestamp::from_secs(5))]
+        );
     }
 }

@@ -21,7 +21,10 @@ pub struct InvalidName(pub String);
 impl IdentityName {
     pub fn new(name: &str) -> Result<Self, InvalidName> {
         let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@');
-        let starts_well = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+        let starts_well = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
         if name.len() > 64 || !starts_well || !name.chars().all(valid_char) {
             return Err(InvalidName(name.to_owned()));
         }

@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 /// A point in time as milliseconds since the Unix epoch, UTC.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Timestamp(pub i64);
 
@@ -145,7 +147,10 @@ mod tests {
         // 1970-01-05 was a Monday.
         assert_eq!(Timestamp::from_secs(4 * 86_400).hour_of_week(), 0);
         assert_eq!(Timestamp::from_secs(0).hour_of_week(), 72);
-        assert_eq!(Timestamp::from_secs(4 * 86_400 + 3600 * 25).hour_of_week(), 25);
+        assert_eq!(
+            Timestamp::from_secs(4 * 86_400 + 3600 * 25).hour_of_week(),
+            25
+        );
     }
 
     #[test]

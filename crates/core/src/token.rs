@@ -120,9 +120,15 @@ impl ApiToken {
         if presented.len() != TOKEN_LEN {
             return Err(TokenError::BadLength(presented.len()));
         }
-        let (id, tail) = rest.split_at_checked(ID_LEN).ok_or(TokenError::BadCharacter)?;
+        let (id, tail) = rest
+            .split_at_checked(ID_LEN)
+            .ok_or(TokenError::BadCharacter)?;
         let tail = tail.strip_prefix('_').ok_or(TokenError::BadCharacter)?;
-        if !id.bytes().chain(tail.bytes()).all(|b| b.is_ascii_alphanumeric()) {
+        if !id
+            .bytes()
+            .chain(tail.bytes())
+            .all(|b| b.is_ascii_alphanumeric())
+        {
             return Err(TokenError::BadCharacter);
         }
         let body_len = TOKEN_LEN - CHECKSUM_LEN;
@@ -197,16 +203,31 @@ mod tests {
         let at = TOKEN_PREFIX.len() + ID_LEN + 5;
         bytes[at] = if bytes[at] == b'a' { b'b' } else { b'a' };
         let altered = String::from_utf8(bytes).unwrap();
-        assert_eq!(ApiToken::parse(&altered).unwrap_err(), TokenError::BadChecksum);
+        assert_eq!(
+            ApiToken::parse(&altered).unwrap_err(),
+            TokenError::BadChecksum
+        );
     }
 
     #[test]
     fn malformed_tokens_rejected() {
-        assert_eq!(ApiToken::parse("abc").unwrap_err(), TokenError::MissingPrefix);
-        assert_eq!(ApiToken::parse("sgt_abc").unwrap_err(), TokenError::BadLength(7));
+        assert_eq!(
+            ApiToken::parse("abc").unwrap_err(),
+            TokenError::MissingPrefix
+        );
+        assert_eq!(
+            ApiToken::parse("sgt_abc").unwrap_err(),
+            TokenError::BadLength(7)
+        );
         let token = ApiToken::generate();
-        let spaced = token.danger_expose().replacen('_', "-", 2).replacen('-', "_", 1);
-        assert_eq!(ApiToken::parse(&spaced).unwrap_err(), TokenError::BadCharacter);
+        let spaced = token
+            .danger_expose()
+            .replacen('_', "-", 2)
+            .replacen('-', "_", 1);
+        assert_eq!(
+            ApiToken::parse(&spaced).unwrap_err(),
+            TokenError::BadCharacter
+        );
         let unicode = format!("sgt_{}", "é".repeat((TOKEN_LEN - 4) / 2));
         assert!(ApiToken::parse(&unicode).is_err());
     }

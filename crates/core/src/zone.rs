@@ -81,7 +81,11 @@ mod tests {
 
     #[test]
     fn longest_zone_wins() {
-        let zones = Zones::new(vec![zone("all", "/"), zone("admin", "/admin/keys"), zone("a", "/admin")]);
+        let zones = Zones::new(vec![
+            zone("all", "/"),
+            zone("admin", "/admin/keys"),
+            zone("a", "/admin"),
+        ]);
         assert_eq!(zones.find("/admin/keys/1").unwrap().name, "admin");
         assert_eq!(zones.find("/admin/x").unwrap().name, "a");
         assert_eq!(zones.find("/other").unwrap().name, "all");

@@ -20,8 +20,8 @@ use parking_lot::RwLock;
 use stepgate_audit::{Entry, Event};
 use stepgate_config::{Config, StepUpConfig};
 use stepgate_core::{
-    ApiToken, Assurance, Clock, FactorKind, GrantScope, IdentityName, Outcome, RequestFacts, RiskScore, Signal,
-    Timestamp, Zones,
+    ApiToken, Assurance, Clock, FactorKind, GrantScope, IdentityName, Outcome, RequestFacts,
+    RiskScore, Signal, Timestamp, Zones,
 };
 use stepgate_policy::{Policy, PolicyInput};
 use stepgate_risk::{FailureKind, RiskConfig};
@@ -129,9 +129,13 @@ pub struct ChallengeIssued {
 /// a [`Receipt`] that the front-end must wait for before it answers.
 #[derive(Debug)]
 pub enum Verdict {
-    Allow(Allowed),
+    Allow(Box<Allowed>),
     Challenge(ChallengeIssued, Receipt),
-    Deny { identity: IdentityName, risk: RiskScore, receipt: Receipt },
+    Deny {
+        identity: IdentityName,
+        risk: RiskScore,
+        receipt: Receipt,
+    },
     Unauthenticated(AuthFailure, Receipt),
     StepUpFailed(StepUpFailure, Receipt),
     /// The audit trail cannot be written, or the decision failed; the
@@ -187,7 +191,8 @@ impl Engine {
         };
         for record in snapshot.totp {
             if let Some(until) = record.locked_until {
-                self.risk.with(&record.identity, |state| state.failures.lock_totp(until));
+                self.risk
+                    .with(&record.identity, |state| state.failures.lock_totp(until));
             }
         }
     }
@@ -228,17 +233,18 @@ impl Engine {
                 changed.push((name.clone(), state.baseline.clone()));
             }
         });
-        if !changed.is_empty() {
-            if let Err(err) = self.store.save_baselines(&changed) {
-                // Mark them again so the next flush retries.
-                for (name, _) in &changed {
-                    self.risk.with(name, |state| state.dirty = true);
-                }
-                return Err(err);
+        if !changed.is_empty()
+            && let Err(err) = self.store.save_baselines(&changed)
+        {
+            // Mark them again so the next flush retries.
+            for (name, _) in &changed {
+                self.risk.with(name, |state| state.dirty = true);
             }
+            return Err(err);
         }
         self.challenges.purge_expired(now);
-        self.grants.for_each(|_, grants| grants.retain(|grant| grant.expires_at > now));
+        self.grants
+            .for_each(|_, grants| grants.retain(|grant| grant.expires_at > now));
         Ok(changed.len())
     }
 
@@ -292,12 +298,16 @@ impl Engine {
         };
         let network = facts.network();
         let (assessment, learning) = self.risk.with(&identity, |state| {
-            let assessment = stepgate_risk::assess(&self.settings.risk, &state.baseline, &state.failures, facts);
+            let assessment =
+                stepgate_risk::assess(&self.settings.risk, &state.baseline, &state.failures, facts);
             (assessment, state.baseline.in_learning(&self.settings.risk))
         });
         let mut assurance = Assurance::none();
         self.grants.with(&identity, |grants| {
-            for grant in grants.iter().filter(|grant| grant.covers(&identity, &scope, network, now)) {
+            for grant in grants
+                .iter()
+                .filter(|grant| grant.covers(&identity, &scope, network, now))
+            {
                 assurance.add(grant.factor, grant.proved_at);
             }
         });
@@ -307,7 +317,10 @@ impl Engine {
             .collect();
         let signal_names: Vec<&'static str> = assessment.signal_names().collect();
         let offered: Vec<FactorKind> = self.enrolled_factors(&credentials, &identity);
-        let zone = facts.zone.as_deref().and_then(|name| self.settings.zones.iter().find(|z| z.name == name));
+        let zone = facts
+            .zone
+            .as_deref()
+            .and_then(|name| self.settings.zones.iter().find(|z| z.name == name));
         let policy_input = PolicyInput {
             identity: identity.as_str(),
             identity_learning: learning,
@@ -342,7 +355,7 @@ impl Engine {
         match (decision.outcome, decision.step_up) {
             (Outcome::Allow, _) => {
                 entry.event = Some(Event::Allow);
-                Verdict::Allow(Allowed {
+                Verdict::Allow(Box::new(Allowed {
                     identity,
                     risk: assessment.score,
                     stepped_up,
@@ -350,7 +363,7 @@ impl Engine {
                     entry,
                     learn: assurance.is_empty(),
                     facts: input.facts,
-                })
+                }))
             }
             (Outcome::StepUp, Some(factor)) => {
                 let id = format!("ch_{}", stepgate_core::token::random_id(24));
@@ -376,7 +389,11 @@ impl Engine {
                     expires_at,
                     max_age: self.settings.step_up.max_age(),
                     risk: assessment.score,
-                    reasons: self.settings.step_up.include_reasons.then_some(assessment.signals),
+                    reasons: self
+                        .settings
+                        .step_up
+                        .include_reasons
+                        .then_some(assessment.signals),
                 };
                 Verdict::Challenge(issued, self.audit.durable(entry))
             }
@@ -393,14 +410,14 @@ impl Engine {
     }
 
     /// Records the end of an allowed request and teaches the baseline.
-    pub fn finish(&self, allowed: Allowed, upstream_status: Option<u16>, duration: Duration) {
+    pub fn finish(&self, allowed: Box<Allowed>, upstream_status: Option<u16>, duration: Duration) {
         let Allowed {
             identity,
             mut entry,
             facts,
             learn,
             ..
-        } = allowed;
+        } = *allowed;
         entry.upstream_status = upstream_status;
         entry.duration_us = Some(u64::try_from(duration.as_micros()).unwrap_or(u64::MAX));
         if upstream_status.is_none() {
@@ -452,10 +469,15 @@ impl Engine {
     }
 
     fn record_failure(&self, identity: &IdentityName, kind: FailureKind, now: Timestamp) {
-        self.risk.with(identity, |state| state.failures.record(kind, now));
+        self.risk
+            .with(identity, |state| state.failures.record(kind, now));
     }
 
-    fn enrolled_factors(&self, credentials: &Credentials, identity: &IdentityName) -> Vec<FactorKind> {
+    fn enrolled_factors(
+        &self,
+        credentials: &Credentials,
+        identity: &IdentityName,
+    ) -> Vec<FactorKind> {
         let mut factors = Vec::new();
         if credentials.totp.contains_key(identity) {
             factors.push(FactorKind::Totp);
@@ -478,7 +500,12 @@ fn request_entry(input: &RequestInput<'_>, now: Timestamp) -> Entry {
 }
 
 /// Audit entry for an administrative change made by `actor`.
-pub fn admin_entry(now: Timestamp, actor: &str, identity: Option<&IdentityName>, detail: String) -> Entry {
+pub fn admin_entry(
+    now: Timestamp,
+    actor: &str,
+    identity: Option<&IdentityName>,
+    detail: String,
+) -> Entry {
     let mut entry = Entry::new(Event::Admin, now);
     entry.actor = Some(actor.to_owned());
     entry.identity = identity.map(ToString::to_string);

@@ -54,7 +54,9 @@ impl Credentials {
         let totp = snapshot
             .totp
             .into_iter()
-            .filter_map(|record| totp_factor(&record).map(|factor| (record.identity.clone(), factor)))
+            .filter_map(|record| {
+                totp_factor(&record).map(|factor| (record.identity.clone(), factor))
+            })
             .collect();
         Self {
             revision: snapshot.revision,

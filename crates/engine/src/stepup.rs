@@ -14,7 +14,9 @@ const TOTP_DRIFT_STEPS: u64 = 1;
 /// Why a step-up answer was not accepted.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StepUpFailure {
-    #[error("challenge is unknown or was already answered: repeat the request without Stepgate-Challenge to get a new one")]
+    #[error(
+        "challenge is unknown or was already answered: repeat the request without Stepgate-Challenge to get a new one"
+    )]
     UnknownChallenge,
     #[error("challenge expired: repeat the request without Stepgate-Challenge to get a new one")]
     Expired,
@@ -78,7 +80,9 @@ impl Engine {
     ) -> Result<FactorKind, StepUpFailure> {
         let result = self.check_answer(credentials, identity, facts, answer, now);
         match &result {
-            Ok(_) => tracing::info!(identity = %identity, challenge.id = answer.challenge_id, "step-up succeeded"),
+            Ok(_) => {
+                tracing::info!(identity = %identity, challenge.id = answer.challenge_id, "step-up succeeded")
+            }
             Err(failure) => {
                 tracing::info!(identity = %identity, challenge.id = answer.challenge_id, reason = failure.code(), "step-up failed");
                 let kind = match failure {
@@ -120,16 +124,30 @@ impl Engine {
         if !challenge.factors.contains(&FactorKind::Totp) {
             return Err(StepUpFailure::FactorNotAccepted);
         }
-        let factor = credentials.totp.get(identity).ok_or(StepUpFailure::NotEnrolled)?;
+        let factor = credentials
+            .totp
+            .get(identity)
+            .ok_or(StepUpFailure::NotEnrolled)?;
         let code = answer.totp_code.ok_or(StepUpFailure::MissingCode)?;
         if let Some(until) = self.risk.with(identity, |state| {
-            state.failures.totp_locked(now).then(|| state.failures.totp_locked_until()).flatten()
+            state
+                .failures
+                .totp_locked(now)
+                .then(|| state.failures.totp_locked_until())
+                .flatten()
         }) {
             return Err(StepUpFailure::Locked { until });
         }
 
         let unix_secs = u64::try_from(now.as_secs()).unwrap_or(0);
-        let verification = totp::verify(&factor.secret, &factor.params, code, unix_secs, None, TOTP_DRIFT_STEPS);
+        let verification = totp::verify(
+            &factor.secret,
+            &factor.params,
+            code,
+            unix_secs,
+            None,
+            TOTP_DRIFT_STEPS,
+        );
         let outcome = match verification {
             Verification::Accepted { step } => match self.store.advance_totp_step(identity, step) {
                 Ok(true) => Ok(()),

@@ -51,7 +51,14 @@ impl Harness {
             )
             .unwrap();
         let secret = TotpSecret::from_bytes(b"12345678901234567890".to_vec());
-        let record = TotpRecord::new(name, secret.danger_bytes().to_vec(), "SHA1".into(), 6, 30, Timestamp::from_secs(START));
+        let record = TotpRecord::new(
+            name,
+            secret.danger_bytes().to_vec(),
+            "SHA1".into(),
+            6,
+            30,
+            Timestamp::from_secs(START),
+        );
         store.enroll_totp(&record, admin()).unwrap();
         let (sink, writer) = AuditWriter::start(store.clone(), 64).unwrap();
         let settings = Settings {
@@ -86,7 +93,11 @@ impl Harness {
 
     fn facts(&self, addr: &str, method: &str, path: &str) -> RequestFacts {
         let zone = self.engine.settings.zones.find(path).cloned();
-        let template = if path.starts_with("/orders/") { "/orders/{n}".to_owned() } else { path.to_owned() };
+        let template = if path.starts_with("/orders/") {
+            "/orders/{n}".to_owned()
+        } else {
+            path.to_owned()
+        };
         RequestFacts {
             client_addr: addr.parse::<IpAddr>().unwrap(),
             peer_addr: addr.parse::<IpAddr>().unwrap(),
@@ -103,7 +114,13 @@ impl Harness {
         }
     }
 
-    fn request(&self, addr: &str, method: &str, path: &str, answer: Option<StepUpAnswer<'_>>) -> Verdict {
+    fn request(
+        &self,
+        addr: &str,
+        method: &str,
+        path: &str,
+        answer: Option<StepUpAnswer<'_>>,
+    ) -> Verdict {
         let authorization = format!("Bearer {}", self.token);
         self.request_with(Some(&authorization), addr, method, path, answer)
     }
@@ -140,21 +157,32 @@ impl Harness {
                     facts: allowed.facts,
                     learn: allowed.learn,
                 };
-                self.engine.finish(rebuilt.clone_for_test(), Some(200), Duration::from_millis(1));
-                Verdict::Allow(rebuilt)
+                self.engine.finish(
+                    Box::new(rebuilt.clone_for_test()),
+                    Some(200),
+                    Duration::from_millis(1),
+                );
+                Verdict::Allow(Box::new(rebuilt))
             }
             other => other,
         }
     }
 
     fn code(&self) -> String {
-        code_at(&self.secret, &TotpParams::default(), self.clock.now().as_secs() as u64)
+        code_at(
+            &self.secret,
+            &TotpParams::default(),
+            self.clock.now().as_secs() as u64,
+        )
     }
 
     fn learn(&self) {
         for i in 0..5 {
             let path = format!("/orders/{}", 100 + i);
-            assert!(matches!(self.request("127.0.0.2", "GET", &path, None), Verdict::Allow(_)));
+            assert!(matches!(
+                self.request("127.0.0.2", "GET", &path, None),
+                Verdict::Allow(_)
+            ));
         }
     }
 
@@ -201,9 +229,15 @@ fn challenge_id(verdict: Verdict) -> String {
 fn learning_traffic_allowed() {
     let harness = Harness::new();
     harness.learn();
-    assert!(matches!(harness.request("127.0.0.2", "GET", "/orders/1", None), Verdict::Allow(_)));
+    assert!(matches!(
+        harness.request("127.0.0.2", "GET", "/orders/1", None),
+        Verdict::Allow(_)
+    ));
     // A new operation alone (weight 25) stays below the step-up threshold.
-    assert!(matches!(harness.request("127.0.0.2", "GET", "/reports/daily", None), Verdict::Allow(_)));
+    assert!(matches!(
+        harness.request("127.0.0.2", "GET", "/reports/daily", None),
+        Verdict::Allow(_)
+    ));
 }
 
 #[test]
@@ -222,13 +256,25 @@ fn new_network_challenged_then_granted() {
     }
     // The grant covers similar requests from that network.
     harness.clock.advance(Duration::from_secs(60));
-    assert!(matches!(harness.request("127.0.9.10", "GET", "/orders/18", None), Verdict::Allow(_)));
+    assert!(matches!(
+        harness.request("127.0.9.10", "GET", "/orders/18", None),
+        Verdict::Allow(_)
+    ));
     // Other scopes and networks need their own step-up.
-    assert!(matches!(harness.request("127.0.9.9", "DELETE", "/orders/18", None), Verdict::Challenge(..)));
-    assert!(matches!(harness.request("127.0.10.9", "GET", "/orders/18", None), Verdict::Challenge(..)));
+    assert!(matches!(
+        harness.request("127.0.9.9", "DELETE", "/orders/18", None),
+        Verdict::Challenge(..)
+    ));
+    assert!(matches!(
+        harness.request("127.0.10.9", "GET", "/orders/18", None),
+        Verdict::Challenge(..)
+    ));
     // The grant ends after max_age.
     harness.clock.advance(Duration::from_secs(300));
-    assert!(matches!(harness.request("127.0.9.9", "GET", "/orders/18", None), Verdict::Challenge(..)));
+    assert!(matches!(
+        harness.request("127.0.9.9", "GET", "/orders/18", None),
+        Verdict::Challenge(..)
+    ));
 }
 
 #[test]
@@ -241,7 +287,10 @@ fn replayed_code_rejected() {
         challenge_id: &id,
         totp_code: Some(&code),
     };
-    assert!(matches!(harness.request("127.0.9.9", "GET", "/orders/17", Some(answer)), Verdict::Allow(_)));
+    assert!(matches!(
+        harness.request("127.0.9.9", "GET", "/orders/17", Some(answer)),
+        Verdict::Allow(_)
+    ));
     let second = challenge_id(harness.request("127.0.10.9", "GET", "/orders/17", None));
     let answer = StepUpAnswer {
         challenge_id: &second,
@@ -261,7 +310,11 @@ fn wrong_codes_lock_factor() {
     harness.learn();
     let id = challenge_id(harness.request("127.0.9.9", "GET", "/orders/17", None));
     let right = harness.code();
-    let wrong = if right == "000000" { "111111" } else { "000000" };
+    let wrong = if right == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
     for _ in 0..StepUpConfig::default().totp_max_failures {
         let answer = StepUpAnswer {
             challenge_id: &id,
@@ -285,14 +338,24 @@ fn wrong_codes_lock_factor() {
         Verdict::Challenge(issued, _) => assert!(issued.risk.value() >= 30),
         other => panic!("expected a challenge, got {other:?}"),
     }
-    assert!(harness.store.snapshot().unwrap().totp[0].locked_until.is_some());
+    assert!(
+        harness.store.snapshot().unwrap().totp[0]
+            .locked_until
+            .is_some()
+    );
 }
 
 #[test]
 fn read_only_zone_write_challenged_during_learning() {
     let harness = Harness::new();
-    assert!(matches!(harness.request("127.0.0.2", "POST", "/reports/daily", None), Verdict::Challenge(..)));
-    assert!(matches!(harness.request("127.0.0.2", "GET", "/reports/daily", None), Verdict::Allow(_)));
+    assert!(matches!(
+        harness.request("127.0.0.2", "POST", "/reports/daily", None),
+        Verdict::Challenge(..)
+    ));
+    assert!(matches!(
+        harness.request("127.0.0.2", "GET", "/reports/daily", None),
+        Verdict::Allow(_)
+    ));
 }
 
 #[test]
@@ -368,7 +431,11 @@ fn revoked_token_takes_effect_on_reload() {
     let token = ApiToken::parse(&harness.token).unwrap();
     harness
         .store
-        .revoke_token(token.id(), Timestamp::from_secs(START), admin_entry(Timestamp::from_secs(START), "t", None, "revoke".into()))
+        .revoke_token(
+            token.id(),
+            Timestamp::from_secs(START),
+            admin_entry(Timestamp::from_secs(START), "t", None, "revoke".into()),
+        )
         .unwrap();
     assert!(harness.engine.reload_if_changed().unwrap());
     assert!(matches!(

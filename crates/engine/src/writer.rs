@@ -50,7 +50,10 @@ impl AuditSink {
     /// Queues a record and returns a receipt that resolves when it is durable.
     pub fn durable(&self, entry: Entry) -> Receipt {
         let (ack, receipt) = oneshot::channel();
-        self.send(Job { entry, ack: Some(ack) });
+        self.send(Job {
+            entry,
+            ack: Some(ack),
+        });
         Receipt(receipt)
     }
 
@@ -89,7 +92,10 @@ pub struct AuditWriter {
 }
 
 impl AuditWriter {
-    pub fn start(store: Arc<dyn Store>, batch_size: usize) -> std::io::Result<(AuditSink, AuditWriter)> {
+    pub fn start(
+        store: Arc<dyn Store>,
+        batch_size: usize,
+    ) -> std::io::Result<(AuditSink, AuditWriter)> {
         let (sender, receiver) = mpsc::channel();
         let healthy = Arc::new(AtomicBool::new(true));
         let queued = Arc::new(AtomicU64::new(0));
@@ -115,7 +121,13 @@ impl AuditWriter {
 
 const RETRY_DELAY: Duration = Duration::from_millis(200);
 
-fn run(store: &dyn Store, receiver: &Receiver<Job>, batch_size: usize, healthy: &AtomicBool, queued: &AtomicU64) {
+fn run(
+    store: &dyn Store,
+    receiver: &Receiver<Job>,
+    batch_size: usize,
+    healthy: &AtomicBool,
+    queued: &AtomicU64,
+) {
     tracing::info!(batch_size, "audit writer started");
     let mut batch: Vec<Job> = Vec::with_capacity(batch_size);
     loop {
@@ -160,7 +172,9 @@ fn run(store: &dyn Store, receiver: &Receiver<Job>, batch_size: usize, healthy: 
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => {
                         std::thread::sleep(RETRY_DELAY);
-                        if let Err(err) = store.append_audit(batch.iter().map(|job| job.entry.clone()).collect()) {
+                        if let Err(err) =
+                            store.append_audit(batch.iter().map(|job| job.entry.clone()).collect())
+                        {
                             tracing::error!(error = %err, records = batch.len(), "audit records lost at shutdown");
                         }
                         return;

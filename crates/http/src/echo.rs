@@ -18,7 +18,10 @@ use tokio::sync::watch;
 use crate::StartError;
 
 /// Serves the echo upstream on `addr` until `shutdown` turns true.
-pub async fn serve_echo(addr: SocketAddr, mut shutdown: watch::Receiver<bool>) -> Result<(), StartError> {
+pub async fn serve_echo(
+    addr: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), StartError> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Listen { addr, source })?;
@@ -51,7 +54,12 @@ async fn echo(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infal
     let headers: serde_json::Map<String, serde_json::Value> = parts
         .headers
         .iter()
-        .map(|(name, value)| (name.to_string(), json!(String::from_utf8_lossy(value.as_bytes()))))
+        .map(|(name, value)| {
+            (
+                name.to_string(),
+                json!(String::from_utf8_lossy(value.as_bytes())),
+            )
+        })
         .collect();
     let description = json!({
         "echo": "stepgate built-in echo upstream",

@@ -100,7 +100,9 @@ impl<S> FramingGuard<S> {
                     index += end;
                 }
                 State::Body(remaining) => {
-                    let take = usize::try_from(*remaining).unwrap_or(usize::MAX).min(rest.len());
+                    let take = usize::try_from(*remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(rest.len());
                     *remaining -= take as u64;
                     if *remaining == 0 {
                         self.state = State::Head(Vec::new());
@@ -127,7 +129,9 @@ impl<S> FramingGuard<S> {
                     }
                 },
                 State::ChunkData(remaining) => {
-                    let take = usize::try_from(*remaining).unwrap_or(usize::MAX).min(rest.len());
+                    let take = usize::try_from(*remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(rest.len());
                     *remaining -= take as u64;
                     if *remaining == 0 {
                         self.state = State::ChunkSize(Vec::new());
@@ -202,7 +206,9 @@ fn classify_head(head: &[u8]) -> Framing {
         return Framing::Unknown;
     }
     for line in lines {
-        let Some((name, value)) = line.split_once(':') else { continue };
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
         let name = name.trim().to_ascii_lowercase();
         match name.as_str() {
             "content-length" => lengths.push(value.trim().to_owned()),
@@ -222,19 +228,30 @@ fn classify_head(head: &[u8]) -> Framing {
     }
     match lengths.as_slice() {
         [] => Framing::None,
-        [single] => single.parse().map(Framing::Length).unwrap_or(Framing::Unknown),
+        [single] => single
+            .parse()
+            .map(Framing::Length)
+            .unwrap_or(Framing::Unknown),
         _ => Framing::Unknown,
     }
 }
 
 fn parse_chunk_size(line: &[u8]) -> Option<u64> {
     let text = std::str::from_utf8(line).ok()?;
-    let size = text.trim_end_matches(['\r', '\n']).split(';').next()?.trim();
+    let size = text
+        .trim_end_matches(['\r', '\n'])
+        .split(';')
+        .next()?
+        .trim();
     u64::from_str_radix(size, 16).ok()
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for FramingGuard<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         loop {
             match this.state {
@@ -277,7 +294,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for FramingGuard<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for FramingGuard<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         if matches!(self.state, State::Rejecting(_) | State::Closed) {
             // hyper's own answers to a rejected connection are dropped.
             return Poll::Ready(Ok(data.len()));
@@ -355,7 +376,9 @@ mod tests {
         stream.extend_from_slice(b"POST /b HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nTrailer: 1\r\n\r\n");
         stream.extend_from_slice(b"\r\nGET /c HTTP/1.1\r\nHost: a\r\n\r\n");
         let good_len = stream.len();
-        stream.extend_from_slice(b"POST /d HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n");
+        stream.extend_from_slice(
+            b"POST /d HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n",
+        );
         for chunk in [1, 2, 5, 64] {
             let mut guard = guard();
             let passed = feed(&mut guard, &stream, chunk);

@@ -91,9 +91,16 @@ pub struct Gateway {
 impl Gateway {
     /// Binds the listeners named in `config`.
     pub async fn bind(config: &Config, engine: Arc<Engine>) -> Result<Self, StartError> {
-        let router = Router::new(&config.routes).map_err(|err| StartError::Route(err.to_string()))?;
-        let identity_header = HeaderName::from_bytes(config.gateway.identity_header.to_ascii_lowercase().as_bytes())
-            .map_err(|_| StartError::IdentityHeader(config.gateway.identity_header.clone()))?;
+        let router =
+            Router::new(&config.routes).map_err(|err| StartError::Route(err.to_string()))?;
+        let identity_header = HeaderName::from_bytes(
+            config
+                .gateway
+                .identity_header
+                .to_ascii_lowercase()
+                .as_bytes(),
+        )
+        .map_err(|_| StartError::IdentityHeader(config.gateway.identity_header.clone()))?;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout()));
         connector.set_nodelay(true);
@@ -153,7 +160,10 @@ impl Gateway {
             .header_read_timeout(Duration::from_secs(30))
             .max_buf_size(max_header_bytes.max(8192))
             .max_headers(max_headers);
-        builder.http2().timer(TokioTimer::new()).max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
         let graceful = GracefulShutdown::new();
         tracing::info!(listen = ?listener.local_addr().ok(), "HTTP gateway listening");
         loop {
@@ -187,8 +197,14 @@ impl Gateway {
             }
         }
         drop(listener);
-        tracing::info!(grace_s = shutdown_grace.as_secs(), "HTTP gateway stopping, waiting for requests in flight");
-        if tokio::time::timeout(shutdown_grace, graceful.shutdown()).await.is_err() {
+        tracing::info!(
+            grace_s = shutdown_grace.as_secs(),
+            "HTTP gateway stopping, waiting for requests in flight"
+        );
+        if tokio::time::timeout(shutdown_grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
             tracing::warn!("shutdown grace period over, closing remaining connections");
         }
         tracing::info!("HTTP gateway stopped");
@@ -202,7 +218,11 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 }
 
 /// Serves `/metrics` (Prometheus text format) and `/healthz`.
-async fn serve_admin(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+async fn serve_admin(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     tracing::info!(listen = ?listener.local_addr().ok(), "admin listener started");
     loop {
         tokio::select! {
@@ -230,10 +250,16 @@ fn admin_response(shared: &Shared, request: &Request<Incoming>) -> Response<Body
     match request.uri().path() {
         "/metrics" => {
             let text = shared.metrics.render(shared.engine.audit().queued());
-            let mut response = Response::new(http_body_util::Full::new(Bytes::from(text)).map_err(|never| match never {}).boxed());
+            let mut response = Response::new(
+                http_body_util::Full::new(Bytes::from(text))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            );
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                http::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
             );
             response
         }
@@ -244,6 +270,10 @@ fn admin_response(shared: &Shared, request: &Request<Incoming>) -> Response<Body
             StatusCode::SERVICE_UNAVAILABLE,
             &serde_json::json!({ "status": "audit trail unavailable" }),
         ),
-        _ => answer::error(StatusCode::NOT_FOUND, "not_found", "the admin listener serves /metrics and /healthz"),
+        _ => answer::error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the admin listener serves /metrics and /healthz",
+        ),
     }
 }

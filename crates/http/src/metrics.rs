@@ -30,7 +30,11 @@ impl Metrics {
             requests.clone(),
         );
         let challenges = Family::<Labels, Counter>::default();
-        registry.register("challenges", "Step-up challenges sent, by factor.", challenges.clone());
+        registry.register(
+            "challenges",
+            "Step-up challenges sent, by factor.",
+            challenges.clone(),
+        );
         let step_ups = Family::<Labels, Counter>::default();
         registry.register(
             "step_ups",
@@ -69,15 +73,21 @@ impl Metrics {
     }
 
     pub(crate) fn request(&self, decision: &'static str) {
-        self.requests.get_or_create(&vec![("decision", decision)]).inc();
+        self.requests
+            .get_or_create(&vec![("decision", decision)])
+            .inc();
     }
 
     pub(crate) fn challenge(&self, factor: &'static str) {
-        self.challenges.get_or_create(&vec![("factor", factor)]).inc();
+        self.challenges
+            .get_or_create(&vec![("factor", factor)])
+            .inc();
     }
 
     pub(crate) fn step_up(&self, outcome: &'static str) {
-        self.step_ups.get_or_create(&vec![("outcome", outcome)]).inc();
+        self.step_ups
+            .get_or_create(&vec![("outcome", outcome)])
+            .inc();
     }
 
     pub(crate) fn decision_time(&self, seconds: f64) {
@@ -90,7 +100,8 @@ impl Metrics {
 
     /// Renders every metric in the Prometheus text format.
     pub(crate) fn render(&self, audit_queue: u64) -> String {
-        self.audit_queue.set(i64::try_from(audit_queue).unwrap_or(i64::MAX));
+        self.audit_queue
+            .set(i64::try_from(audit_queue).unwrap_or(i64::MAX));
         let mut text = String::new();
         if let Err(err) = encode(&mut text, &self.registry) {
             tracing::error!(error = %err, "cannot encode metrics");

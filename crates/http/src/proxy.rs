@@ -23,7 +23,11 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Handles one request from a client connection.
-pub(crate) async fn handle(shared: Arc<Shared>, peer: SocketAddr, request: Request<Incoming>) -> Response<Body> {
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<Body> {
     let started = Instant::now();
     let method = request.method().clone();
     let response = match prepare(&shared, peer, &request) {
@@ -43,11 +47,21 @@ struct Prepared {
     path_and_query: String,
 }
 
-fn prepare(shared: &Shared, peer: SocketAddr, request: &Request<Incoming>) -> Result<Prepared, Response<Body>> {
+// The error is the finished response, built once per rejected request.
+#[allow(clippy::result_large_err)]
+fn prepare(
+    shared: &Shared,
+    peer: SocketAddr,
+    request: &Request<Incoming>,
+) -> Result<Prepared, Response<Body>> {
     if let Err(message) = check_framing(request.headers()) {
         shared.metrics.request("bad_request");
         tracing::warn!(client.addr = %peer, reason = message, "ambiguous request framing rejected");
-        return Err(answer::error(StatusCode::BAD_REQUEST, "bad_request", message));
+        return Err(answer::error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            message,
+        ));
     }
     if request.method() == Method::CONNECT {
         shared.metrics.request("bad_request");
@@ -70,7 +84,11 @@ fn prepare(shared: &Shared, peer: SocketAddr, request: &Request<Incoming>) -> Re
         .cloned()
         .ok_or_else(|| {
             shared.metrics.request("no_route");
-            answer::error(StatusCode::NOT_FOUND, "no_route", "no route matches this host and path")
+            answer::error(
+                StatusCode::NOT_FOUND,
+                "no_route",
+                "no route matches this host and path",
+            )
         })?;
 
     let query = request.uri().query();
@@ -83,7 +101,10 @@ fn prepare(shared: &Shared, peer: SocketAddr, request: &Request<Incoming>) -> Re
         None => path.clone(),
     };
     let zone = shared.engine.settings().zones.find(&path).cloned();
-    let action = Action::from_http(request.method().as_str(), zone.as_ref().is_some_and(|zone| zone.admin));
+    let action = Action::from_http(
+        request.method().as_str(),
+        zone.as_ref().is_some_and(|zone| zone.admin),
+    );
     let template = route_template(&path);
     let client = client_addr(peer.ip(), request.headers(), &shared.trusted_proxies).to_canonical();
     let facts = RequestFacts {
@@ -120,7 +141,10 @@ async fn decide_and_forward(
     let challenge_id = single_header(headers, &HeaderName::from_static(CHALLENGE_HEADER));
     let totp_code = single_header(headers, &HeaderName::from_static(TOTP_HEADER));
     let credential_presented = headers.contains_key(AUTHORIZATION);
-    let answer = challenge_id.map(|challenge_id| StepUpAnswer { challenge_id, totp_code });
+    let answer = challenge_id.map(|challenge_id| StepUpAnswer {
+        challenge_id,
+        totp_code,
+    });
     let input = RequestInput {
         authorization,
         answer,
@@ -134,7 +158,9 @@ async fn decide_and_forward(
     } else {
         shared.engine.decide(input)
     };
-    shared.metrics.decision_time(started.elapsed().as_secs_f64());
+    shared
+        .metrics
+        .decision_time(started.elapsed().as_secs_f64());
 
     match verdict {
         Verdict::Allow(mut allowed) => {
@@ -142,11 +168,11 @@ async fn decide_and_forward(
                 shared.metrics.step_up("success");
                 tracing::info!(identity = %allowed.identity, factor = factor.name(), "step-up accepted");
             }
-            if let Some(receipt) = allowed.receipt.take() {
-                if receipt.wait().await.is_err() {
-                    shared.metrics.request("unavailable");
-                    return answer::unavailable();
-                }
+            if let Some(receipt) = allowed.receipt.take()
+                && receipt.wait().await.is_err()
+            {
+                shared.metrics.request("unavailable");
+                return answer::unavailable();
             }
             shared.metrics.request("allow");
             let identity = allowed.identity.clone();
@@ -171,7 +197,11 @@ async fn decide_and_forward(
             tracing::info!(identity = %issued.identity, challenge.id = %issued.id, risk = issued.risk.value(), "step-up challenge sent");
             answer::challenge(&issued)
         }
-        Verdict::Deny { identity, risk, receipt } => {
+        Verdict::Deny {
+            identity,
+            risk,
+            receipt,
+        } => {
             if receipt.wait().await.is_err() {
                 shared.metrics.request("unavailable");
                 return answer::unavailable();
@@ -236,37 +266,62 @@ async fn forward(
         Ok(uri) => uri,
         Err(err) => {
             tracing::error!(error = %err, "cannot build the upstream URI");
-            return (answer::error(StatusCode::BAD_GATEWAY, "bad_gateway", "cannot build the upstream request"), None);
+            return (
+                answer::error(
+                    StatusCode::BAD_GATEWAY,
+                    "bad_gateway",
+                    "cannot build the upstream request",
+                ),
+                None,
+            );
         }
     };
     let client_host = header_str(&parts.headers, &HOST)
         .map(str::to_owned)
         .or_else(|| parts.uri.authority().map(|authority| authority.to_string()));
-    prepare_upstream_headers(shared, &mut parts.headers, identity, peer, client_host.as_deref());
+    prepare_upstream_headers(
+        shared,
+        &mut parts.headers,
+        identity,
+        peer,
+        client_host.as_deref(),
+    );
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
     let upstream_request = Request::from_parts(parts, body);
 
     let sent = Instant::now();
-    let result = tokio::time::timeout(shared.response_timeout, shared.client.request(upstream_request)).await;
+    let result = tokio::time::timeout(
+        shared.response_timeout,
+        shared.client.request(upstream_request),
+    )
+    .await;
     shared.metrics.upstream_time(sent.elapsed().as_secs_f64());
     match result {
         Ok(Ok(mut response)) => {
             remove_hop_by_hop(response.headers_mut());
             let status = response.status().as_u16();
-            (response.map(|body| crate::boxed(body)), Some(status))
+            (response.map(crate::boxed), Some(status))
         }
         Ok(Err(err)) => {
             tracing::warn!(upstream = %route.authority, error = %err, "upstream request failed");
             (
-                answer::error(StatusCode::BAD_GATEWAY, "upstream_unavailable", "the upstream could not be reached or failed"),
+                answer::error(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_unavailable",
+                    "the upstream could not be reached or failed",
+                ),
                 None,
             )
         }
         Err(_) => {
             tracing::warn!(upstream = %route.authority, timeout_s = shared.response_timeout.as_secs(), "upstream response timed out");
             (
-                answer::error(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "the upstream did not answer in time"),
+                answer::error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream_timeout",
+                    "the upstream did not answer in time",
+                ),
                 None,
             )
         }
@@ -302,7 +357,9 @@ fn prepare_upstream_headers(
         IpAddr::V6(v6) => format!("\"[{v6}]\""),
     };
     let mut forwarded = format!("for={node};proto=http");
-    if let Some(host) = client_host.filter(|host| host.bytes().all(|b| b.is_ascii_graphic() && b != b'"')) {
+    if let Some(host) =
+        client_host.filter(|host| host.bytes().all(|b| b.is_ascii_graphic() && b != b'"'))
+    {
         forwarded.push_str(&format!(";host=\"{host}\""));
     }
     append_header(headers, FORWARDED, &forwarded);
@@ -310,10 +367,10 @@ fn prepare_upstream_headers(
     if !headers.contains_key(&X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
-    if !headers.contains_key(HOST) {
-        if let Some(value) = client_host.and_then(|host| HeaderValue::from_str(host).ok()) {
-            headers.insert(HOST, value);
-        }
+    if !headers.contains_key(HOST)
+        && let Some(value) = client_host.and_then(|host| HeaderValue::from_str(host).ok())
+    {
+        headers.insert(HOST, value);
     }
     if let Ok(value) = HeaderValue::from_str(identity.as_str()) {
         headers.insert(shared.identity_header.clone(), value);
@@ -322,7 +379,12 @@ fn prepare_upstream_headers(
 
 /// Appends `value` to the last field line of `name`, or adds the field.
 fn append_header(headers: &mut HeaderMap, name: HeaderName, value: &str) {
-    let joined = match headers.get_all(&name).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>() {
+    let joined = match headers
+        .get_all(&name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+    {
         existing if existing.is_empty() => value.to_owned(),
         existing => format!("{}, {value}", existing.join(", ")),
     };
@@ -351,7 +413,12 @@ fn single_header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a st
 fn request_host(request: &Request<Incoming>) -> Option<String> {
     let raw = header_str(request.headers(), &HOST)
         .map(str::to_owned)
-        .or_else(|| request.uri().authority().map(|authority| authority.to_string()))?;
+        .or_else(|| {
+            request
+                .uri()
+                .authority()
+                .map(|authority| authority.to_string())
+        })?;
     let authority: http::uri::Authority = raw.parse().ok()?;
     Some(authority.host().to_ascii_lowercase())
 }
@@ -360,11 +427,17 @@ fn request_host(request: &Request<Incoming>) -> Option<String> {
 /// Content-Length values, a Transfer-Encoding whose final coding is not
 /// chunked, or both headers at once.
 fn check_framing(headers: &HeaderMap) -> Result<(), &'static str> {
-    let lengths: Vec<&HeaderValue> = headers.get_all(http::header::CONTENT_LENGTH).iter().collect();
+    let lengths: Vec<&HeaderValue> = headers
+        .get_all(http::header::CONTENT_LENGTH)
+        .iter()
+        .collect();
     if lengths.len() > 1 || lengths.iter().any(|value| value.as_bytes().contains(&b',')) {
         return Err("several Content-Length values: send exactly one");
     }
-    let codings: Vec<&HeaderValue> = headers.get_all(http::header::TRANSFER_ENCODING).iter().collect();
+    let codings: Vec<&HeaderValue> = headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .collect();
     if codings.is_empty() {
         return Ok(());
     }
@@ -381,4 +454,3 @@ fn check_framing(headers: &HeaderMap) -> Result<(), &'static str> {
     }
     Ok(())
 }
-

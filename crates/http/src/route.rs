@@ -39,9 +39,18 @@ impl Router {
                 url: route.upstream.clone(),
                 reason,
             };
-            let uri: http::Uri = route.upstream.parse().map_err(|err: http::uri::InvalidUri| bad(err.to_string()))?;
-            let scheme = uri.scheme().cloned().ok_or_else(|| bad("no scheme".into()))?;
-            let authority = uri.authority().cloned().ok_or_else(|| bad("no host".into()))?;
+            let uri: http::Uri = route
+                .upstream
+                .parse()
+                .map_err(|err: http::uri::InvalidUri| bad(err.to_string()))?;
+            let scheme = uri
+                .scheme()
+                .cloned()
+                .ok_or_else(|| bad("no scheme".into()))?;
+            let authority = uri
+                .authority()
+                .cloned()
+                .ok_or_else(|| bad("no host".into()))?;
             parsed.push(Route {
                 host: route.host.as_ref().map(|host| host.to_ascii_lowercase()),
                 prefix: route.prefix.clone(),
@@ -93,12 +102,25 @@ mod tests {
             route("/", "http://127.0.0.1:3", Some("Admin.Example")),
         ])
         .unwrap();
-        assert_eq!(router.find(None, "/x").unwrap().authority.port_u16(), Some(1));
+        assert_eq!(
+            router.find(None, "/x").unwrap().authority.port_u16(),
+            Some(1)
+        );
         let api = router.find(None, "/api/v1").unwrap();
         assert_eq!(api.authority.port_u16(), Some(2));
         assert_eq!(api.base_path, "/base");
-        assert_eq!(router.find(None, "/apix").unwrap().authority.port_u16(), Some(1));
-        assert_eq!(router.find(Some("admin.example"), "/api").unwrap().authority.port_u16(), Some(3));
+        assert_eq!(
+            router.find(None, "/apix").unwrap().authority.port_u16(),
+            Some(1)
+        );
+        assert_eq!(
+            router
+                .find(Some("admin.example"), "/api")
+                .unwrap()
+                .authority
+                .port_u16(),
+            Some(3)
+        );
     }
 
     #[test]

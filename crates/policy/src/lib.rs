@@ -10,8 +10,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
-    PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
+    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
+    EntityUid, PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use stepgate_core::{Action, FactorKind, Outcome, Zone};
 
@@ -24,9 +24,15 @@ pub const DEFAULT_POLICY: &str = include_str!("../policies/default.cedar");
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     #[error("policy {source_name} does not parse: {message}")]
-    Parse { source_name: String, message: String },
+    Parse {
+        source_name: String,
+        message: String,
+    },
     #[error("policy {source_name} does not match the schema:\n{message}")]
-    Invalid { source_name: String, message: String },
+    Invalid {
+        source_name: String,
+        message: String,
+    },
     #[error("built-in policy schema does not parse: {0}")]
     Schema(String),
     #[error("cannot build the policy request: {0}")]
@@ -123,7 +129,11 @@ impl Policy {
     /// order) that, proved now, would permit it; otherwise deny.
     ///
     /// An evaluation error denies: the gateway fails closed.
-    pub fn decide(&self, input: &PolicyInput<'_>, offered: &[FactorKind]) -> Result<PolicyDecision, PolicyError> {
+    pub fn decide(
+        &self,
+        input: &PolicyInput<'_>,
+        offered: &[FactorKind],
+    ) -> Result<PolicyDecision, PolicyError> {
         let entities = self.entities(input)?;
         let first = self.evaluate(input, input.proved, &entities)?;
         if first.0 {
@@ -133,7 +143,10 @@ impl Policy {
                 reasons: first.1,
             });
         }
-        for &factor in FactorKind::ALL.iter().filter(|factor| offered.contains(factor)) {
+        for &factor in FactorKind::ALL
+            .iter()
+            .filter(|factor| offered.contains(factor))
+        {
             let mut proved: Vec<(FactorKind, i64)> = input.proved.to_vec();
             proved.retain(|(kind, _)| *kind != factor);
             proved.push((factor, 0));
@@ -168,17 +181,29 @@ impl Policy {
             None,
         )
         .map_err(|err| PolicyError::Request(err.to_string()))?;
-        let response = self.authorizer.is_authorized(&request, &self.policies, entities);
+        let response = self
+            .authorizer
+            .is_authorized(&request, &self.policies, entities);
         let reasons = response
             .diagnostics()
             .reason()
-            .map(|id| match self.policies.policy(id).and_then(|policy| policy.annotation("id")) {
-                Some(name) => name.to_owned(),
-                None => id.to_string(),
+            .map(|id| {
+                match self
+                    .policies
+                    .policy(id)
+                    .and_then(|policy| policy.annotation("id"))
+                {
+                    Some(name) => name.to_owned(),
+                    None => id.to_string(),
+                }
             })
             .collect();
         if response.diagnostics().errors().next().is_some() {
-            let errors: Vec<String> = response.diagnostics().errors().map(ToString::to_string).collect();
+            let errors: Vec<String> = response
+                .diagnostics()
+                .errors()
+                .map(ToString::to_string)
+                .collect();
             tracing::warn!(identity = input.identity, errors = ?errors, "policy evaluation error, denying");
             return Ok((false, reasons));
         }
@@ -190,8 +215,14 @@ impl Policy {
         let identity = Entity::new(
             names.uid(&names.identity, input.identity)?,
             HashMap::from([
-                ("name".to_owned(), RestrictedExpression::new_string(input.identity.to_owned())),
-                ("learning".to_owned(), RestrictedExpression::new_bool(input.identity_learning)),
+                (
+                    "name".to_owned(),
+                    RestrictedExpression::new_string(input.identity.to_owned()),
+                ),
+                (
+                    "learning".to_owned(),
+                    RestrictedExpression::new_bool(input.identity_learning),
+                ),
             ]),
             HashSet::new(),
         )
@@ -204,8 +235,14 @@ impl Policy {
             let zone_entity = Entity::new(
                 zone_uid,
                 HashMap::from([
-                    ("read_only".to_owned(), RestrictedExpression::new_bool(zone.read_only)),
-                    ("sensitive".to_owned(), RestrictedExpression::new_bool(zone.sensitive)),
+                    (
+                        "read_only".to_owned(),
+                        RestrictedExpression::new_bool(zone.read_only),
+                    ),
+                    (
+                        "sensitive".to_owned(),
+                        RestrictedExpression::new_bool(zone.sensitive),
+                    ),
                 ]),
                 HashSet::new(),
             )
@@ -215,8 +252,14 @@ impl Policy {
         let resource = Entity::new(
             names.uid(&names.resource, input.resource)?,
             HashMap::from([
-                ("path".to_owned(), RestrictedExpression::new_string(input.path.to_owned())),
-                ("operation".to_owned(), RestrictedExpression::new_string(input.operation.to_owned())),
+                (
+                    "path".to_owned(),
+                    RestrictedExpression::new_string(input.path.to_owned()),
+                ),
+                (
+                    "operation".to_owned(),
+                    RestrictedExpression::new_string(input.operation.to_owned()),
+                ),
             ]),
             parents,
         )
@@ -233,15 +276,20 @@ impl Policy {
 
 impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Policy").field("policies", &self.policy_count()).finish()
+        f.debug_struct("Policy")
+            .field("policies", &self.policy_count())
+            .finish()
     }
 }
 
 impl Names {
     fn new() -> Result<Self, PolicyError> {
-        let parse = |name: &str| EntityTypeName::from_str(name).map_err(|err| PolicyError::Schema(err.to_string()));
+        let parse = |name: &str| {
+            EntityTypeName::from_str(name).map_err(|err| PolicyError::Schema(err.to_string()))
+        };
         let action_type = parse("Stepgate::Action")?;
-        let action = |name: &str| EntityUid::from_type_name_and_id(action_type.clone(), EntityId::new(name));
+        let action =
+            |name: &str| EntityUid::from_type_name_and_id(action_type.clone(), EntityId::new(name));
         Ok(Self {
             identity: parse("Stepgate::Identity")?,
             zone: parse("Stepgate::Zone")?,
@@ -251,7 +299,10 @@ impl Names {
     }
 
     fn uid(&self, type_name: &EntityTypeName, id: &str) -> Result<EntityUid, PolicyError> {
-        Ok(EntityUid::from_type_name_and_id(type_name.clone(), EntityId::new(id)))
+        Ok(EntityUid::from_type_name_and_id(
+            type_name.clone(),
+            EntityId::new(id),
+        ))
     }
 
     fn action(&self, action: Action) -> &EntityUid {
@@ -279,18 +330,31 @@ fn context(input: &PolicyInput<'_>, proved: &[(FactorKind, i64)]) -> Result<Cont
             .map(|name| RestrictedExpression::new_string((*name).to_owned())),
     );
     Context::from_pairs([
-        ("risk".to_owned(), RestrictedExpression::new_long(i64::from(input.risk))),
+        (
+            "risk".to_owned(),
+            RestrictedExpression::new_long(i64::from(input.risk)),
+        ),
         ("signals".to_owned(), signals),
         ("proved".to_owned(), proved_record),
-        ("source_ip".to_owned(), RestrictedExpression::new_ip(input.source_ip.to_string())),
-        ("time".to_owned(), RestrictedExpression::new_long(input.time_secs)),
-        ("hour".to_owned(), RestrictedExpression::new_long(i64::from(input.hour))),
+        (
+            "source_ip".to_owned(),
+            RestrictedExpression::new_ip(input.source_ip.to_string()),
+        ),
+        (
+            "time".to_owned(),
+            RestrictedExpression::new_long(input.time_secs),
+        ),
+        (
+            "hour".to_owned(),
+            RestrictedExpression::new_long(i64::from(input.hour)),
+        ),
     ])
     .map_err(|err| PolicyError::Request(err.to_string()))
 }
 
 fn schema() -> Result<Schema, PolicyError> {
-    let (schema, _warnings) = Schema::from_cedarschema_str(SCHEMA).map_err(|err| PolicyError::Schema(err.to_string()))?;
+    let (schema, _warnings) =
+        Schema::from_cedarschema_str(SCHEMA).map_err(|err| PolicyError::Schema(err.to_string()))?;
     Ok(schema)
 }
 

@@ -4,7 +4,12 @@ use stepgate_core::{Action, FactorKind, Outcome, Zone};
 
 use super::*;
 
-fn input<'a>(action: Action, risk: u8, proved: &'a [(FactorKind, i64)], zone: Option<&'a Zone>) -> PolicyInput<'a> {
+fn input<'a>(
+    action: Action,
+    risk: u8,
+    proved: &'a [(FactorKind, i64)],
+    zone: Option<&'a Zone>,
+) -> PolicyInput<'a> {
     PolicyInput {
         identity: "ci-bot",
         identity_learning: false,
@@ -77,7 +82,9 @@ fn admin_action_needs_totp() {
 #[test]
 fn step_up_not_offered_means_deny() {
     let policy = Policy::default_policy().unwrap();
-    let decision = policy.decide(&input(Action::Read, 40, &[], None), &[]).unwrap();
+    let decision = policy
+        .decide(&input(Action::Read, 40, &[], None), &[])
+        .unwrap();
     assert_eq!(decision.outcome, Outcome::Deny);
 }
 
@@ -108,7 +115,10 @@ fn source_ip_and_signals_usable() {
         when { context.source_ip.isInRange(ip("127.0.0.0/24")) && !context.signals.contains("failure_burst") };
     "#;
     let policy = Policy::new(text, "test").unwrap();
-    assert_eq!(decide(&policy, &input(Action::Read, 50, &[], None)).outcome, Outcome::Allow);
+    assert_eq!(
+        decide(&policy, &input(Action::Read, 50, &[], None)).outcome,
+        Outcome::Allow
+    );
 }
 
 #[test]
@@ -122,7 +132,11 @@ fn unknown_attribute_fails_validation() {
 
 #[test]
 fn syntax_error_names_source() {
-    let err = Policy::new("permit (principal, action, resource) when {", "broken.cedar").unwrap_err();
+    let err = Policy::new(
+        "permit (principal, action, resource) when {",
+        "broken.cedar",
+    )
+    .unwrap_err();
     assert!(matches!(err, PolicyError::Parse { .. }));
     assert!(err.to_string().contains("broken.cedar"));
 }

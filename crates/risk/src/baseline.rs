@@ -33,7 +33,10 @@ impl Baseline {
     /// Adds one allowed request to the baseline.
     pub fn learn(&mut self, facts: &RequestFacts) {
         self.requests = self.requests.saturating_add(1);
-        self.networks.entry(facts.network()).or_default().record(facts.time);
+        self.networks
+            .entry(facts.network())
+            .or_default()
+            .record(facts.time);
         match self.operations.get_mut(&facts.operation) {
             Some(seen) => seen.record(facts.time),
             None => {

@@ -32,12 +32,21 @@ impl Assessment {
 /// While the baseline is in its learning period only the zone rules
 /// (read-only and sensitive zones) and failure signals apply, so a new
 /// identity is neither trusted blindly nor challenged on every request.
-pub fn assess(config: &RiskConfig, baseline: &Baseline, failures: &Failures, facts: &RequestFacts) -> Assessment {
+pub fn assess(
+    config: &RiskConfig,
+    baseline: &Baseline,
+    failures: &Failures,
+    facts: &RequestFacts,
+) -> Assessment {
     let weights = &config.weights;
     let mut signals = Vec::new();
     let mut push = |kind: SignalKind, weight: u8, reason: String| {
         if weight > 0 {
-            signals.push(Signal { kind, weight, reason });
+            signals.push(Signal {
+                kind,
+                weight,
+                reason,
+            });
         }
     };
 
@@ -57,12 +66,20 @@ pub fn assess(config: &RiskConfig, baseline: &Baseline, failures: &Failures, fac
         push(
             SignalKind::SensitiveZone,
             weights.sensitive_zone,
-            format!("{} in sensitive zone {}", facts.operation, facts.zone.as_deref().unwrap_or("?")),
+            format!(
+                "{} in sensitive zone {}",
+                facts.operation,
+                facts.zone.as_deref().unwrap_or("?")
+            ),
         );
     }
 
     let window = config.failure_window();
-    let recent_failures = failures.count_since(facts.time, window, &[FailureKind::Authentication, FailureKind::StepUp]);
+    let recent_failures = failures.count_since(
+        facts.time,
+        window,
+        &[FailureKind::Authentication, FailureKind::StepUp],
+    );
     if recent_failures >= config.failure_burst_threshold {
         push(
             SignalKind::FailureBurst,
@@ -75,11 +92,18 @@ pub fn assess(config: &RiskConfig, baseline: &Baseline, failures: &Failures, fac
     }
     let totp_failures = failures.count_since(facts.time, window, &[FailureKind::Totp]);
     if totp_failures > 0 || failures.totp_locked(facts.time) {
-        let locked = if failures.totp_locked(facts.time) { ", factor locked" } else { "" };
+        let locked = if failures.totp_locked(facts.time) {
+            ", factor locked"
+        } else {
+            ""
+        };
         push(
             SignalKind::TotpFailure,
             weights.totp_failure,
-            format!("{totp_failures} wrong or replayed TOTP codes in the last {} s{locked}", window.as_secs()),
+            format!(
+                "{totp_failures} wrong or replayed TOTP codes in the last {} s{locked}",
+                window.as_secs()
+            ),
         );
     }
 
@@ -121,7 +145,9 @@ fn baseline_signals(
         );
     }
     let hour = facts.time.hour_of_day();
-    if baseline.requests() >= config.unusual_hour_min_requests && baseline.requests_in_hour(hour) == 0 {
+    if baseline.requests() >= config.unusual_hour_min_requests
+        && baseline.requests_in_hour(hour) == 0
+    {
         push(
             SignalKind::UnusualHour,
             weights.unusual_hour,

@@ -23,13 +23,22 @@ fn facts(addr: &str, method: &str, template: &str, secs: i64) -> RequestFacts {
 }
 
 fn kinds(assessment: &Assessment) -> Vec<SignalKind> {
-    assessment.signals.iter().map(|signal| signal.kind).collect()
+    assessment
+        .signals
+        .iter()
+        .map(|signal| signal.kind)
+        .collect()
 }
 
 fn learned(config: &RiskConfig) -> Baseline {
     let mut baseline = Baseline::default();
     for i in 0..config.learning_requests {
-        baseline.learn(&facts("127.0.0.2", "GET", "/orders/{n}", 3600 * 10 + i as i64));
+        baseline.learn(&facts(
+            "127.0.0.2",
+            "GET",
+            "/orders/{n}",
+            3600 * 10 + i as i64,
+        ));
     }
     baseline
 }
@@ -80,11 +89,21 @@ fn read_only_zone_write_applies_while_learning() {
     let mut request = facts("127.0.0.2", "POST", "/reports/daily", 100);
     request.zone = Some("reports".into());
     request.zone_read_only = true;
-    let assessment = assess(&config, &Baseline::default(), &Failures::default(), &request);
+    let assessment = assess(
+        &config,
+        &Baseline::default(),
+        &Failures::default(),
+        &request,
+    );
     assert_eq!(kinds(&assessment), vec![SignalKind::ReadOnlyZoneWrite]);
     request.method = "GET".into();
     request.action = Action::Read;
-    let read = assess(&config, &Baseline::default(), &Failures::default(), &request);
+    let read = assess(
+        &config,
+        &Baseline::default(),
+        &Failures::default(),
+        &request,
+    );
     assert!(read.signals.is_empty());
 }
 
@@ -104,17 +123,33 @@ fn failure_burst_needs_threshold_within_window() {
     let baseline = learned(&config);
     let mut failures = Failures::default();
     for i in 0..config.failure_burst_threshold - 1 {
-        failures.record(FailureKind::Authentication, Timestamp::from_secs(1000 + i as i64));
+        failures.record(
+            FailureKind::Authentication,
+            Timestamp::from_secs(1000 + i as i64),
+        );
     }
     let request = facts("127.0.0.2", "GET", "/orders/{n}", 1010);
-    assert!(assess(&config, &baseline, &failures, &request).signals.is_empty());
+    assert!(
+        assess(&config, &baseline, &failures, &request)
+            .signals
+            .is_empty()
+    );
 
     failures.record(FailureKind::StepUp, Timestamp::from_secs(1005));
     let burst = assess(&config, &baseline, &failures, &request);
     assert_eq!(kinds(&burst), vec![SignalKind::FailureBurst]);
 
-    let later = facts("127.0.0.2", "GET", "/orders/{n}", 1000 + config.failure_window_secs as i64 + 10);
-    assert!(assess(&config, &baseline, &failures, &later).signals.is_empty());
+    let later = facts(
+        "127.0.0.2",
+        "GET",
+        "/orders/{n}",
+        1000 + config.failure_window_secs as i64 + 10,
+    );
+    assert!(
+        assess(&config, &baseline, &failures, &later)
+            .signals
+            .is_empty()
+    );
 }
 
 #[test]
@@ -135,14 +170,20 @@ fn totp_failure_and_lock_raise_risk() {
 
 #[test]
 fn unusual_hour_needs_evidence() {
-    let mut config = RiskConfig::default();
-    config.unusual_hour_min_requests = 10;
+    let config = RiskConfig {
+        unusual_hour_min_requests: 10,
+        ..RiskConfig::default()
+    };
     let mut baseline = Baseline::default();
     for i in 0..9 {
         baseline.learn(&facts("127.0.0.2", "GET", "/orders/{n}", 3600 * 10 + i));
     }
     let night = facts("127.0.0.2", "GET", "/orders/{n}", 3600 * 3);
-    assert!(assess(&config, &baseline, &Failures::default(), &night).signals.is_empty());
+    assert!(
+        assess(&config, &baseline, &Failures::default(), &night)
+            .signals
+            .is_empty()
+    );
     baseline.learn(&facts("127.0.0.2", "GET", "/orders/{n}", 3600 * 10 + 9));
     let assessment = assess(&config, &baseline, &Failures::default(), &night);
     assert_eq!(kinds(&assessment), vec![SignalKind::UnusualHour]);
@@ -154,7 +195,11 @@ fn zero_weight_turns_signal_off() {
     config.weights.new_network = 0;
     let baseline = learned(&config);
     let request = facts("127.0.9.9", "GET", "/orders/{n}", 3600 * 10);
-    assert!(assess(&config, &baseline, &Failures::default(), &request).signals.is_empty());
+    assert!(
+        assess(&config, &baseline, &Failures::default(), &request)
+            .signals
+            .is_empty()
+    );
 }
 
 #[test]

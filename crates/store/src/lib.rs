@@ -62,7 +62,14 @@ pub struct TotpRecord {
 }
 
 impl TotpRecord {
-    pub fn new(identity: IdentityName, secret: Vec<u8>, algorithm: String, digits: u32, period: u64, at: Timestamp) -> Self {
+    pub fn new(
+        identity: IdentityName,
+        secret: Vec<u8>,
+        algorithm: String,
+        digits: u32,
+        period: u64,
+        at: Timestamp,
+    ) -> Self {
         Self {
             identity,
             secret,
@@ -110,7 +117,12 @@ pub trait Store: Send + Sync {
     fn snapshot(&self) -> Result<Snapshot, StoreError>;
 
     fn add_identity(&self, identity: &Identity, audit: Entry) -> Result<(), StoreError>;
-    fn set_identity_disabled(&self, name: &IdentityName, disabled: bool, audit: Entry) -> Result<(), StoreError>;
+    fn set_identity_disabled(
+        &self,
+        name: &IdentityName,
+        disabled: bool,
+        audit: Entry,
+    ) -> Result<(), StoreError>;
     fn add_token(&self, token: &TokenRecord, audit: Entry) -> Result<(), StoreError>;
     fn revoke_token(&self, id: &TokenId, at: Timestamp, audit: Entry) -> Result<(), StoreError>;
     /// Enrols or replaces the identity's TOTP factor.
@@ -121,7 +133,11 @@ pub trait Store: Send + Sync {
     /// when another request already accepted this step or a later one, so a
     /// code can pass at most once even across gateway processes.
     fn advance_totp_step(&self, identity: &IdentityName, step: u64) -> Result<bool, StoreError>;
-    fn set_totp_lock(&self, identity: &IdentityName, until: Option<Timestamp>) -> Result<(), StoreError>;
+    fn set_totp_lock(
+        &self,
+        identity: &IdentityName,
+        until: Option<Timestamp>,
+    ) -> Result<(), StoreError>;
 
     fn load_baselines(&self) -> Result<Vec<(IdentityName, Baseline)>, StoreError>;
     fn save_baselines(&self, baselines: &[(IdentityName, Baseline)]) -> Result<(), StoreError>;

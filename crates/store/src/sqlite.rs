@@ -64,13 +64,17 @@ impl SqliteStore {
             source,
         };
         let mut conn = Connection::open(&path).map_err(open_error)?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(open_error)?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(open_error)?;
         // WAL lets the CLI read while the gateway writes; FULL makes each
         // commit durable before it returns, which challenge and deny
         // records rely on.
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_error)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(open_error)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(open_error)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_error)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_error)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_error)?;
         migrate(&mut conn).map_err(open_error)?;
         Ok(Self {
             path,
@@ -82,7 +86,10 @@ impl SqliteStore {
         &self.path
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut conn = self
             .conn
             .lock()
@@ -100,7 +107,10 @@ impl SqliteStore {
         self.with(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             change(&tx)?;
-            tx.execute("UPDATE meta SET value = value + 1 WHERE key = 'revision'", [])?;
+            tx.execute(
+                "UPDATE meta SET value = value + 1 WHERE key = 'revision'",
+                [],
+            )?;
             append(&tx, vec![audit])?;
             tx.commit()?;
             Ok(())
@@ -122,15 +132,18 @@ fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
 
 fn append(tx: &Transaction<'_>, entries: Vec<Entry>) -> Result<Vec<Sealed>, StoreError> {
     let tail: Option<(u64, String)> = tx
-        .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })
+        .query_row(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
         .optional()?;
     let mut chain = match tail {
         Some((seq, hash)) => Chain::after(seq, hash),
         None => Chain::default(),
     };
-    let mut statement = tx.prepare_cached("INSERT INTO audit (seq, record, hash) VALUES (?1, ?2, ?3)")?;
+    let mut statement =
+        tx.prepare_cached("INSERT INTO audit (seq, record, hash) VALUES (?1, ?2, ?3)")?;
     let mut sealed_all = Vec::with_capacity(entries.len());
     for entry in entries {
         let sealed = chain
@@ -144,7 +157,11 @@ fn append(tx: &Transaction<'_>, entries: Vec<Entry>) -> Result<Vec<Sealed>, Stor
 
 fn identity_exists(tx: &Transaction<'_>, name: &IdentityName) -> Result<bool, StoreError> {
     let found: Option<i64> = tx
-        .query_row("SELECT 1 FROM identities WHERE name = ?1", [name.as_str()], |row| row.get(0))
+        .query_row(
+            "SELECT 1 FROM identities WHERE name = ?1",
+            [name.as_str()],
+            |row| row.get(0),
+        )
         .optional()?;
     Ok(found.is_some())
 }
@@ -161,7 +178,10 @@ fn parse_name(text: String) -> Result<IdentityName, StoreError> {
 impl Store for SqliteStore {
     fn revision(&self) -> Result<u64, StoreError> {
         self.with(|conn| {
-            let value: u64 = conn.query_row("SELECT value FROM meta WHERE key = 'revision'", [], |row| row.get(0))?;
+            let value: u64 =
+                conn.query_row("SELECT value FROM meta WHERE key = 'revision'", [], |row| {
+                    row.get(0)
+                })?;
             Ok(value)
         })
     }
@@ -254,13 +274,22 @@ impl Store for SqliteStore {
             }
             tx.execute(
                 "INSERT INTO identities (name, disabled, created_at) VALUES (?1, ?2, ?3)",
-                params![identity.name.as_str(), identity.disabled, identity.created_at.0],
+                params![
+                    identity.name.as_str(),
+                    identity.disabled,
+                    identity.created_at.0
+                ],
             )?;
             Ok(())
         })
     }
 
-    fn set_identity_disabled(&self, name: &IdentityName, disabled: bool, audit: Entry) -> Result<(), StoreError> {
+    fn set_identity_disabled(
+        &self,
+        name: &IdentityName,
+        disabled: bool,
+        audit: Entry,
+    ) -> Result<(), StoreError> {
         self.admin_change(audit, |tx| {
             let changed = tx.execute(
                 "UPDATE identities SET disabled = ?2 WHERE name = ?1",
@@ -337,7 +366,11 @@ impl Store for SqliteStore {
         })
     }
 
-    fn set_totp_lock(&self, identity: &IdentityName, until: Option<Timestamp>) -> Result<(), StoreError> {
+    fn set_totp_lock(
+        &self,
+        identity: &IdentityName,
+        until: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
         self.with(|conn| {
             conn.execute(
                 "UPDATE totp_factors SET locked_until = ?2 WHERE identity = ?1",
@@ -350,7 +383,9 @@ impl Store for SqliteStore {
     fn load_baselines(&self) -> Result<Vec<(IdentityName, Baseline)>, StoreError> {
         self.with(|conn| {
             let mut statement = conn.prepare("SELECT identity, data FROM baselines")?;
-            let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?;
+            let rows = statement.query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })?;
             let mut baselines = Vec::new();
             for row in rows {
                 let (identity, data) = row?;
@@ -366,11 +401,13 @@ impl Store for SqliteStore {
         self.with(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             {
-                let mut statement =
-                    tx.prepare_cached("INSERT OR REPLACE INTO baselines (identity, data) VALUES (?1, ?2)")?;
+                let mut statement = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO baselines (identity, data) VALUES (?1, ?2)",
+                )?;
                 for (identity, baseline) in baselines {
-                    let data = serde_json::to_string(baseline)
-                        .map_err(|err| StoreError::Corrupt(format!("baseline of {identity}: {err}")))?;
+                    let data = serde_json::to_string(baseline).map_err(|err| {
+                        StoreError::Corrupt(format!("baseline of {identity}: {err}"))
+                    })?;
                     statement.execute(params![identity.as_str(), data])?;
                 }
             }

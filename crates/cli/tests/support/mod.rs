@@ -1,6 +1,12 @@
 //! Test support: a recording upstream, a gateway process started from the
 //! built binary, and the real clients (curl, oathtool, sqlite3, python3).
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -60,7 +66,9 @@ impl Upstream {
         let recorded = seen.clone();
         runtime.spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let recorded = recorded.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |request: Request<Incoming>| {
@@ -70,11 +78,20 @@ impl Upstream {
                                 tokio::time::sleep(Duration::from_secs(3)).await;
                             }
                             let (parts, body) = request.into_parts();
-                            let body = body.collect().await.map(|c| c.to_bytes().to_vec()).unwrap_or_default();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|c| c.to_bytes().to_vec())
+                                .unwrap_or_default();
                             let headers = parts
                                 .headers
                                 .iter()
-                                .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                                .map(|(n, v)| {
+                                    (
+                                        n.to_string(),
+                                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                                    )
+                                })
                                 .collect();
                             recorded.lock().unwrap().push(Seen {
                                 method: parts.method.to_string(),
@@ -82,7 +99,9 @@ impl Upstream {
                                 headers,
                                 body,
                             });
-                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}\n"))))
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
+                                b"{\"ok\":true}\n",
+                            ))))
                         }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
@@ -103,12 +122,21 @@ impl Upstream {
     }
 
     pub fn last(&self) -> Seen {
-        self.seen.lock().unwrap().last().cloned().expect("upstream saw no request")
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("upstream saw no request")
     }
 }
 
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A gateway process with its own data directory and config file.
@@ -197,7 +225,10 @@ learning_requests = 5
     pub fn enrol(&self, name: &str) -> (String, String) {
         self.cli_ok(&["identity", "add", name]);
         let token = self.cli_ok(&["token", "issue", name]).trim().to_owned();
-        let uri = self.cli_ok(&["factor", "enroll", "totp", name]).trim().to_owned();
+        let uri = self
+            .cli_ok(&["factor", "enroll", "totp", name])
+            .trim()
+            .to_owned();
         let secret = uri
             .split(['?', '&'])
             .find_map(|part| part.strip_prefix("secret="))
@@ -230,13 +261,23 @@ learning_requests = 5
 
     /// Sends SIGTERM and waits for a clean exit.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
-        let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
         assert!(status.success());
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
-                assert!(status.success(), "gateway exited with {status}; log:\n{}", self.log());
+                assert!(
+                    status.success(),
+                    "gateway exited with {status}; log:\n{}",
+                    self.log()
+                );
                 return;
             }
             if Instant::now() > deadline {
@@ -286,7 +327,8 @@ impl CurlResponse {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|err| panic!("body is not JSON ({err}): {}", self.body))
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|err| panic!("body is not JSON ({err}): {}", self.body))
     }
 }
 
@@ -317,7 +359,11 @@ fn parse_curl(text: &str) -> CurlResponse {
         }
         let mut lines = head.lines();
         let status_line = lines.next().unwrap_or_default();
-        let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         let headers = lines
             .filter_map(|line| line.split_once(':'))
             .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
@@ -336,7 +382,11 @@ pub fn oathtool(secret: &str) -> String {
         .args(["--totp", "-b", secret])
         .output()
         .expect("oathtool must be installed (Debian package oathtool)");
-    assert!(output.status.success(), "oathtool failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "oathtool failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
 
@@ -365,7 +415,11 @@ pub fn sqlite3(db: &Path, sql: &str) -> String {
         .arg(sql)
         .output()
         .expect("sqlite3 must be installed (Debian package sqlite3)");
-    assert!(output.status.success(), "sqlite3 failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "sqlite3 failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout).unwrap()
 }
 
@@ -389,7 +443,9 @@ pub fn python_with_requests() -> String {
 pub fn raw_request(port: u16, bytes: &[u8]) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     stream.write_all(bytes).unwrap();
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
@@ -398,5 +454,9 @@ pub fn raw_request(port: u16, bytes: &[u8]) -> String {
 
 /// Status code of the first response in a raw answer, 0 when there is none.
 pub fn raw_status(answer: &str) -> u16 {
-    answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }

@@ -25,7 +25,9 @@ fn add_bot(store: &SqliteStore) -> IdentityName {
         disabled: false,
         created_at: Timestamp::from_secs(1),
     };
-    store.add_identity(&identity, admin("identity add bot")).unwrap();
+    store
+        .add_identity(&identity, admin("identity add bot"))
+        .unwrap();
     name
 }
 
@@ -60,7 +62,8 @@ fn admin_changes_are_audited_and_raise_revision() {
     assert_eq!(snapshot.tokens, vec![record]);
     let rows = audit_rows(&store);
     assert_eq!(rows.len(), 2);
-    let verified = stepgate_audit::verify(rows.iter().map(|(s, r, h)| (*s, r.as_str(), h.as_str()))).unwrap();
+    let verified =
+        stepgate_audit::verify(rows.iter().map(|(s, r, h)| (*s, r.as_str(), h.as_str()))).unwrap();
     assert_eq!(verified.records, 2);
 }
 
@@ -77,15 +80,27 @@ fn failed_change_writes_no_audit() {
     assert!(matches!(err, StoreError::IdentityExists(_)));
     assert_eq!(audit_rows(&store).len(), 1);
     let missing = IdentityName::new("ghost").unwrap();
-    let err = store.set_identity_disabled(&missing, true, admin("x")).unwrap_err();
-    assert_eq!(err.to_string(), "identity ghost not found: list identities with `stepgate identity list`");
+    let err = store
+        .set_identity_disabled(&missing, true, admin("x"))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "identity ghost not found: list identities with `stepgate identity list`"
+    );
 }
 
 #[test]
 fn totp_step_advances_once() {
     let (_dir, store) = open();
     let name = add_bot(&store);
-    let factor = TotpRecord::new(name.clone(), vec![1; 20], "SHA1".into(), 6, 30, Timestamp::from_secs(3));
+    let factor = TotpRecord::new(
+        name.clone(),
+        vec![1; 20],
+        "SHA1".into(),
+        6,
+        30,
+        Timestamp::from_secs(3),
+    );
     store.enroll_totp(&factor, admin("enroll")).unwrap();
     assert!(store.advance_totp_step(&name, 100).unwrap());
     assert!(!store.advance_totp_step(&name, 100).unwrap());
@@ -99,24 +114,47 @@ fn concurrent_step_advance_has_one_winner() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
     let name = add_bot(&store);
-    let factor = TotpRecord::new(name.clone(), vec![1; 20], "SHA1".into(), 6, 30, Timestamp::from_secs(3));
+    let factor = TotpRecord::new(
+        name.clone(),
+        vec![1; 20],
+        "SHA1".into(),
+        6,
+        30,
+        Timestamp::from_secs(3),
+    );
     store.enroll_totp(&factor, admin("enroll")).unwrap();
     // A second connection to the same file stands in for a second process.
     let other = Arc::new(SqliteStore::open(dir.path()).unwrap());
     let handles: Vec<_> = (0..8)
         .map(|i| {
-            let store = if i % 2 == 0 { store.clone() } else { other.clone() };
+            let store = if i % 2 == 0 {
+                store.clone()
+            } else {
+                other.clone()
+            };
             let name = name.clone();
             thread::spawn(move || store.advance_totp_step(&name, 500).unwrap())
         })
         .collect();
-    let winners = handles.into_iter().filter(|_| true).map(|h| h.join().unwrap()).filter(|won| *won).count();
+    let winners = handles
+        .into_iter()
+        .filter(|_| true)
+        .map(|h| h.join().unwrap())
+        .filter(|won| *won)
+        .count();
     assert_eq!(winners, 1);
 }
 
 #[test]
 fn totp_debug_hides_secret() {
-    let factor = TotpRecord::new(IdentityName::new("bot").unwrap(), b"supersecretbytes".to_vec(), "SHA1".into(), 6, 30, Timestamp(0));
+    let factor = TotpRecord::new(
+        IdentityName::new("bot").unwrap(),
+        b"supersecretbytes".to_vec(),
+        "SHA1".into(),
+        6,
+        30,
+        Timestamp(0),
+    );
     assert!(!format!("{factor:?}").contains("supersecret"));
 }
 
@@ -129,7 +167,8 @@ fn audit_chain_spans_connections() {
     second.append_audit(vec![admin("c")]).unwrap();
     first.append_audit(vec![admin("d")]).unwrap();
     let rows = audit_rows(&first);
-    let verified = stepgate_audit::verify(rows.iter().map(|(s, r, h)| (*s, r.as_str(), h.as_str()))).unwrap();
+    let verified =
+        stepgate_audit::verify(rows.iter().map(|(s, r, h)| (*s, r.as_str(), h.as_str()))).unwrap();
     assert_eq!(verified.records, 4);
 }
 
@@ -137,6 +176,8 @@ fn audit_chain_spans_connections() {
 fn baselines_round_trip() {
     let (_dir, store) = open();
     let name = IdentityName::new("bot").unwrap();
-    store.save_baselines(&[(name.clone(), stepgate_risk::Baseline::default())]).unwrap();
+    store
+        .save_baselines(&[(name.clone(), stepgate_risk::Baseline::default())])
+        .unwrap();
     assert_eq!(store.load_baselines().unwrap().len(), 1);
 }
