@@ -1,0 +1,165 @@
+//! The in-process allow path: token lookup, signals, risk score and Cedar
+//! evaluation, on warm baselines of 10,000 identities.
+//!
+//! Run with `cargo bench -p stepgate-engine --bench decide`. Besides
+//! criterion's mean, the bench prints the p50, p99 and p99.9 of 200,000
+//! single decisions timed one by one.
+
+use std::hint::black_box;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use stepgate_config::StepUpConfig;
+use stepgate_core::{Action, ApiToken, Identity, IdentityName, RequestFacts, SystemClock, Timestamp, Zone, Zones};
+use stepgate_engine::{AuditWriter, Engine, RequestInput, Settings, Verdict, admin_entry};
+use stepgate_policy::Policy;
+use stepgate_risk::RiskConfig;
+use stepgate_store::{SqliteStore, Store, TokenRecord};
+
+const IDENTITIES: usize = 10_000;
+
+struct Fixture {
+    engine: Engine,
+    bots: Vec<(String, IpAddr)>,
+    _writer: AuditWriter,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture() -> Fixture {
+    // Files in memory, so that setting up 10,000 identities does not wait
+    // for the disk; the decision path itself never touches the store.
+    let dir = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir()).expect("temporary directory");
+    let store = Arc::new(SqliteStore::open(dir.path()).expect("store"));
+    let now = Timestamp::from_secs(1_800_000_000);
+    let mut bots = Vec::with_capacity(IDENTITIES);
+    for i in 0..IDENTITIES {
+        let name = IdentityName::new(&format!("bot-{i}")).expect("name");
+        let identity = Identity {
+            name: name.clone(),
+            disabled: false,
+            created_at: now,
+        };
+        store.add_identity(&identity, admin_entry(now, "bench", None, "add".into())).expect("add identity");
+        let token = ApiToken::generate();
+        let record = TokenRecord {
+            id: token.id().clone(),
+            identity: name,
+            hash: token.hash(),
+            created_at: now,
+            revoked_at: None,
+        };
+        store.add_token(&record, admin_entry(now, "bench", None, "issue".into())).expect("add token");
+        let addr: IpAddr = format!("10.{}.{}.7", i / 256 % 256, i % 256).parse().expect("address");
+        bots.push((format!("Bearer {}", token.danger_expose()), addr));
+    }
+    let (sink, writer) = AuditWriter::start(store.clone(), 512).expect("audit writer");
+    let settings = Settings {
+        risk: RiskConfig::default(),
+        step_up: StepUpConfig::default(),
+        zones: Zones::new(vec![Zone {
+            name: "reports".into(),
+            prefix: "/reports".into(),
+            read_only: true,
+            sensitive: false,
+            admin: false,
+        }]),
+    };
+    let engine = Engine::new(settings, Policy::default_policy().expect("policy"), Arc::new(SystemClock), store, sink)
+        .expect("engine");
+    let fixture = Fixture {
+        engine,
+        bots,
+        _writer: writer,
+        _dir: dir,
+    };
+    // Warm every baseline past its learning period.
+    for i in 0..IDENTITIES {
+        for n in 0..8 {
+            let verdict = fixture.decide(i, n);
+            finish(&fixture.engine, verdict);
+        }
+    }
+    fixture
+}
+
+impl Fixture {
+    fn decide(&self, index: usize, n: u64) -> Verdict {
+        let (authorization, addr) = &self.bots[index];
+        let path = format!("/orders/{}", 1000 + n);
+        let input = RequestInput {
+            authorization: Some(authorization),
+            answer: None,
+            facts: RequestFacts {
+                client_addr: *addr,
+                peer_addr: *addr,
+                method: "GET".into(),
+                path: path.clone(),
+                operation: "GET /orders/{n}".into(),
+                resource: "/orders/{n}".into(),
+                action: Action::Read,
+                zone: None,
+                zone_read_only: false,
+                zone_sensitive: false,
+                time: Timestamp::default(),
+                user_agent: Some("bench/1.0".into()),
+            },
+            audit_target: path,
+        };
+        self.engine.decide(input)
+    }
+}
+
+fn finish(engine: &Engine, verdict: Verdict) {
+    match verdict {
+        Verdict::Allow(allowed) => engine.finish(allowed, Some(200), Duration::from_micros(50)),
+        other => panic!("expected allow on the warm path, got {other:?}"),
+    }
+}
+
+fn percentiles(fixture: &Fixture) {
+    const SAMPLES: usize = 200_000;
+    let mut times = Vec::with_capacity(SAMPLES);
+    for i in 0..SAMPLES {
+        let index = (i * 7919) % IDENTITIES;
+        let started = Instant::now();
+        let verdict = fixture.decide(index, i as u64);
+        finish(&fixture.engine, black_box(verdict));
+        times.push(started.elapsed());
+        if i % 10_000 == 0 {
+            // Let the audit writer keep up, as it does between real requests.
+            while fixture.engine.audit().queued() > 20_000 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+    times.sort_unstable();
+    let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+    println!(
+        "decide+finish over {IDENTITIES} identities, {SAMPLES} samples: p50 {:?}  p99 {:?}  p99.9 {:?}",
+        at(0.50),
+        at(0.99),
+        at(0.999)
+    );
+}
+
+fn bench(c: &mut Criterion) {
+    let fixture = fixture();
+    percentiles(&fixture);
+    let mut i = 0usize;
+    c.bench_function("allow path: decide + finish, 10k identities", |b| {
+        b.iter(|| {
+            i = (i + 7919) % IDENTITIES;
+            let verdict = fixture.decide(i, i as u64);
+            finish(&fixture.engine, black_box(verdict));
+        })
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(50).measurement_time(Duration::from_secs(5));
+    targets = bench
+}
+criterion_main!(benches);
