@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A named part of the upstream's path space.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Zone {
     /// Name used in policies, audit records and reasons.

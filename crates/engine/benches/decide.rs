@@ -3,7 +3,9 @@
 //!
 //! Run with `cargo bench -p stepgate-engine --bench decide`. Besides
 //! criterion's mean, the bench prints the p50, p99 and p99.9 of 200,000
-//! single decisions timed one by one.
+//! single decisions timed one by one. It runs twice: with the policy's
+//! decision cache, as the gateway runs, and with Cedar evaluating every
+//! request, the cost of a cache miss.
 
 use std::hint::black_box;
 use std::net::IpAddr;
@@ -27,7 +29,7 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
-fn fixture() -> Fixture {
+fn fixture(decision_cache: bool) -> Fixture {
     // Files in memory, so that setting up 10,000 identities does not wait
     // for the disk; the decision path itself never touches the store.
     let dir = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir()).expect("temporary directory");
@@ -66,8 +68,11 @@ fn fixture() -> Fixture {
             admin: false,
         }]),
     };
-    let engine = Engine::new(settings, Policy::default_policy().expect("policy"), Arc::new(SystemClock), store, sink)
-        .expect("engine");
+    let mut policy = Policy::default_policy().expect("policy");
+    if !decision_cache {
+        policy = policy.without_decision_cache();
+    }
+    let engine = Engine::new(settings, policy, Arc::new(SystemClock), store, sink).expect("engine");
     let fixture = Fixture {
         engine,
         bots,
@@ -118,7 +123,7 @@ fn finish(engine: &Engine, verdict: Verdict) {
     }
 }
 
-fn percentiles(fixture: &Fixture) {
+fn percentiles(fixture: &Fixture, label: &str) {
     const SAMPLES: usize = 200_000;
     let mut times = Vec::with_capacity(SAMPLES);
     for i in 0..SAMPLES {
@@ -137,7 +142,7 @@ fn percentiles(fixture: &Fixture) {
     times.sort_unstable();
     let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
     println!(
-        "decide+finish over {IDENTITIES} identities, {SAMPLES} samples: p50 {:?}  p99 {:?}  p99.9 {:?}",
+        "{label}: decide+finish over {IDENTITIES} identities, {SAMPLES} samples: p50 {:?}  p99 {:?}  p99.9 {:?}",
         at(0.50),
         at(0.99),
         at(0.999)
@@ -145,16 +150,18 @@ fn percentiles(fixture: &Fixture) {
 }
 
 fn bench(c: &mut Criterion) {
-    let fixture = fixture();
-    percentiles(&fixture);
-    let mut i = 0usize;
-    c.bench_function("allow path: decide + finish, 10k identities", |b| {
-        b.iter(|| {
-            i = (i + 7919) % IDENTITIES;
-            let verdict = fixture.decide(i, i as u64);
-            finish(&fixture.engine, black_box(verdict));
-        })
-    });
+    for (decision_cache, label) in [(true, "decision cache on"), (false, "Cedar on every request")] {
+        let fixture = fixture(decision_cache);
+        percentiles(&fixture, label);
+        let mut i = 0usize;
+        c.bench_function(&format!("allow path, 10k identities, {label}"), |b| {
+            b.iter(|| {
+                i = (i + 7919) % IDENTITIES;
+                let verdict = fixture.decide(i, i as u64);
+                finish(&fixture.engine, black_box(verdict));
+            })
+        });
+    }
 }
 
 criterion_group! {

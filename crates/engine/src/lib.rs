@@ -326,15 +326,14 @@ impl Engine {
             identity_learning: learning,
             action: facts.action,
             resource: &facts.resource,
-            path: &facts.path,
             operation: &facts.operation,
             zone,
             risk: assessment.score.value(),
             signals: &signal_names,
             proved: &proved,
             source_ip: facts.client_addr,
-            time_secs: now.as_secs(),
             hour: now.hour_of_day(),
+            weekday: now.hour_of_week() / 24,
         };
         let decision = match self.policy.decide(&policy_input, &offered) {
             Ok(decision) => decision,

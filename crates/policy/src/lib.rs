@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
-    EntityUid, PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
+    EntityUid, PolicyId, PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
 };
+use parking_lot::Mutex;
 use stepgate_core::{Action, FactorKind, Outcome, Zone};
 
 /// The schema every policy is validated against.
@@ -47,7 +48,6 @@ pub struct PolicyInput<'a> {
     pub action: Action,
     /// Route template, such as `/orders/{n}`.
     pub resource: &'a str,
-    pub path: &'a str,
     pub operation: &'a str,
     pub zone: Option<&'a Zone>,
     pub risk: u8,
@@ -55,8 +55,10 @@ pub struct PolicyInput<'a> {
     /// Factors proved and their age in seconds.
     pub proved: &'a [(FactorKind, i64)],
     pub source_ip: IpAddr,
-    pub time_secs: i64,
+    /// Hour of the day in UTC, 0 to 23.
     pub hour: u8,
+    /// Day of the week in UTC, 0 (Monday) to 6 (Sunday).
+    pub weekday: u8,
 }
 
 /// The answer of [`Policy::decide`]: the outcome and, for a step-up, the
@@ -76,6 +78,91 @@ pub struct Policy {
     schema: Arc<Schema>,
     authorizer: Arc<Authorizer>,
     names: Names,
+    cache: Arc<Cache>,
+    /// The `@id` annotation of each policy, read once at load: reading an
+    /// annotation through the Cedar API parses its key every time.
+    labels: Arc<HashMap<PolicyId, String>>,
+    use_decision_cache: bool,
+}
+
+/// Most entries each cache keeps before it is emptied and refilled.
+const CACHE_LIMIT: usize = 65_536;
+const DECISION_SHARDS: usize = 16;
+
+/// Every input Cedar sees for one request. Evaluation is deterministic, so
+/// two requests with equal keys get the same decision. Time enters only as
+/// hour and weekday, and proof ages in seconds, so entries stop matching as
+/// time moves on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct DecisionKey {
+    identity: String,
+    learning: bool,
+    action: Action,
+    resource: String,
+    operation: String,
+    zone: Option<Zone>,
+    risk: u8,
+    signals: Vec<&'static str>,
+    proved: Vec<(FactorKind, i64)>,
+    offered: Vec<FactorKind>,
+    source_ip: IpAddr,
+    hour: u8,
+    weekday: u8,
+}
+
+impl DecisionKey {
+    fn new(input: &PolicyInput<'_>, offered: &[FactorKind]) -> Self {
+        Self {
+            identity: input.identity.to_owned(),
+            learning: input.identity_learning,
+            action: input.action,
+            resource: input.resource.to_owned(),
+            operation: input.operation.to_owned(),
+            zone: input.zone.cloned(),
+            risk: input.risk,
+            signals: input.signals.to_vec(),
+            proved: input.proved.to_vec(),
+            offered: offered.to_vec(),
+            source_ip: input.source_ip,
+            hour: input.hour,
+            weekday: input.weekday,
+        }
+    }
+
+    fn shard(&self) -> usize {
+        use std::hash::{BuildHasher, RandomState};
+        static HASHER: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
+        let hash = HASHER.get_or_init(RandomState::new).hash_one(self);
+        (hash % DECISION_SHARDS as u64) as usize
+    }
+}
+
+/// Cedar values that are expensive to build and the same for many
+/// requests: building an `ip(...)` expression parses the extension
+/// function's name, and building an entity evaluates its attributes.
+#[derive(Default)]
+struct Cache {
+    decisions: [Mutex<HashMap<DecisionKey, PolicyDecision>>; DECISION_SHARDS],
+    ips: Mutex<HashMap<IpAddr, RestrictedExpression>>,
+    identities: Mutex<HashMap<(String, bool), Entity>>,
+    resources: Mutex<HashMap<(String, String, Option<String>), Entity>>,
+}
+
+fn cached<K: std::hash::Hash + Eq, V: Clone, E>(
+    map: &Mutex<HashMap<K, V>>,
+    key: K,
+    build: impl FnOnce() -> Result<V, E>,
+) -> Result<V, E> {
+    if let Some(value) = map.lock().get(&key) {
+        return Ok(value.clone());
+    }
+    let value = build()?;
+    let mut map = map.lock();
+    if map.len() >= CACHE_LIMIT {
+        map.clear();
+    }
+    map.insert(key, value.clone());
+    Ok(value)
 }
 
 #[derive(Clone)]
@@ -107,12 +194,31 @@ impl Policy {
                 message,
             });
         }
+        let labels = policies
+            .policies()
+            .map(|policy| {
+                let label = policy.annotation("id").map_or_else(|| policy.id().to_string(), str::to_owned);
+                (policy.id().clone(), label)
+            })
+            .collect();
         Ok(Self {
             policies: Arc::new(policies),
             schema: Arc::new(schema),
             authorizer: Arc::new(Authorizer::new()),
             names: Names::new()?,
+            cache: Arc::new(Cache::default()),
+            labels: Arc::new(labels),
+            use_decision_cache: true,
         })
+    }
+
+    /// The same policies, evaluated by Cedar for every request: for
+    /// benchmarks and for checking the decision cache.
+    pub fn without_decision_cache(&self) -> Self {
+        Self {
+            use_decision_cache: false,
+            ..self.clone()
+        }
     }
 
     /// The built-in default policy.
@@ -130,6 +236,28 @@ impl Policy {
     ///
     /// An evaluation error denies: the gateway fails closed.
     pub fn decide(
+        &self,
+        input: &PolicyInput<'_>,
+        offered: &[FactorKind],
+    ) -> Result<PolicyDecision, PolicyError> {
+        if !self.use_decision_cache {
+            return self.evaluate_all(input, offered);
+        }
+        let key = DecisionKey::new(input, offered);
+        let shard = &self.cache.decisions[key.shard()];
+        if let Some(decision) = shard.lock().get(&key) {
+            return Ok(decision.clone());
+        }
+        let decision = self.evaluate_all(input, offered)?;
+        let mut map = shard.lock();
+        if map.len() >= CACHE_LIMIT / DECISION_SHARDS {
+            map.clear();
+        }
+        map.insert(key, decision.clone());
+        Ok(decision)
+    }
+
+    fn evaluate_all(
         &self,
         input: &PolicyInput<'_>,
         offered: &[FactorKind],
@@ -172,11 +300,14 @@ impl Policy {
         proved: &[(FactorKind, i64)],
         entities: &Entities,
     ) -> Result<(bool, Vec<String>), PolicyError> {
-        let context = context(input, proved)?;
+        let source_ip = cached(&self.cache.ips, input.source_ip, || {
+            Ok::<_, PolicyError>(RestrictedExpression::new_ip(input.source_ip.to_string()))
+        })?;
+        let context = context(input, proved, source_ip)?;
         let request = Request::new(
-            self.names.uid(&self.names.identity, input.identity)?,
+            self.names.uid(&self.names.identity, input.identity),
             self.names.action(input.action).clone(),
-            self.names.uid(&self.names.resource, input.resource)?,
+            self.names.uid(&self.names.resource, input.resource),
             context,
             None,
         )
@@ -184,20 +315,12 @@ impl Policy {
         let response = self
             .authorizer
             .is_authorized(&request, &self.policies, entities);
-        let reasons = response
+        let mut reasons: Vec<String> = response
             .diagnostics()
             .reason()
-            .map(|id| {
-                match self
-                    .policies
-                    .policy(id)
-                    .and_then(|policy| policy.annotation("id"))
-                {
-                    Some(name) => name.to_owned(),
-                    None => id.to_string(),
-                }
-            })
+            .map(|id| self.labels.get(id).cloned().unwrap_or_else(|| id.to_string()))
             .collect();
+        reasons.sort_unstable();
         if response.diagnostics().errors().next().is_some() {
             let errors: Vec<String> = response
                 .diagnostics()
@@ -212,58 +335,54 @@ impl Policy {
 
     fn entities(&self, input: &PolicyInput<'_>) -> Result<Entities, PolicyError> {
         let names = &self.names;
-        let identity = Entity::new(
-            names.uid(&names.identity, input.identity)?,
-            HashMap::from([
-                (
-                    "name".to_owned(),
-                    RestrictedExpression::new_string(input.identity.to_owned()),
-                ),
-                (
-                    "learning".to_owned(),
-                    RestrictedExpression::new_bool(input.identity_learning),
-                ),
-            ]),
-            HashSet::new(),
-        )
-        .map_err(|err| PolicyError::Request(err.to_string()))?;
-        let mut parents = HashSet::new();
+        let identity = cached(
+            &self.cache.identities,
+            (input.identity.to_owned(), input.identity_learning),
+            || {
+                Entity::new(
+                    names.uid(&names.identity, input.identity),
+                    HashMap::from([
+                        ("name".to_owned(), RestrictedExpression::new_string(input.identity.to_owned())),
+                        ("learning".to_owned(), RestrictedExpression::new_bool(input.identity_learning)),
+                    ]),
+                    HashSet::new(),
+                )
+                .map_err(|err| PolicyError::Request(err.to_string()))
+            },
+        )?;
         let mut all = vec![identity];
         if let Some(zone) = input.zone {
-            let zone_uid = names.uid(&names.zone, &zone.name)?;
-            parents.insert(zone_uid.clone());
             let zone_entity = Entity::new(
-                zone_uid,
+                names.uid(&names.zone, &zone.name),
                 HashMap::from([
-                    (
-                        "read_only".to_owned(),
-                        RestrictedExpression::new_bool(zone.read_only),
-                    ),
-                    (
-                        "sensitive".to_owned(),
-                        RestrictedExpression::new_bool(zone.sensitive),
-                    ),
+                    ("read_only".to_owned(), RestrictedExpression::new_bool(zone.read_only)),
+                    ("sensitive".to_owned(), RestrictedExpression::new_bool(zone.sensitive)),
                 ]),
                 HashSet::new(),
             )
             .map_err(|err| PolicyError::Request(err.to_string()))?;
             all.push(zone_entity);
         }
-        let resource = Entity::new(
-            names.uid(&names.resource, input.resource)?,
-            HashMap::from([
-                (
-                    "path".to_owned(),
-                    RestrictedExpression::new_string(input.path.to_owned()),
-                ),
-                (
-                    "operation".to_owned(),
-                    RestrictedExpression::new_string(input.operation.to_owned()),
-                ),
-            ]),
-            parents,
-        )
-        .map_err(|err| PolicyError::Request(err.to_string()))?;
+        let zone_name = input.zone.map(|zone| zone.name.clone());
+        let resource = cached(
+            &self.cache.resources,
+            (input.resource.to_owned(), input.operation.to_owned(), zone_name),
+            || {
+                let parents = match input.zone {
+                    Some(zone) => HashSet::from([names.uid(&names.zone, &zone.name)]),
+                    None => HashSet::new(),
+                };
+                Entity::new(
+                    names.uid(&names.resource, input.resource),
+                    HashMap::from([(
+                        "operation".to_owned(),
+                        RestrictedExpression::new_string(input.operation.to_owned()),
+                    )]),
+                    parents,
+                )
+                .map_err(|err| PolicyError::Request(err.to_string()))
+            },
+        )?;
         all.push(resource);
         Entities::from_entities(all, None).map_err(|err| PolicyError::Request(err.to_string()))
     }
@@ -298,11 +417,8 @@ impl Names {
         })
     }
 
-    fn uid(&self, type_name: &EntityTypeName, id: &str) -> Result<EntityUid, PolicyError> {
-        Ok(EntityUid::from_type_name_and_id(
-            type_name.clone(),
-            EntityId::new(id),
-        ))
+    fn uid(&self, type_name: &EntityTypeName, id: &str) -> EntityUid {
+        EntityUid::from_type_name_and_id(type_name.clone(), EntityId::new(id))
     }
 
     fn action(&self, action: Action) -> &EntityUid {
@@ -316,7 +432,11 @@ impl Names {
     }
 }
 
-fn context(input: &PolicyInput<'_>, proved: &[(FactorKind, i64)]) -> Result<Context, PolicyError> {
+fn context(
+    input: &PolicyInput<'_>,
+    proved: &[(FactorKind, i64)],
+    source_ip: RestrictedExpression,
+) -> Result<Context, PolicyError> {
     let proved_record = RestrictedExpression::new_record(
         proved
             .iter()
@@ -336,17 +456,14 @@ fn context(input: &PolicyInput<'_>, proved: &[(FactorKind, i64)]) -> Result<Cont
         ),
         ("signals".to_owned(), signals),
         ("proved".to_owned(), proved_record),
-        (
-            "source_ip".to_owned(),
-            RestrictedExpression::new_ip(input.source_ip.to_string()),
-        ),
-        (
-            "time".to_owned(),
-            RestrictedExpression::new_long(input.time_secs),
-        ),
+        ("source_ip".to_owned(), source_ip),
         (
             "hour".to_owned(),
             RestrictedExpression::new_long(i64::from(input.hour)),
+        ),
+        (
+            "weekday".to_owned(),
+            RestrictedExpression::new_long(i64::from(input.weekday)),
         ),
     ])
     .map_err(|err| PolicyError::Request(err.to_string()))

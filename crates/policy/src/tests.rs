@@ -15,15 +15,14 @@ fn input<'a>(
         identity_learning: false,
         action,
         resource: "/orders/{n}",
-        path: "/orders/17",
         operation: "GET /orders/{n}",
         zone,
         risk,
         signals: &["new_network"],
         proved,
         source_ip: "127.0.0.2".parse::<IpAddr>().unwrap(),
-        time_secs: 1_700_000_000,
         hour: 22,
+        weekday: 1,
     }
 }
 
@@ -139,4 +138,36 @@ fn syntax_error_names_source() {
     .unwrap_err();
     assert!(matches!(err, PolicyError::Parse { .. }));
     assert!(err.to_string().contains("broken.cedar"));
+}
+
+#[test]
+fn cached_decisions_match_cedar() {
+    let text = r#"
+        permit (principal, action, resource)
+        when { context.hour < 12 && context.source_ip.isInRange(ip("127.0.0.0/24")) && context.weekday < 5 };
+        permit (principal, action, resource) when { context.proved has totp && context.risk < 50 };
+    "#;
+    let cached = Policy::new(text, "test").unwrap();
+    let uncached = cached.without_decision_cache();
+    let mut outcomes = std::collections::HashSet::new();
+    for hour in [3, 13] {
+        for addr in ["127.0.0.9", "127.0.1.9"] {
+            for weekday in [2, 6] {
+                for risk in [10, 60] {
+                    for proved in [vec![], vec![(FactorKind::Totp, 5)]] {
+                        let mut case = input(Action::Read, risk, &proved, None);
+                        case.hour = hour;
+                        case.weekday = weekday;
+                        case.source_ip = addr.parse().unwrap();
+                        let expected = decide(&uncached, &case);
+                        // Twice: the second answer comes from the cache.
+                        assert_eq!(decide(&cached, &case), expected, "{case:?}");
+                        assert_eq!(decide(&cached, &case), expected, "{case:?}");
+                        outcomes.insert(format!("{:?}", expected.outcome));
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(outcomes.len(), 3, "the cases cover allow, step-up and deny");
 }
