@@ -591,3 +591,187 @@ fn token_output_and_listing_keep_secrets() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("identity ghost not found"));
 }
+
+#[test]
+fn audit_failure_fails_closed() {
+    let upstream = Upstream::start();
+    let mut gateway = Gateway::new(upstream.addr, "");
+    let (token, _) = gateway.enrol("bot");
+    gateway.start();
+    let auth = bearer(&token);
+    let mut allowed = 0;
+    for i in 0..5 {
+        assert_eq!(
+            curl(
+                "127.0.0.2",
+                &gateway.url(&format!("/orders/{i}")),
+                &["-H", &auth]
+            )
+            .status,
+            200
+        );
+        allowed += 1;
+    }
+
+    // A real SQLite error on every audit insert, made from outside.
+    sqlite3(
+        &gateway.db(),
+        "CREATE TRIGGER fail_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+    );
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let response = curl(
+            "127.0.0.2",
+            &gateway.url(&format!("/orders/{i}")),
+            &["-H", &auth],
+        );
+        if response.status == 200 {
+            allowed += 1;
+        }
+        statuses.push(response.status);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    // The first allow is queued behind the response; once its write fails,
+    // every request is refused, challenges and denials included.
+    assert!(
+        statuses.iter().skip(1).all(|status| *status == 503),
+        "{statuses:?}"
+    );
+    let challenge = curl("127.0.9.9", &gateway.url("/orders/1"), &["-H", &auth]);
+    assert_eq!(challenge.status, 503);
+    let seen = upstream.count();
+
+    sqlite3(&gateway.db(), "DROP TRIGGER fail_audit;");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let recovered = curl("127.0.0.2", &gateway.url("/orders/9"), &["-H", &auth]);
+    assert_eq!(recovered.status, 200, "{}", recovered.body);
+    allowed += 1;
+    assert_eq!(upstream.count(), seen + 1);
+
+    gateway.stop();
+    let records = gateway.audit();
+    assert_eq!(
+        count_events(&records, "allow"),
+        allowed,
+        "allow records were lost"
+    );
+    assert!(gateway.cli(&["audit", "verify"]).status.success());
+}
+
+#[test]
+fn trusted_proxy_names_client() {
+    let upstream = Upstream::start();
+    let mut gateway = Gateway::new(upstream.addr, "");
+    let text = std::fs::read_to_string(&gateway.config).unwrap();
+    std::fs::write(
+        &gateway.config,
+        text.replace("trusted_proxies = []", "trusted_proxies = [\"127.0.0.1\"]"),
+    )
+    .unwrap();
+    let (token, _) = gateway.enrol("bot");
+    gateway.start();
+    let auth = bearer(&token);
+    // Through the trusted proxy at 127.0.0.1, the client is 127.0.0.2.
+    for i in 0..6 {
+        let response = curl(
+            "127.0.0.1",
+            &gateway.url(&format!("/orders/{i}")),
+            &["-H", &auth, "-H", "X-Forwarded-For: 127.0.0.2"],
+        );
+        assert_eq!(response.status, 200);
+    }
+    let seen = upstream.last();
+    assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.2, 127.0.0.1"));
+    // The proxy names a new client network: challenged.
+    let moved = curl(
+        "127.0.0.1",
+        &gateway.url("/orders/7"),
+        &["-H", &auth, "-H", "Forwarded: for=127.0.9.9"],
+    );
+    assert_eq!(moved.status, 401);
+    // A spoofed entry left of the client changes nothing.
+    let spoofed = curl(
+        "127.0.0.1",
+        &gateway.url("/orders/8"),
+        &["-H", &auth, "-H", "X-Forwarded-For: 127.0.9.9, 127.0.0.2"],
+    );
+    assert_eq!(spoofed.status, 200);
+    // A direct client that is not a trusted proxy cannot name anyone.
+    let direct = curl(
+        "127.0.9.9",
+        &gateway.url("/orders/9"),
+        &["-H", &auth, "-H", "X-Forwarded-For: 127.0.0.2"],
+    );
+    assert_eq!(direct.status, 401);
+    gateway.stop();
+    let records = gateway.audit();
+    let moved_record = records
+        .iter()
+        .find(|r| r["client_addr"] == "127.0.9.9" && r["peer_addr"] == "127.0.0.1");
+    assert!(
+        moved_record.is_some(),
+        "audit keeps the peer apart from the client"
+    );
+}
+
+#[test]
+fn bodies_stream_and_queries_redacted() {
+    let upstream = Upstream::start();
+    let mut gateway = Gateway::new(upstream.addr, "");
+    let (token, _) = gateway.enrol("bot");
+    gateway.start();
+    let auth = bearer(&token);
+    let upload = gateway.dir.path().join("upload.bin");
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&upload, &body).unwrap();
+    let posted = curl(
+        "127.0.0.2",
+        &gateway.url("/uploads"),
+        &[
+            "-H",
+            &auth,
+            "--data-binary",
+            &format!("@{}", upload.display()),
+        ],
+    );
+    assert_eq!(posted.status, 200, "{}", posted.body);
+    assert_eq!(upstream.last().body, body);
+    let chunked = curl(
+        "127.0.0.2",
+        &gateway.url("/uploads"),
+        &[
+            "-H",
+            &auth,
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            &format!("@{}", upload.display()),
+        ],
+    );
+    assert_eq!(chunked.status, 200);
+    assert_eq!(upstream.last().body.len(), body.len());
+
+    let query = curl(
+        "127.0.0.2",
+        &gateway.url("/orders/1?api_key=hunter2&page=3"),
+        &["-H", &auth],
+    );
+    assert_eq!(query.status, 200);
+    assert_eq!(upstream.last().path, "/orders/1?api_key=hunter2&page=3");
+
+    gateway.cli_ok(&["identity", "disable", "bot"]);
+    support::wait_for_reload();
+    assert_eq!(
+        curl("127.0.0.2", &gateway.url("/orders/1"), &["-H", &auth]).status,
+        401
+    );
+    gateway.stop();
+    let records = gateway.audit();
+    let text = records.iter().map(|r| r.to_string()).collect::<String>();
+    assert!(
+        !text.contains("hunter2"),
+        "query values reached the audit trail"
+    );
+    assert!(text.contains("api_key=REDACTED&page=REDACTED"));
+    assert!(text.contains("identity disable bot"));
+}

@@ -1,4 +1,5 @@
-//! Zones: named path prefixes with rules that hold whatever the baseline says.
+//! Zones: named path prefixes with rules that apply whatever the baseline
+//! contains.
 
 use serde::{Deserialize, Serialize};
 

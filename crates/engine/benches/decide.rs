@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use stepgate_config::StepUpConfig;
-use stepgate_core::{Action, ApiToken, Identity, IdentityName, RequestFacts, SystemClock, Timestamp, Zone, Zones};
+use stepgate_core::{
+    Action, ApiToken, Identity, IdentityName, RequestFacts, SystemClock, Timestamp, Zone, Zones,
+};
 use stepgate_engine::{AuditWriter, Engine, RequestInput, Settings, Verdict, admin_entry};
 use stepgate_policy::Policy;
 use stepgate_risk::RiskConfig;
@@ -32,7 +34,9 @@ struct Fixture {
 fn fixture(decision_cache: bool) -> Fixture {
     // Files in memory, so that setting up 10,000 identities does not wait
     // for the disk; the decision path itself never touches the store.
-    let dir = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir()).expect("temporary directory");
+    let dir = tempfile::tempdir_in("/dev/shm")
+        .or_else(|_| tempfile::tempdir())
+        .expect("temporary directory");
     let store = Arc::new(SqliteStore::open(dir.path()).expect("store"));
     let now = Timestamp::from_secs(1_800_000_000);
     let mut bots = Vec::with_capacity(IDENTITIES);
@@ -43,7 +47,9 @@ fn fixture(decision_cache: bool) -> Fixture {
             disabled: false,
             created_at: now,
         };
-        store.add_identity(&identity, admin_entry(now, "bench", None, "add".into())).expect("add identity");
+        store
+            .add_identity(&identity, admin_entry(now, "bench", None, "add".into()))
+            .expect("add identity");
         let token = ApiToken::generate();
         let record = TokenRecord {
             id: token.id().clone(),
@@ -52,8 +58,12 @@ fn fixture(decision_cache: bool) -> Fixture {
             created_at: now,
             revoked_at: None,
         };
-        store.add_token(&record, admin_entry(now, "bench", None, "issue".into())).expect("add token");
-        let addr: IpAddr = format!("10.{}.{}.7", i / 256 % 256, i % 256).parse().expect("address");
+        store
+            .add_token(&record, admin_entry(now, "bench", None, "issue".into()))
+            .expect("add token");
+        let addr: IpAddr = format!("10.{}.{}.7", i / 256 % 256, i % 256)
+            .parse()
+            .expect("address");
         bots.push((format!("Bearer {}", token.danger_expose()), addr));
     }
     let (sink, writer) = AuditWriter::start(store.clone(), 512).expect("audit writer");
@@ -150,7 +160,10 @@ fn percentiles(fixture: &Fixture, label: &str) {
 }
 
 fn bench(c: &mut Criterion) {
-    for (decision_cache, label) in [(true, "decision cache on"), (false, "Cedar on every request")] {
+    for (decision_cache, label) in [
+        (true, "decision cache on"),
+        (false, "Cedar on every request"),
+    ] {
         let fixture = fixture(decision_cache);
         percentiles(&fixture, label);
         let mut i = 0usize;

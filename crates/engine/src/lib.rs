@@ -1,6 +1,6 @@
 //! The engine: one decision per request. It authenticates the credential,
-//! gathers signals against the identity's baseline, scores them, asks the
-//! policy, picks the weakest sufficient step-up, checks step-up answers and
+//! gathers signals against the identity's baseline, scores them, evaluates
+//! the policy, picks the weakest sufficient step-up, checks step-up answers and
 //! records every outcome in the audit trail.
 //!
 //! Front-ends turn wire input into [`RequestInput`] and the [`Verdict`] back
@@ -32,7 +32,12 @@ pub use writer::{AuditSink, AuditUnavailable, AuditWriter, Receipt};
 
 use state::{Challenges, Credentials, Grants, RiskState, Sharded};
 
-/// What the engine needs from the configuration.
+/// Most audit records that may wait for the writer. Past this the gateway
+/// answers 503 instead of letting memory grow, because every allowed request
+/// must still reach the audit trail.
+const MAX_AUDIT_BACKLOG: u64 = 100_000;
+
+/// Engine settings taken from the configuration.
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub risk: RiskConfig,
@@ -68,7 +73,7 @@ pub struct RequestInput<'a> {
     pub audit_target: String,
 }
 
-/// Why a request did not authenticate. Clients only ever learn "invalid
+/// Reason a request failed authentication. Clients only ever learn "invalid
 /// token"; the kind goes to the audit trail and the logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthFailure {
@@ -251,6 +256,13 @@ impl Engine {
     /// Decides one request.
     pub fn decide(&self, mut input: RequestInput<'_>) -> Verdict {
         if !self.audit.is_healthy() {
+            return Verdict::Unavailable;
+        }
+        if self.audit.queued() > MAX_AUDIT_BACKLOG {
+            tracing::warn!(
+                queued = self.audit.queued(),
+                "audit writer behind, shedding load"
+            );
             return Verdict::Unavailable;
         }
         let now = self.now();

@@ -443,3 +443,36 @@ fn revoked_token_takes_effect_on_reload() {
         Verdict::Unauthenticated(AuthFailure::Revoked, _)
     ));
 }
+
+#[test]
+fn concurrent_answers_with_one_code_pass_once() {
+    let harness = Harness::new();
+    harness.learn();
+    let first = challenge_id(harness.request("127.0.9.9", "GET", "/orders/17", None));
+    let second = challenge_id(harness.request("127.0.9.9", "DELETE", "/orders/17", None));
+    let code = harness.code();
+    let passed = std::thread::scope(|scope| {
+        let runs: Vec<_> = [("GET", first.as_str()), ("DELETE", second.as_str())]
+            .into_iter()
+            .map(|(method, id)| {
+                let harness = &harness;
+                let code = code.as_str();
+                scope.spawn(move || {
+                    let answer = StepUpAnswer {
+                        challenge_id: id,
+                        totp_code: Some(code),
+                    };
+                    matches!(
+                        harness.request("127.0.9.9", method, "/orders/17", Some(answer)),
+                        Verdict::Allow(_)
+                    )
+                })
+            })
+            .collect();
+        runs.into_iter()
+            .filter_map(|run| run.join().ok())
+            .filter(|passed| *passed)
+            .count()
+    });
+    assert_eq!(passed, 1);
+}

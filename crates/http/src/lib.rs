@@ -35,6 +35,7 @@ use stepgate_config::Config;
 use stepgate_engine::Engine;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 pub use echo::serve_echo;
 
@@ -165,6 +166,7 @@ impl Gateway {
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
         let graceful = GracefulShutdown::new();
+        let server_addr = listener.local_addr().ok();
         tracing::info!(listen = ?listener.local_addr().ok(), "HTTP gateway listening");
         loop {
             tokio::select! {
@@ -186,12 +188,15 @@ impl Gateway {
                     let guarded = framing::FramingGuard::new(stream, max_header_bytes, peer);
                     let connection = builder.serve_connection(TokioIo::new(guarded), service).into_owned();
                     let connection = graceful.watch(connection);
-                    let span = tracing::debug_span!("connection", client.addr = %peer);
-                    tokio::spawn(async move {
-                        if let Err(err) = connection.await {
-                            tracing::debug!(parent: &span, error = %err, "connection ended with an error");
+                    let span = tracing::debug_span!("connection", client.addr = %peer, server.addr = ?server_addr);
+                    tokio::spawn(
+                        async move {
+                            if let Err(err) = connection.await {
+                                tracing::debug!(error = %err, "connection ended with an error");
+                            }
                         }
-                    });
+                        .instrument(span),
+                    );
                 }
                 _ = shutdown.changed() => break,
             }

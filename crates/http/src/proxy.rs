@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use http::header::{AUTHORIZATION, FORWARDED, HOST, USER_AGENT};
@@ -10,6 +11,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use hyper::body::Incoming;
 use stepgate_core::{Action, RequestFacts, Timestamp};
 use stepgate_engine::{RequestInput, StepUpAnswer, Verdict};
+use tracing::Instrument;
 
 use crate::answer::{self, CHALLENGE_HEADER, TOTP_HEADER};
 use crate::client_addr::client_addr;
@@ -22,8 +24,27 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Handles one request from a client connection.
+/// Handles one request from a client connection, inside a request span.
 pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    let request_id = NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::debug_span!(
+        "request",
+        request.id = request_id,
+        http.method = %request.method(),
+        client.addr = %peer,
+        identity = tracing::field::Empty,
+    );
+    handle_in_span(shared, peer, request).instrument(span).await
+}
+
+/// Numbers requests for log correlation, per process.
+static NEXT_REQUEST_ID: AtomicU64 = AtomicU64::new(1);
+
+async fn handle_in_span(
     shared: Arc<Shared>,
     peer: SocketAddr,
     request: Request<Incoming>,
@@ -38,7 +59,7 @@ pub(crate) async fn handle(
     response
 }
 
-/// What the front-end worked out before asking the engine.
+/// Request details worked out before the engine decides.
 struct Prepared {
     route: Route,
     facts_peer: IpAddr,
@@ -162,6 +183,9 @@ async fn decide_and_forward(
         .metrics
         .decision_time(started.elapsed().as_secs_f64());
 
+    if let Some(identity) = verdict_identity(&verdict) {
+        tracing::Span::current().record("identity", identity);
+    }
     match verdict {
         Verdict::Allow(mut allowed) => {
             if let Some(factor) = allowed.stepped_up {
@@ -235,7 +259,16 @@ async fn decide_and_forward(
     }
 }
 
-/// Where a permitted request goes, and who sent it.
+fn verdict_identity(verdict: &Verdict) -> Option<&str> {
+    match verdict {
+        Verdict::Allow(allowed) => Some(allowed.identity.as_str()),
+        Verdict::Challenge(issued, _) => Some(issued.identity.as_str()),
+        Verdict::Deny { identity, .. } => Some(identity.as_str()),
+        _ => None,
+    }
+}
+
+/// Destination and sender of a permitted request.
 struct Target<'a> {
     route: &'a Route,
     path_and_query: &'a str,

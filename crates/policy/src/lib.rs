@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
-    EntityUid, PolicyId, PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
+    EntityUid, PolicyId, PolicySet, Request, RestrictedExpression, Schema, ValidationMode,
+    Validator,
 };
 use parking_lot::Mutex;
 use stepgate_core::{Action, FactorKind, Outcome, Zone};
@@ -21,7 +22,8 @@ pub const SCHEMA: &str = include_str!("../policies/schema.cedarschema");
 /// The policy used when the config names no policy file.
 pub const DEFAULT_POLICY: &str = include_str!("../policies/default.cedar");
 
-/// Why a policy could not be loaded. Each message names the file or policy.
+/// Errors from loading or evaluating a policy. Each message names the file
+/// or policy.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     #[error("policy {source_name} does not parse: {message}")]
@@ -40,7 +42,7 @@ pub enum PolicyError {
     Request(String),
 }
 
-/// What the policy sees of one request.
+/// Policy inputs of one request.
 #[derive(Clone, Debug)]
 pub struct PolicyInput<'a> {
     pub identity: &'a str,
@@ -61,7 +63,7 @@ pub struct PolicyInput<'a> {
     pub weekday: u8,
 }
 
-/// The answer of [`Policy::decide`]: the outcome and, for a step-up, the
+/// Result of [`Policy::decide`]: the outcome and, for a step-up, the
 /// weakest factor that would permit the request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PolicyDecision {
@@ -89,7 +91,7 @@ pub struct Policy {
 const CACHE_LIMIT: usize = 65_536;
 const DECISION_SHARDS: usize = 16;
 
-/// Every input Cedar sees for one request. Evaluation is deterministic, so
+/// Every Cedar input of one request. Evaluation is deterministic, so
 /// two requests with equal keys get the same decision. Time enters only as
 /// hour and weekday, and proof ages in seconds, so entries stop matching as
 /// time moves on.
@@ -197,7 +199,9 @@ impl Policy {
         let labels = policies
             .policies()
             .map(|policy| {
-                let label = policy.annotation("id").map_or_else(|| policy.id().to_string(), str::to_owned);
+                let label = policy
+                    .annotation("id")
+                    .map_or_else(|| policy.id().to_string(), str::to_owned);
                 (policy.id().clone(), label)
             })
             .collect();
@@ -212,7 +216,7 @@ impl Policy {
         })
     }
 
-    /// The same policies, evaluated by Cedar for every request: for
+    /// Returns the same policies evaluated by Cedar for every request, for
     /// benchmarks and for checking the decision cache.
     pub fn without_decision_cache(&self) -> Self {
         Self {
@@ -221,7 +225,7 @@ impl Policy {
         }
     }
 
-    /// The built-in default policy.
+    /// Loads the built-in default policy.
     pub fn default_policy() -> Result<Self, PolicyError> {
         Self::new(DEFAULT_POLICY, "built-in default policy")
     }
@@ -318,7 +322,12 @@ impl Policy {
         let mut reasons: Vec<String> = response
             .diagnostics()
             .reason()
-            .map(|id| self.labels.get(id).cloned().unwrap_or_else(|| id.to_string()))
+            .map(|id| {
+                self.labels
+                    .get(id)
+                    .cloned()
+                    .unwrap_or_else(|| id.to_string())
+            })
             .collect();
         reasons.sort_unstable();
         if response.diagnostics().errors().next().is_some() {
@@ -342,8 +351,14 @@ impl Policy {
                 Entity::new(
                     names.uid(&names.identity, input.identity),
                     HashMap::from([
-                        ("name".to_owned(), RestrictedExpression::new_string(input.identity.to_owned())),
-                        ("learning".to_owned(), RestrictedExpression::new_bool(input.identity_learning)),
+                        (
+                            "name".to_owned(),
+                            RestrictedExpression::new_string(input.identity.to_owned()),
+                        ),
+                        (
+                            "learning".to_owned(),
+                            RestrictedExpression::new_bool(input.identity_learning),
+                        ),
                     ]),
                     HashSet::new(),
                 )
@@ -355,8 +370,14 @@ impl Policy {
             let zone_entity = Entity::new(
                 names.uid(&names.zone, &zone.name),
                 HashMap::from([
-                    ("read_only".to_owned(), RestrictedExpression::new_bool(zone.read_only)),
-                    ("sensitive".to_owned(), RestrictedExpression::new_bool(zone.sensitive)),
+                    (
+                        "read_only".to_owned(),
+                        RestrictedExpression::new_bool(zone.read_only),
+                    ),
+                    (
+                        "sensitive".to_owned(),
+                        RestrictedExpression::new_bool(zone.sensitive),
+                    ),
                 ]),
                 HashSet::new(),
             )
@@ -366,7 +387,11 @@ impl Policy {
         let zone_name = input.zone.map(|zone| zone.name.clone());
         let resource = cached(
             &self.cache.resources,
-            (input.resource.to_owned(), input.operation.to_owned(), zone_name),
+            (
+                input.resource.to_owned(),
+                input.operation.to_owned(),
+                zone_name,
+            ),
             || {
                 let parents = match input.zone {
                     Some(zone) => HashSet::from([names.uid(&names.zone, &zone.name)]),
