@@ -38,8 +38,9 @@ def main():
     now = 1_800_000_000_000
     baseline = {
         "requests": 500,
-        "networks": {"10.0.0.0/24": {"count": 400, "last": now}, "10.0.1.0/24": {"count": 100, "last": now}},
-        "operations": {f"GET /orders/{{n}}{i}": {"count": 50, "last": now} for i in range(10)},
+        "networks": {"127.0.0.0/24": {"count": 400, "last": now}, "10.0.1.0/24": {"count": 100, "last": now}},
+        "operations": {"GET /orders/{n}": {"count": 50, "last": now}}
+        | {f"GET /reports/r{i}": {"count": 50, "last": now} for i in range(9)},
         "hours": [20] * 24,
     }
     with conn:

@@ -663,9 +663,10 @@ fn trusted_proxy_names_client() {
     let upstream = Upstream::start();
     let mut gateway = Gateway::new(upstream.addr, "");
     let text = std::fs::read_to_string(&gateway.config).unwrap();
+    let text = text.replace("trusted_proxies = []", "trusted_proxies = [\"127.0.0.1\"]");
     std::fs::write(
         &gateway.config,
-        text.replace("trusted_proxies = []", "trusted_proxies = [\"127.0.0.1\"]"),
+        format!("{text}\n[step_up]\ninclude_reasons = true\n"),
     )
     .unwrap();
     let (token, _) = gateway.enrol("bot");
@@ -689,6 +690,14 @@ fn trusted_proxy_names_client() {
         &["-H", &auth, "-H", "Forwarded: for=127.0.9.9"],
     );
     assert_eq!(moved.status, 401);
+    let body = moved.json();
+    assert_eq!(body["reasons"][0]["signal"], "new_network", "{body}");
+    assert!(
+        body["reasons"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.9.0/24")
+    );
     // A spoofed entry left of the client changes nothing.
     let spoofed = curl(
         "127.0.0.1",

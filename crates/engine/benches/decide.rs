@@ -7,6 +7,8 @@
 //! decision cache, as the gateway runs, and with Cedar evaluating every
 //! request, the cost of a cache miss.
 
+#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
+
 use std::hint::black_box;
 use std::net::IpAddr;
 use std::sync::Arc;

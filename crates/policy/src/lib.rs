@@ -142,12 +142,15 @@ impl DecisionKey {
 /// Cedar values that are expensive to build and the same for many
 /// requests: building an `ip(...)` expression parses the extension
 /// function's name, and building an entity evaluates its attributes.
+/// Route template, operation and zone name of a cached resource entity.
+type ResourceKey = (String, String, Option<String>);
+
 #[derive(Default)]
 struct Cache {
     decisions: [Mutex<HashMap<DecisionKey, PolicyDecision>>; DECISION_SHARDS],
     ips: Mutex<HashMap<IpAddr, RestrictedExpression>>,
     identities: Mutex<HashMap<(String, bool), Entity>>,
-    resources: Mutex<HashMap<(String, String, Option<String>), Entity>>,
+    resources: Mutex<HashMap<ResourceKey, Entity>>,
 }
 
 fn cached<K: std::hash::Hash + Eq, V: Clone, E>(

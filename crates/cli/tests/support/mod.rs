@@ -411,6 +411,7 @@ pub fn wait_for_reload() {
 
 pub fn sqlite3(db: &Path, sql: &str) -> String {
     let output = Command::new("sqlite3")
+        .args(["-cmd", ".timeout 10000"])
         .arg(db)
         .arg(sql)
         .output()
