@@ -587,6 +587,13 @@ fn token_output_and_listing_keep_secrets() {
     assert!(!stored.contains(token));
     let identities = gateway.cli_ok(&["identity", "list", "--format", "json"]);
     assert!(identities.contains("\"active_tokens\":1"), "{identities}");
+    let id = &token[4..16];
+    gateway.cli_ok(&["token", "revoke", id]);
+    let listing = gateway.cli_ok(&["token", "list", "--format", "json"]);
+    assert!(listing.contains("\"revoked_at\":\"20"), "{listing}");
+    let unknown = gateway.cli(&["token", "revoke", "nosuchtoken0"]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("not found"));
     let missing = gateway.cli(&["token", "issue", "ghost"]);
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("identity ghost not found"));

@@ -345,6 +345,9 @@ impl Policy {
         Ok((response.decision() == CedarDecision::Allow, reasons))
     }
 
+    // TODO: keep one entity store for all identities, zones and resources and
+    // rebuild it on change, so that a decision-cache miss skips building
+    // entities and their transitive closure (about a quarter of a miss).
     fn entities(&self, input: &PolicyInput<'_>) -> Result<Entities, PolicyError> {
         let names = &self.names;
         let identity = cached(
