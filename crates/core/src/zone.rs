@@ -24,8 +24,14 @@ pub struct Zone {
 }
 
 impl Zone {
+    /// True when the zone covers `path`, ignoring ASCII case: an upstream
+    /// that matches paths without regard to case must not see `/Reports`
+    /// escape the rules of `/reports`.
     pub fn covers(&self, path: &str) -> bool {
-        prefix_covers(&self.prefix, path)
+        prefix_covers(
+            &self.prefix.to_ascii_lowercase(),
+            &path.to_ascii_lowercase(),
+        )
     }
 }
 
@@ -90,5 +96,6 @@ mod tests {
         assert_eq!(zones.find("/admin/keys/1").unwrap().name, "admin");
         assert_eq!(zones.find("/admin/x").unwrap().name, "a");
         assert_eq!(zones.find("/other").unwrap().name, "all");
+        assert_eq!(zones.find("/ADMIN/Keys/1").unwrap().name, "admin");
     }
 }

@@ -20,8 +20,8 @@ use parking_lot::RwLock;
 use stepgate_audit::{Entry, Event};
 use stepgate_config::{Config, StepUpConfig};
 use stepgate_core::{
-    ApiToken, Assurance, Clock, FactorKind, GrantScope, IdentityName, Outcome, RequestFacts,
-    RiskScore, Signal, Timestamp, Zones,
+    ApiToken, Assurance, Clock, FactorKind, GrantScope, IdentityName, Network, Outcome,
+    RequestFacts, RiskScore, Signal, Timestamp, Zones,
 };
 use stepgate_policy::{Policy, PolicyInput};
 use stepgate_risk::{FailureKind, RiskConfig};
@@ -270,7 +270,13 @@ impl Engine {
         let credentials = self.credentials.read().clone();
 
         let mut entry = request_entry(&input, now);
-        let identity = match self.authenticate(&credentials, input.authorization, &mut entry, now) {
+        let identity = match self.authenticate(
+            &credentials,
+            input.authorization,
+            &mut entry,
+            now,
+            input.facts.network(),
+        ) {
             Ok(identity) => identity,
             Err(failure) => {
                 entry.event = Some(Event::AuthFailure);
@@ -449,6 +455,7 @@ impl Engine {
         authorization: Option<&str>,
         entry: &mut Entry,
         now: Timestamp,
+        network: Network,
     ) -> Result<IdentityName, AuthFailure> {
         let header = authorization.ok_or(AuthFailure::Missing)?;
         let (scheme, value) = header.split_once(' ').ok_or(AuthFailure::NotBearer)?;
@@ -463,25 +470,31 @@ impl Engine {
             .ok_or(AuthFailure::UnknownToken)?;
         entry.identity = Some(stored.identity.to_string());
         if stored.hash != token.hash() {
-            self.record_failure(&stored.identity, FailureKind::Authentication, now);
+            self.record_failure(&stored.identity, FailureKind::Authentication, now, network);
             return Err(AuthFailure::WrongSecret);
         }
         if stored.revoked {
-            self.record_failure(&stored.identity, FailureKind::Authentication, now);
+            self.record_failure(&stored.identity, FailureKind::Authentication, now, network);
             return Err(AuthFailure::Revoked);
         }
         match credentials.identities.get(&stored.identity) {
             Some(identity) if !identity.disabled => Ok(stored.identity.clone()),
             _ => {
-                self.record_failure(&stored.identity, FailureKind::Authentication, now);
+                self.record_failure(&stored.identity, FailureKind::Authentication, now, network);
                 Err(AuthFailure::IdentityDisabled)
             }
         }
     }
 
-    fn record_failure(&self, identity: &IdentityName, kind: FailureKind, now: Timestamp) {
+    fn record_failure(
+        &self,
+        identity: &IdentityName,
+        kind: FailureKind,
+        now: Timestamp,
+        network: Network,
+    ) {
         self.risk
-            .with(identity, |state| state.failures.record(kind, now));
+            .with(identity, |state| state.failures.record(kind, now, network));
     }
 
     fn enrolled_factors(

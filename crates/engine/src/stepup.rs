@@ -89,7 +89,7 @@ impl Engine {
                     StepUpFailure::WrongCode | StepUpFailure::ReplayedCode => FailureKind::Totp,
                     _ => FailureKind::StepUp,
                 };
-                self.record_failure(identity, kind, now);
+                self.record_failure(identity, kind, now, facts.network());
             }
         }
         result

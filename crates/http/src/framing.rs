@@ -21,12 +21,19 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
-const REJECTION: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
+const BOTH_LENGTHS: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
 content-type: application/json\r\n\
 cache-control: no-store\r\n\
 connection: close\r\n\
 content-length: 93\r\n\r\n\
 {\"error\":\"bad_request\",\"message\":\"both Content-Length and Transfer-Encoding: send only one\"}\n";
+
+const BARE_LF: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
+content-type: application/json\r\n\
+cache-control: no-store\r\n\
+connection: close\r\n\
+content-length: 89\r\n\r\n\
+{\"error\":\"bad_request\",\"message\":\"request head lines must end with CRLF, not a bare LF\"}\n";
 
 /// Where the guard is in the byte stream.
 #[derive(Debug)]
@@ -43,8 +50,8 @@ enum State {
     Trailers(Vec<u8>),
     /// Not watching any more.
     Passthrough,
-    /// Writing the rejection; `usize` bytes of it are written.
-    Rejecting(usize),
+    /// Writing a rejection; `usize` bytes of it are written.
+    Rejecting(&'static [u8], usize),
     /// The rejection is written; reads return end of stream.
     Closed,
 }
@@ -74,7 +81,7 @@ impl<S> FramingGuard<S> {
         while index < bytes.len() {
             let rest = &bytes[index..];
             match &mut self.state {
-                State::Passthrough | State::Rejecting(_) | State::Closed => return bytes.len(),
+                State::Passthrough | State::Rejecting(..) | State::Closed => return bytes.len(),
                 State::Head(head) => {
                     let Some(end) = find_head_end(head, rest) else {
                         head.extend_from_slice(rest);
@@ -86,9 +93,9 @@ impl<S> FramingGuard<S> {
                     };
                     head.extend_from_slice(&rest[..end]);
                     match classify_head(head) {
-                        Framing::Reject => {
-                            tracing::warn!(client.addr = %self.peer, "request with both Content-Length and Transfer-Encoding rejected");
-                            self.state = State::Rejecting(0);
+                        Framing::Reject(answer) => {
+                            tracing::warn!(client.addr = %self.peer, "request with ambiguous framing rejected");
+                            self.state = State::Rejecting(answer, 0);
                             return index;
                         }
                         Framing::None => self.state = State::Head(Vec::new()),
@@ -167,7 +174,8 @@ enum Framing {
     None,
     Length(u64),
     Chunked,
-    Reject,
+    /// Rejected, with the answer to send.
+    Reject(&'static [u8]),
     /// Something the guard does not follow; hyper decides.
     Unknown,
 }
@@ -185,13 +193,41 @@ fn find_head_end(head: &[u8], rest: &[u8]) -> Option<usize> {
         // Empty lines before the request line are ignored (RFC 9112 §2.2).
         search_from = window.iter().position(|&b| b != b'\r' && b != b'\n')?;
     }
-    window[search_from..]
+    // The head ends at the first empty line, whether its lines end in CRLF
+    // or, as hyper also accepts, in a bare LF.
+    let tail = &window[search_from..];
+    let crlf = tail
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .map(|at| search_from + at + 4 - carry)
+        .map(|at| at + 4);
+    let lf = tail.windows(2).position(|w| w == b"\n\n").map(|at| at + 2);
+    let mixed = tail
+        .windows(3)
+        .position(|w| w == b"\n\r\n")
+        .map(|at| at + 3);
+    [crlf, lf, mixed]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|end| search_from + end - carry)
 }
 
 fn classify_head(head: &[u8]) -> Framing {
+    // hyper accepts a bare LF as a line end. A parser in front or behind
+    // that does not would read the headers differently, and this guard
+    // would too, so such heads are refused outright.
+    let trimmed = head
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(head.len());
+    let bare_lf = head
+        .iter()
+        .enumerate()
+        .skip(trimmed)
+        .any(|(at, &b)| b == b'\n' && (at == 0 || head.get(at - 1) != Some(&b'\r')));
+    if bare_lf {
+        return Framing::Reject(BARE_LF);
+    }
     let Ok(text) = std::str::from_utf8(head) else {
         return Framing::Unknown;
     };
@@ -218,7 +254,7 @@ fn classify_head(head: &[u8]) -> Framing {
         }
     }
     if transfer_encoding && !lengths.is_empty() {
-        return Framing::Reject;
+        return Framing::Reject(BOTH_LENGTHS);
     }
     if upgrade {
         return Framing::Unknown;
@@ -255,14 +291,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for FramingGuard<S> {
         let this = &mut *self;
         loop {
             match this.state {
-                State::Rejecting(written) => {
-                    let remaining = REJECTION.get(written..).unwrap_or_default();
+                State::Rejecting(answer, written) => {
+                    let remaining = answer.get(written..).unwrap_or_default();
                     if remaining.is_empty() {
                         this.state = State::Closed;
                         continue;
                     }
                     match Pin::new(&mut this.inner).poll_write(cx, remaining) {
-                        Poll::Ready(Ok(n)) => this.state = State::Rejecting(written + n),
+                        Poll::Ready(Ok(n)) => this.state = State::Rejecting(answer, written + n),
                         Poll::Ready(Err(_)) => this.state = State::Closed,
                         Poll::Pending => return Poll::Pending,
                     }
@@ -299,7 +335,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FramingGuard<S> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if matches!(self.state, State::Rejecting(_) | State::Closed) {
+        if matches!(self.state, State::Rejecting(..) | State::Closed) {
             // hyper's own answers to a rejected connection are dropped.
             return Poll::Ready(Ok(data.len()));
         }
@@ -319,7 +355,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FramingGuard<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        if matches!(self.state, State::Rejecting(_) | State::Closed) {
+        if matches!(self.state, State::Rejecting(..) | State::Closed) {
             return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
         }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
@@ -351,10 +387,36 @@ mod tests {
     }
 
     #[test]
-    fn rejection_length_matches_header() {
-        let text = std::str::from_utf8(REJECTION).unwrap();
-        let (_, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(text.contains(&format!("content-length: {}\r\n", body.len())));
+    fn rejection_lengths_match_headers() {
+        for answer in [BOTH_LENGTHS, BARE_LF] {
+            let text = std::str::from_utf8(answer).unwrap();
+            let (_, body) = text.split_once("\r\n\r\n").unwrap();
+            assert!(
+                text.contains(&format!("content-length: {}\r\n", body.len())),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn bare_lf_heads_rejected() {
+        let streams: [&[u8]; 3] = [
+            b"POST / HTTP/1.1\nHost: a\nContent-Length: 4\nTransfer-Encoding: chunked\n\n0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\nHost: a\n\n",
+        ];
+        for stream in streams {
+            for chunk in [1, 5, stream.len()] {
+                let mut guard = guard();
+                feed(&mut guard, stream, chunk);
+                assert!(
+                    matches!(guard.state, State::Rejecting(answer, 0) if answer == BARE_LF),
+                    "chunk {chunk}: {:?} for {:?}",
+                    guard.state,
+                    String::from_utf8_lossy(stream)
+                );
+            }
+        }
     }
 
     #[test]
@@ -365,7 +427,7 @@ mod tests {
             let mut guard = guard();
             let passed = feed(&mut guard, stream, chunk);
             assert!(passed < head_end, "chunk {chunk}: {passed} bytes passed");
-            assert!(matches!(guard.state, State::Rejecting(0)));
+            assert!(matches!(guard.state, State::Rejecting(_, 0)));
         }
     }
 
@@ -384,7 +446,10 @@ mod tests {
             let passed = feed(&mut guard, &stream, chunk);
             assert!(passed >= good_len, "chunk {chunk}: stopped at {passed}");
             assert!(passed < stream.len());
-            assert!(matches!(guard.state, State::Rejecting(0)), "chunk {chunk}");
+            assert!(
+                matches!(guard.state, State::Rejecting(_, 0)),
+                "chunk {chunk}"
+            );
         }
     }
 

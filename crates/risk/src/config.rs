@@ -61,7 +61,7 @@ impl Default for Weights {
             read_only_zone_write: 60,
             sensitive_zone: 35,
             failure_burst: 50,
-            totp_failure: 30,
+            totp_failure: 20,
         }
     }
 }

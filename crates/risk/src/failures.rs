@@ -1,7 +1,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use stepgate_core::Timestamp;
+use stepgate_core::{Network, Timestamp};
 
 /// The kinds of failure the risk engine counts per identity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -21,26 +21,36 @@ const MAX_REMEMBERED: usize = 256;
 /// Recent failures of one identity, and the lock of its TOTP factor.
 #[derive(Clone, Debug, Default)]
 pub struct Failures {
-    recent: VecDeque<(FailureKind, Timestamp)>,
+    recent: VecDeque<(FailureKind, Timestamp, Network)>,
     totp_locked_until: Option<Timestamp>,
 }
 
 impl Failures {
-    pub fn record(&mut self, kind: FailureKind, at: Timestamp) {
+    /// Records a failure seen from `network`.
+    pub fn record(&mut self, kind: FailureKind, at: Timestamp, network: Network) {
         if self.recent.len() >= MAX_REMEMBERED {
             self.recent.pop_front();
         }
-        self.recent.push_back((kind, at));
+        self.recent.push_back((kind, at, network));
     }
 
-    /// Counts failures of the given kinds in the `window` before `now`.
-    pub fn count_since(&self, now: Timestamp, window: Duration, kinds: &[FailureKind]) -> u32 {
+    /// Counts failures of the given kinds in the `window` before `now`,
+    /// only those from `network` when one is given.
+    pub fn count_since(
+        &self,
+        now: Timestamp,
+        window: Duration,
+        kinds: &[FailureKind],
+        network: Option<Network>,
+    ) -> u32 {
         let count = self
             .recent
             .iter()
             .rev()
-            .take_while(|(_, at)| now.since(*at) < window)
-            .filter(|(kind, _)| kinds.contains(kind))
+            .take_while(|(_, at, _)| now.since(*at) < window)
+            .filter(|(kind, _, from)| {
+                kinds.contains(kind) && network.is_none_or(|network| *from == network)
+            })
             .count();
         u32::try_from(count).unwrap_or(u32::MAX)
     }

@@ -75,10 +75,20 @@ pub fn assess(
     }
 
     let window = config.failure_window();
+    // Anyone who has seen a token id can fail authentication in its name, so
+    // only failures from the request's own network count against it. Step-up
+    // failures need the whole token and count from anywhere.
+    let network = facts.network();
     let recent_failures = failures.count_since(
         facts.time,
         window,
-        &[FailureKind::Authentication, FailureKind::StepUp],
+        &[FailureKind::Authentication],
+        Some(network),
+    ) + failures.count_since(
+        facts.time,
+        window,
+        &[FailureKind::StepUp, FailureKind::Totp],
+        None,
     );
     if recent_failures >= config.failure_burst_threshold {
         push(
@@ -90,7 +100,7 @@ pub fn assess(
             ),
         );
     }
-    let totp_failures = failures.count_since(facts.time, window, &[FailureKind::Totp]);
+    let totp_failures = failures.count_since(facts.time, window, &[FailureKind::Totp], None);
     if totp_failures > 0 || failures.totp_locked(facts.time) {
         let locked = if failures.totp_locked(facts.time) {
             ", factor locked"

@@ -126,6 +126,7 @@ fn failure_burst_needs_threshold_within_window() {
         failures.record(
             FailureKind::Authentication,
             Timestamp::from_secs(1000 + i as i64),
+            stepgate_core::Network::of("127.0.0.2".parse().unwrap()),
         );
     }
     let request = facts("127.0.0.2", "GET", "/orders/{n}", 1010);
@@ -135,7 +136,8 @@ fn failure_burst_needs_threshold_within_window() {
             .is_empty()
     );
 
-    failures.record(FailureKind::StepUp, Timestamp::from_secs(1005));
+    let from = stepgate_core::Network::of("127.0.9.9".parse().unwrap());
+    failures.record(FailureKind::StepUp, Timestamp::from_secs(1005), from);
     let burst = assess(&config, &baseline, &failures, &request);
     assert_eq!(kinds(&burst), vec![SignalKind::FailureBurst]);
 
@@ -157,7 +159,11 @@ fn totp_failure_and_lock_raise_risk() {
     let config = RiskConfig::default();
     let baseline = learned(&config);
     let mut failures = Failures::default();
-    failures.record(FailureKind::Totp, Timestamp::from_secs(1000));
+    failures.record(
+        FailureKind::Totp,
+        Timestamp::from_secs(1000),
+        stepgate_core::Network::of("127.0.0.2".parse().unwrap()),
+    );
     let request = facts("127.0.0.2", "GET", "/orders/{n}", 1001);
     let assessment = assess(&config, &baseline, &failures, &request);
     assert_eq!(kinds(&assessment), vec![SignalKind::TotpFailure]);
@@ -209,4 +215,29 @@ fn baseline_round_trips_through_json() {
     let json = serde_json::to_string(&baseline).unwrap();
     let back: Baseline = serde_json::from_str(&json).unwrap();
     assert_eq!(back, baseline);
+}
+
+#[test]
+fn forged_auth_failures_stay_on_their_network() {
+    let config = RiskConfig::default();
+    let baseline = learned(&config);
+    let mut failures = Failures::default();
+    let elsewhere = stepgate_core::Network::of("127.0.77.1".parse().unwrap());
+    for i in 0..20 {
+        failures.record(
+            FailureKind::Authentication,
+            Timestamp::from_secs(1000 + i),
+            elsewhere,
+        );
+    }
+    let home = facts("127.0.0.2", "GET", "/orders/{n}", 1030);
+    assert!(
+        assess(&config, &baseline, &failures, &home)
+            .signals
+            .is_empty()
+    );
+    let there = facts("127.0.77.1", "GET", "/orders/{n}", 1030);
+    assert!(
+        kinds(&assess(&config, &baseline, &failures, &there)).contains(&SignalKind::FailureBurst)
+    );
 }
