@@ -155,39 +155,53 @@ pub(crate) struct Challenge {
 /// Open challenges by id, dropped when answered or expired.
 #[derive(Default)]
 pub(crate) struct Challenges {
-    open: Mutex<HashMap<String, Challenge>>,
+    inner: Mutex<OpenChallenges>,
 }
 
-/// Most open challenges kept; when full, expired ones are dropped first and
-/// then new challenges replace nothing and fail closed.
-const MAX_CHALLENGES: usize = 100_000;
+#[derive(Default)]
+struct OpenChallenges {
+    by_id: HashMap<String, Challenge>,
+    /// Ids of each identity's open challenges, oldest first.
+    by_identity: HashMap<IdentityName, std::collections::VecDeque<String>>,
+}
+
+/// Most open challenges per identity. A new challenge past this drops the
+/// identity's oldest one, so one token holder cannot crowd out others.
+const MAX_CHALLENGES_PER_IDENTITY: usize = 32;
 
 impl Challenges {
-    pub(crate) fn insert(&self, id: String, challenge: Challenge, now: Timestamp) -> bool {
-        let mut open = self.open.lock();
-        if open.len() >= MAX_CHALLENGES {
-            open.retain(|_, challenge| challenge.expires_at > now);
-            if open.len() >= MAX_CHALLENGES {
-                return false;
+    pub(crate) fn insert(&self, id: String, challenge: Challenge) {
+        let mut open = self.inner.lock();
+        let OpenChallenges { by_id, by_identity } = &mut *open;
+        let ids = by_identity.entry(challenge.identity.clone()).or_default();
+        ids.retain(|id| by_id.contains_key(id));
+        while ids.len() >= MAX_CHALLENGES_PER_IDENTITY {
+            if let Some(oldest) = ids.pop_front() {
+                by_id.remove(&oldest);
             }
         }
-        open.insert(id, challenge);
-        true
+        ids.push_back(id.clone());
+        by_id.insert(id, challenge);
     }
 
     pub(crate) fn get(&self, id: &str) -> Option<Challenge> {
-        self.open.lock().get(id).cloned()
+        self.inner.lock().by_id.get(id).cloned()
     }
 
     pub(crate) fn remove(&self, id: &str) -> Option<Challenge> {
-        self.open.lock().remove(id)
+        self.inner.lock().by_id.remove(id)
     }
 
     pub(crate) fn purge_expired(&self, now: Timestamp) -> usize {
-        let mut open = self.open.lock();
-        let before = open.len();
-        open.retain(|_, challenge| challenge.expires_at > now);
-        before - open.len()
+        let mut open = self.inner.lock();
+        let OpenChallenges { by_id, by_identity } = &mut *open;
+        let before = by_id.len();
+        by_id.retain(|_, challenge| challenge.expires_at > now);
+        by_identity.retain(|_, ids| {
+            ids.retain(|id| by_id.contains_key(id));
+            !ids.is_empty()
+        });
+        before - by_id.len()
     }
 }
 

@@ -22,6 +22,8 @@ pub enum StepUpFailure {
     Expired,
     #[error("challenge was issued to another identity")]
     WrongIdentity,
+    #[error("challenge was issued for {expected}: repeat the challenged request")]
+    WrongRequest { expected: String },
     #[error("challenge was issued to network {expected}, answered from {actual}")]
     WrongNetwork { expected: Network, actual: Network },
     #[error("the challenge does not accept this factor")]
@@ -55,6 +57,7 @@ impl StepUpFailure {
             StepUpFailure::UnknownChallenge => "unknown_challenge",
             StepUpFailure::Expired => "expired_challenge",
             StepUpFailure::WrongIdentity => "wrong_identity",
+            StepUpFailure::WrongRequest { .. } => "wrong_request",
             StepUpFailure::WrongNetwork { .. } => "wrong_network",
             StepUpFailure::FactorNotAccepted => "factor_not_accepted",
             StepUpFailure::NotEnrolled => "not_enrolled",
@@ -113,6 +116,11 @@ impl Engine {
         if now >= challenge.expires_at {
             self.challenges.remove(answer.challenge_id);
             return Err(StepUpFailure::Expired);
+        }
+        if facts.action != challenge.scope.action || facts.resource != challenge.scope.resource {
+            return Err(StepUpFailure::WrongRequest {
+                expected: format!("{} {}", challenge.scope.action, challenge.scope.resource),
+            });
         }
         let network = facts.network();
         if network != challenge.network {

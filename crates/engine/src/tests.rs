@@ -476,3 +476,46 @@ fn concurrent_answers_with_one_code_pass_once() {
     });
     assert_eq!(passed, 1);
 }
+
+#[test]
+fn answer_for_other_request_rejected() {
+    let harness = Harness::new();
+    harness.learn();
+    let id = challenge_id(harness.request("127.0.9.9", "GET", "/orders/17", None));
+    let code = harness.code();
+    let answer = StepUpAnswer {
+        challenge_id: &id,
+        totp_code: Some(&code),
+    };
+    assert!(matches!(
+        harness.request("127.0.9.9", "DELETE", "/orders/17", Some(answer)),
+        Verdict::StepUpFailed(StepUpFailure::WrongRequest { .. }, _)
+    ));
+    // The code was not used up by the mismatched answer.
+    assert!(matches!(harness.request("127.0.9.9", "GET", "/orders/17", Some(answer)), Verdict::Allow(_)));
+}
+
+#[test]
+fn open_challenges_capped_per_identity() {
+    let harness = Harness::new();
+    harness.learn();
+    let first = challenge_id(harness.request("127.0.9.9", "GET", "/orders/17", None));
+    for _ in 0..40 {
+        challenge_id(harness.request("127.0.9.9", "GET", "/orders/17", None));
+    }
+    let latest = challenge_id(harness.request("127.0.9.9", "GET", "/orders/17", None));
+    let code = harness.code();
+    let stale = StepUpAnswer {
+        challenge_id: &first,
+        totp_code: Some(&code),
+    };
+    assert!(matches!(
+        harness.request("127.0.9.9", "GET", "/orders/17", Some(stale)),
+        Verdict::StepUpFailed(StepUpFailure::UnknownChallenge, _)
+    ));
+    let fresh = StepUpAnswer {
+        challenge_id: &latest,
+        totp_code: Some(&code),
+    };
+    assert!(matches!(harness.request("127.0.9.9", "GET", "/orders/17", Some(fresh)), Verdict::Allow(_)));
+}

@@ -15,6 +15,22 @@ pub struct Baseline {
     hours: [u64; 24],
 }
 
+/// Most networks one baseline remembers; past this the least recently seen
+/// is forgotten, so a flood of new values cannot grow memory without bound.
+const MAX_NETWORKS: usize = 256;
+/// Most operations one baseline remembers, forgotten the same way.
+const MAX_OPERATIONS: usize = 1024;
+
+/// Removes the least recently seen entries until `map` has room for one more.
+fn evict_oldest<K: Ord + Clone>(map: &mut BTreeMap<K, Seen>, max: usize) {
+    while map.len() >= max {
+        let Some(oldest) = map.iter().min_by_key(|(_, seen)| seen.last).map(|(key, _)| key.clone()) else {
+            return;
+        };
+        map.remove(&oldest);
+    }
+}
+
 /// How often and how recently something was seen.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Seen {
@@ -33,13 +49,15 @@ impl Baseline {
     /// Adds one allowed request to the baseline.
     pub fn learn(&mut self, facts: &RequestFacts) {
         self.requests = self.requests.saturating_add(1);
-        self.networks
-            .entry(facts.network())
-            .or_default()
-            .record(facts.time);
+        let network = facts.network();
+        if !self.networks.contains_key(&network) {
+            evict_oldest(&mut self.networks, MAX_NETWORKS);
+        }
+        self.networks.entry(network).or_default().record(facts.time);
         match self.operations.get_mut(&facts.operation) {
             Some(seen) => seen.record(facts.time),
             None => {
+                evict_oldest(&mut self.operations, MAX_OPERATIONS);
                 let mut seen = Seen::default();
                 seen.record(facts.time);
                 self.operations.insert(facts.operation.clone(), seen);

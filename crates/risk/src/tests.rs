@@ -241,3 +241,17 @@ fn forged_auth_failures_stay_on_their_network() {
         kinds(&assess(&config, &baseline, &failures, &there)).contains(&SignalKind::FailureBurst)
     );
 }
+
+#[test]
+fn baseline_memory_is_bounded() {
+    let mut baseline = Baseline::default();
+    for i in 0..3000 {
+        let addr = format!("10.{}.{}.1", i / 256, i % 256);
+        baseline.learn(&facts(&addr, "GET", &format!("/p{i}"), 1000 + i as i64));
+    }
+    assert_eq!(baseline.network_count(), 256);
+    assert_eq!(baseline.operation_count(), 1024);
+    // The most recent ones are kept.
+    assert!(baseline.knows_operation("GET /p2999"));
+    assert!(!baseline.knows_operation("GET /p0"));
+}
