@@ -19,9 +19,21 @@ use crate::{
 
 /// Opens the store named by the configuration, creating the data directory.
 pub(crate) fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = &config.gateway.data_dir;
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        // The directory holds TOTP secrets: owner only.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(
+            || {
+                format!(
+                    "cannot restrict permissions of data directory {}",
+                    dir.display()
+                )
+            },
+        )?;
+    }
     Ok(SqliteStore::open(dir)?)
 }
 

@@ -453,14 +453,51 @@ fn bad_input_never_reaches_upstream() {
             .contains("insufficient_user_authentication")
     );
 
+    let hosts: [&[u8]; 4] = [
+        b"GET /orders/1 HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+        b"GET /orders/1 HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"GET /orders/1 HTTP/1.1\r\nHost: admin.example@evil\r\nConnection: close\r\n\r\n",
+        b"POST /orders/1 HTTP/1.1\nHost: x\nContent-Length: 4\nTransfer-Encoding: chunked\n\n0\r\n\r\n",
+    ];
+    for request in hosts {
+        let answer = raw_request(gateway.port, request);
+        assert_eq!(
+            raw_status(&answer),
+            400,
+            "{}\n=> {answer}",
+            String::from_utf8_lossy(request)
+        );
+    }
+    for path in ["/admin;a/users", "/admin%3b/users"] {
+        let response = curl(
+            "127.0.0.2",
+            &gateway.url(path),
+            &["--path-as-is", "-H", &auth, "-X", "POST"],
+        );
+        assert_eq!(response.status, 400, "{path}");
+    }
+
     assert_eq!(upstream.count(), 0, "bad input reached the upstream");
     let ok = curl(
         "127.0.0.2",
         &gateway.url("/%72eports/daily"),
-        &["--path-as-is", "-H", &auth],
+        &[
+            "--path-as-is",
+            "-H",
+            &auth,
+            "-H",
+            "Stepgate_Identity: admin",
+        ],
     );
     assert_eq!(ok.status, 200);
-    assert_eq!(upstream.last().path, "/reports/daily");
+    let seen = upstream.last();
+    assert_eq!(seen.path, "/reports/daily");
+    assert_eq!(
+        seen.header("stepgate_identity"),
+        None,
+        "identity header lookalike forwarded"
+    );
+    assert_eq!(seen.header("stepgate-identity"), Some("bot"));
 }
 
 #[test]
@@ -583,6 +620,12 @@ fn token_output_and_listing_keep_secrets() {
     let listing = gateway.cli_ok(&["token", "list"]);
     assert!(!listing.contains(token));
     assert!(listing.contains(&token[4..16]), "list shows the token id");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(gateway.db())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the store holds TOTP secrets");
     let stored = sqlite3(&gateway.db(), "SELECT hex(hash) FROM tokens");
     assert!(!stored.contains(token));
     let identities = gateway.cli_ok(&["identity", "list", "--format", "json"]);

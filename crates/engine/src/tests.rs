@@ -492,7 +492,10 @@ fn answer_for_other_request_rejected() {
         Verdict::StepUpFailed(StepUpFailure::WrongRequest { .. }, _)
     ));
     // The code was not used up by the mismatched answer.
-    assert!(matches!(harness.request("127.0.9.9", "GET", "/orders/17", Some(answer)), Verdict::Allow(_)));
+    assert!(matches!(
+        harness.request("127.0.9.9", "GET", "/orders/17", Some(answer)),
+        Verdict::Allow(_)
+    ));
 }
 
 #[test]
@@ -517,5 +520,8 @@ fn open_challenges_capped_per_identity() {
         challenge_id: &latest,
         totp_code: Some(&code),
     };
-    assert!(matches!(harness.request("127.0.9.9", "GET", "/orders/17", Some(fresh)), Verdict::Allow(_)));
+    assert!(matches!(
+        harness.request("127.0.9.9", "GET", "/orders/17", Some(fresh)),
+        Verdict::Allow(_)
+    ));
 }

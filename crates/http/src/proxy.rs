@@ -84,6 +84,15 @@ fn prepare(
             message,
         ));
     }
+    if let Err(message) = check_host(request) {
+        shared.metrics.request("bad_request");
+        tracing::warn!(client.addr = %peer, reason = message, "request with a bad Host rejected");
+        return Err(answer::error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            message,
+        ));
+    }
     if request.method() == Method::CONNECT {
         shared.metrics.request("bad_request");
         return Err(answer::error(
@@ -377,6 +386,19 @@ fn prepare_upstream_headers(
     headers.remove(CHALLENGE_HEADER);
     headers.remove(TOTP_HEADER);
     headers.remove(&shared.identity_header);
+    // Some frameworks read `Stepgate_Identity` as the same CGI variable as
+    // `Stepgate-Identity`, so every spelling with '_' for '-' goes too.
+    let lookalikes: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            name.as_str().contains('_')
+                && name.as_str().replace('_', "-") == shared.identity_header.as_str()
+        })
+        .cloned()
+        .collect();
+    for name in lookalikes {
+        headers.remove(name);
+    }
     if !peer_is_trusted {
         // Only a trusted proxy may extend the chain; anything else a client
         // sent is replaced.
@@ -444,16 +466,36 @@ fn single_header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a st
 /// Host of the request without port, lower case: the `Host` header for
 /// HTTP/1.1, the `:authority` for HTTP/2.
 fn request_host(request: &Request<Incoming>) -> Option<String> {
-    let raw = header_str(request.headers(), &HOST)
-        .map(str::to_owned)
-        .or_else(|| {
-            request
-                .uri()
-                .authority()
-                .map(|authority| authority.to_string())
-        })?;
+    // An absolute-form target's authority wins over Host (RFC 9112 §3.2.2).
+    let raw = match request.uri().authority() {
+        Some(authority) => authority.to_string(),
+        None => header_str(request.headers(), &HOST)?.to_owned(),
+    };
     let authority: http::uri::Authority = raw.parse().ok()?;
     Some(authority.host().to_ascii_lowercase())
+}
+
+/// Checks the Host header: HTTP/1.1 requests carry exactly one (RFC 9112
+/// §3.2), and its value must be a valid authority.
+fn check_host(request: &Request<Incoming>) -> Result<(), &'static str> {
+    let hosts: Vec<&HeaderValue> = request.headers().get_all(HOST).iter().collect();
+    if hosts.len() > 1 {
+        return Err("several Host headers: send exactly one");
+    }
+    if request.version() == http::Version::HTTP_11 && hosts.is_empty() {
+        return Err("missing Host header: HTTP/1.1 requests must send one");
+    }
+    if let Some(value) = hosts.first() {
+        let valid = value
+            .to_str()
+            .ok()
+            .and_then(|text| text.parse::<http::uri::Authority>().ok())
+            .is_some_and(|authority| !authority.as_str().contains('@'));
+        if !valid {
+            return Err("invalid Host header: send host[:port]");
+        }
+    }
+    Ok(())
 }
 
 /// Rejects framing that two HTTP parsers could read differently: several

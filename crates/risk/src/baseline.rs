@@ -24,7 +24,11 @@ const MAX_OPERATIONS: usize = 1024;
 /// Removes the least recently seen entries until `map` has room for one more.
 fn evict_oldest<K: Ord + Clone>(map: &mut BTreeMap<K, Seen>, max: usize) {
     while map.len() >= max {
-        let Some(oldest) = map.iter().min_by_key(|(_, seen)| seen.last).map(|(key, _)| key.clone()) else {
+        let Some(oldest) = map
+            .iter()
+            .min_by_key(|(_, seen)| seen.last)
+            .map(|(key, _)| key.clone())
+        else {
             return;
         };
         map.remove(&oldest);

@@ -64,6 +64,7 @@ impl SqliteStore {
             source,
         };
         let mut conn = Connection::open(&path).map_err(open_error)?;
+        restrict_permissions(&path);
         conn.busy_timeout(Duration::from_secs(10))
             .map_err(open_error)?;
         // WAL lets the CLI read while the gateway writes; FULL makes each
@@ -117,6 +118,19 @@ impl SqliteStore {
         })
     }
 }
+
+/// Makes the database readable by its owner only: it contains TOTP secrets.
+/// SQLite gives the WAL and shared-memory files the same permissions.
+#[cfg(unix)]
+fn restrict_permissions(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(err) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+        tracing::warn!(path = %path.display(), error = %err, "cannot restrict the store's file permissions");
+    }
+}
+
+#[cfg(not(unix))]
+fn restrict_permissions(_path: &Path) {}
 
 fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
     let applied: usize = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
