@@ -129,12 +129,18 @@ const RETRY_DELAY: Duration = Duration::from_millis(200);
 /// long, and one that starts a batch is committed at once.
 const LINGER: Duration = Duration::from_millis(5);
 
-/// Adds queued jobs to `batch` until it is full, after lingering when the
-/// batch starts with an allow record.
+/// Adds queued jobs to `batch` until it is full. When the queue runs dry
+/// first and the batch holds only allow records, waits `LINGER` once and
+/// takes what arrived meanwhile.
 fn collect_batch(receiver: &Receiver<Job>, batch: &mut Vec<Job>, batch_size: usize) {
-    if batch.iter().all(|job| job.ack.is_none()) {
+    drain(receiver, batch, batch_size);
+    if batch.len() < batch_size && batch.iter().all(|job| job.ack.is_none()) {
         std::thread::sleep(LINGER);
+        drain(receiver, batch, batch_size);
     }
+}
+
+fn drain(receiver: &Receiver<Job>, batch: &mut Vec<Job>, batch_size: usize) {
     while batch.len() < batch_size {
         match receiver.try_recv() {
             Ok(job) => batch.push(job),
