@@ -253,12 +253,13 @@ impl Config {
                 "expected an HTTP header name",
             ));
         }
-        if self.gateway.connect_timeout_secs == 0 || self.gateway.response_timeout_secs == 0 {
-            return Err(self.invalid(
-                "gateway.connect_timeout_secs / response_timeout_secs",
-                "0",
-                "timeouts must be at least 1 second",
-            ));
+        for (key, value) in [
+            ("gateway.connect_timeout_secs", self.gateway.connect_timeout_secs),
+            ("gateway.response_timeout_secs", self.gateway.response_timeout_secs),
+        ] {
+            if value == 0 {
+                return Err(self.invalid(key, "0", "timeouts must be at least 1 second"));
+            }
         }
         if self.gateway.max_header_bytes < 1024 {
             return Err(self.invalid(
@@ -324,18 +325,98 @@ impl Config {
                 ));
             }
         }
-        if self.step_up.max_age_secs == 0 || self.step_up.challenge_ttl_secs == 0 {
-            return Err(self.invalid(
-                "step_up.max_age_secs / challenge_ttl_secs",
-                "0",
-                "must be at least 1 second",
-            ));
+        for (key, value) in [
+            ("step_up.max_age_secs", self.step_up.max_age_secs),
+            ("step_up.challenge_ttl_secs", self.step_up.challenge_ttl_secs),
+        ] {
+            if value == 0 {
+                return Err(self.invalid(key, "0", "must be at least 1 second"));
+            }
         }
         if self.step_up.totp_max_failures == 0 {
             return Err(self.invalid("step_up.totp_max_failures", "0", "must be at least 1"));
         }
+        self.validate_more()?;
         if self.audit.batch_size == 0 {
             return Err(self.invalid("audit.batch_size", "0", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// Checks values that parse but would fail at start or quietly weaken
+    /// the gateway.
+    fn validate_more(&self) -> Result<(), ConfigError> {
+        let mut listeners = vec![("gateway.listen", self.gateway.listen)];
+        if let Some(admin) = &self.admin {
+            listeners.push(("admin.listen", admin.listen));
+        }
+        if let Some(echo) = &self.echo {
+            listeners.push(("echo.listen", echo.listen));
+        }
+        for (i, (key, addr)) in listeners.iter().enumerate() {
+            if let Some((other, _)) = listeners[..i].iter().find(|(_, earlier)| earlier == addr) {
+                return Err(self.invalid(*key, addr.to_string(), format!("{other} already uses this address")));
+            }
+        }
+        let reserved = [
+            "host",
+            "authorization",
+            "forwarded",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "connection",
+            "content-length",
+            "transfer-encoding",
+            "stepgate-challenge",
+            "stepgate-totp",
+        ];
+        let header = self.gateway.identity_header.to_ascii_lowercase();
+        if reserved.contains(&header.as_str()) {
+            return Err(self.invalid(
+                "gateway.identity_header",
+                &self.gateway.identity_header,
+                "this header has another meaning; choose a name of its own such as Stepgate-Identity",
+            ));
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            if let Some(host) = &route.host
+                && (host.is_empty() || host.contains(':') || host.contains('/'))
+            {
+                return Err(self.invalid(
+                    format!("routes[{i}].host"),
+                    host,
+                    "give the host name alone, without port or path",
+                ));
+            }
+        }
+        for (i, zone) in self.zones.iter().enumerate() {
+            let canonical = zone.prefix.split('/').all(|segment| segment != "." && segment != "..")
+                && !zone.prefix.contains(['%', ';', '\\'])
+                && !zone.prefix.contains("//");
+            if !canonical {
+                return Err(self.invalid(
+                    format!("zones[{i}].prefix"),
+                    &zone.prefix,
+                    "request paths are normalised before zones match; write the prefix without dot segments, '%', ';', '\\' or '//'",
+                ));
+            }
+        }
+        if self.step_up.totp_lockout_secs == 0 {
+            return Err(self.invalid("step_up.totp_lockout_secs", "0", "must be at least 1, or lockout is off"));
+        }
+        if self.risk.failure_burst_threshold == 0 {
+            return Err(self.invalid("risk.failure_burst_threshold", "0", "must be at least 1"));
+        }
+        const DAY: u64 = 86_400;
+        for (key, value) in [
+            ("step_up.max_age_secs", self.step_up.max_age_secs),
+            ("step_up.challenge_ttl_secs", self.step_up.challenge_ttl_secs),
+            ("step_up.totp_lockout_secs", self.step_up.totp_lockout_secs),
+        ] {
+            if value > DAY {
+                return Err(self.invalid(key, value.to_string(), "must be at most 86400 (one day)"));
+            }
         }
         Ok(())
     }

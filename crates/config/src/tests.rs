@@ -104,3 +104,25 @@ fn duplicate_zone_names_rejected() {
     let text = format!("{MINIMAL}\n[[zones]]\nname = \"reports\"\nprefix = \"/r2\"\n");
     assert!(message(&text).contains("zones[1].name"));
 }
+
+#[test]
+fn semantic_mistakes_named() {
+    let clash = format!("{MINIMAL}\n[admin]\nlisten = \"127.0.0.1:8080\"\n");
+    let err = message(&clash);
+    assert!(err.contains("admin.listen") && err.contains("gateway.listen"), "{err}");
+
+    let header = MINIMAL.replace("trusted_proxies = []", "trusted_proxies = []\nidentity_header = \"Authorization\"");
+    assert!(message(&header).contains("gateway.identity_header"));
+
+    let host = MINIMAL.replace("upstream = \"http://127.0.0.1:9000\"", "upstream = \"http://127.0.0.1:9000\"\nhost = \"api.example.com:8080\"");
+    assert!(message(&host).contains("routes[0].host"));
+
+    let zone = MINIMAL.replace("prefix = \"/reports\"", "prefix = \"/x/../reports\"");
+    assert!(message(&zone).contains("zones[0].prefix"));
+
+    let lockout = format!("{MINIMAL}\n[step_up]\ntotp_lockout_secs = 0\n");
+    assert!(message(&lockout).contains("step_up.totp_lockout_secs"));
+
+    let huge = format!("{MINIMAL}\n[step_up]\nmax_age_secs = 18446744073709551615\n");
+    assert!(message(&huge).contains("step_up.max_age_secs"));
+}
