@@ -254,8 +254,14 @@ impl Config {
             ));
         }
         for (key, value) in [
-            ("gateway.connect_timeout_secs", self.gateway.connect_timeout_secs),
-            ("gateway.response_timeout_secs", self.gateway.response_timeout_secs),
+            (
+                "gateway.connect_timeout_secs",
+                self.gateway.connect_timeout_secs,
+            ),
+            (
+                "gateway.response_timeout_secs",
+                self.gateway.response_timeout_secs,
+            ),
         ] {
             if value == 0 {
                 return Err(self.invalid(key, "0", "timeouts must be at least 1 second"));
@@ -327,7 +333,10 @@ impl Config {
         }
         for (key, value) in [
             ("step_up.max_age_secs", self.step_up.max_age_secs),
-            ("step_up.challenge_ttl_secs", self.step_up.challenge_ttl_secs),
+            (
+                "step_up.challenge_ttl_secs",
+                self.step_up.challenge_ttl_secs,
+            ),
         ] {
             if value == 0 {
                 return Err(self.invalid(key, "0", "must be at least 1 second"));
@@ -355,7 +364,11 @@ impl Config {
         }
         for (i, (key, addr)) in listeners.iter().enumerate() {
             if let Some((other, _)) = listeners[..i].iter().find(|(_, earlier)| earlier == addr) {
-                return Err(self.invalid(*key, addr.to_string(), format!("{other} already uses this address")));
+                return Err(self.invalid(
+                    *key,
+                    addr.to_string(),
+                    format!("{other} already uses this address"),
+                ));
             }
         }
         let reserved = [
@@ -391,7 +404,10 @@ impl Config {
             }
         }
         for (i, zone) in self.zones.iter().enumerate() {
-            let canonical = zone.prefix.split('/').all(|segment| segment != "." && segment != "..")
+            let canonical = zone
+                .prefix
+                .split('/')
+                .all(|segment| segment != "." && segment != "..")
                 && !zone.prefix.contains(['%', ';', '\\'])
                 && !zone.prefix.contains("//");
             if !canonical {
@@ -403,7 +419,11 @@ impl Config {
             }
         }
         if self.step_up.totp_lockout_secs == 0 {
-            return Err(self.invalid("step_up.totp_lockout_secs", "0", "must be at least 1, or lockout is off"));
+            return Err(self.invalid(
+                "step_up.totp_lockout_secs",
+                "0",
+                "must be at least 1, or lockout is off",
+            ));
         }
         if self.risk.failure_burst_threshold == 0 {
             return Err(self.invalid("risk.failure_burst_threshold", "0", "must be at least 1"));
@@ -411,11 +431,18 @@ impl Config {
         const DAY: u64 = 86_400;
         for (key, value) in [
             ("step_up.max_age_secs", self.step_up.max_age_secs),
-            ("step_up.challenge_ttl_secs", self.step_up.challenge_ttl_secs),
+            (
+                "step_up.challenge_ttl_secs",
+                self.step_up.challenge_ttl_secs,
+            ),
             ("step_up.totp_lockout_secs", self.step_up.totp_lockout_secs),
         ] {
             if value > DAY {
-                return Err(self.invalid(key, value.to_string(), "must be at most 86400 (one day)"));
+                return Err(self.invalid(
+                    key,
+                    value.to_string(),
+                    "must be at most 86400 (one day)",
+                ));
             }
         }
         Ok(())

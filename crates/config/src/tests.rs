@@ -109,12 +109,21 @@ fn duplicate_zone_names_rejected() {
 fn semantic_mistakes_named() {
     let clash = format!("{MINIMAL}\n[admin]\nlisten = \"127.0.0.1:8080\"\n");
     let err = message(&clash);
-    assert!(err.contains("admin.listen") && err.contains("gateway.listen"), "{err}");
+    assert!(
+        err.contains("admin.listen") && err.contains("gateway.listen"),
+        "{err}"
+    );
 
-    let header = MINIMAL.replace("trusted_proxies = []", "trusted_proxies = []\nidentity_header = \"Authorization\"");
+    let header = MINIMAL.replace(
+        "trusted_proxies = []",
+        "trusted_proxies = []\nidentity_header = \"Authorization\"",
+    );
     assert!(message(&header).contains("gateway.identity_header"));
 
-    let host = MINIMAL.replace("upstream = \"http://127.0.0.1:9000\"", "upstream = \"http://127.0.0.1:9000\"\nhost = \"api.example.com:8080\"");
+    let host = MINIMAL.replace(
+        "upstream = \"http://127.0.0.1:9000\"",
+        "upstream = \"http://127.0.0.1:9000\"\nhost = \"api.example.com:8080\"",
+    );
     assert!(message(&host).contains("routes[0].host"));
 
     let zone = MINIMAL.replace("prefix = \"/reports\"", "prefix = \"/x/../reports\"");

@@ -185,19 +185,39 @@ impl Policy {
         let schema = schema()?;
         let policies = PolicySet::from_str(text).map_err(|err| PolicyError::Parse {
             source_name: source_name.to_owned(),
-            message: render_report(&err),
+            message: with_position(text, &err),
         })?;
         let result = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
         if !result.validation_passed() {
             let message = result
                 .validation_errors()
-                .map(|err| format!("  {}", render_report(err)))
+                .map(|err| format!("  {}", with_position(text, err)))
                 .collect::<Vec<_>>()
                 .join("\n");
             return Err(PolicyError::Invalid {
                 source_name: source_name.to_owned(),
                 message,
             });
+        }
+        if !policies
+            .policies()
+            .any(|policy| policy.effect() == cedar_policy::Effect::Permit)
+        {
+            return Err(PolicyError::Invalid {
+                source_name: source_name.to_owned(),
+                message: "  no permit policy: every request would be denied".to_owned(),
+            });
+        }
+        let mut seen = HashSet::new();
+        for policy in policies.policies() {
+            if let Some(label) = policy.annotation("id")
+                && !seen.insert(label.to_owned())
+            {
+                return Err(PolicyError::Invalid {
+                    source_name: source_name.to_owned(),
+                    message: format!("  two policies have @id({label:?}): give each its own id"),
+                });
+            }
         }
         let labels = policies
             .policies()
@@ -504,6 +524,40 @@ fn schema() -> Result<Schema, PolicyError> {
     let (schema, _warnings) =
         Schema::from_cedarschema_str(SCHEMA).map_err(|err| PolicyError::Schema(err.to_string()))?;
     Ok(schema)
+}
+
+/// Renders a parse error with the line and column of each place it points
+/// at, such as `line 40, column 12: unexpected token`.
+fn with_position(text: &str, err: &(dyn miette::Diagnostic + Send + Sync)) -> String {
+    let mut message = render_report(err);
+    let mut parts = Vec::new();
+    collect_labels(err, &mut parts, text);
+    if !parts.is_empty() {
+        message = format!("{} ({message})", parts.join("; "));
+    }
+    message
+}
+
+fn collect_labels(err: &dyn miette::Diagnostic, parts: &mut Vec<String>, text: &str) {
+    if let Some(labels) = err.labels() {
+        for label in labels {
+            let offset = label.offset().min(text.len());
+            let before = text.get(..offset).unwrap_or_default();
+            let line = before.matches('\n').count() + 1;
+            let column = before
+                .rsplit('\n')
+                .next()
+                .map_or(0, |tail| tail.chars().count())
+                + 1;
+            let what = label.label().unwrap_or("here");
+            parts.push(format!("line {line}, column {column}: {what}"));
+        }
+    }
+    if let Some(related) = err.related() {
+        for inner in related {
+            collect_labels(inner, parts, text);
+        }
+    }
 }
 
 fn render_report(err: &dyn std::error::Error) -> String {

@@ -171,3 +171,26 @@ fn cached_decisions_match_cedar() {
     }
     assert_eq!(outcomes.len(), 3, "the cases cover allow, step-up and deny");
 }
+
+#[test]
+fn parse_error_names_line_and_column() {
+    let text = "permit (principal, action, resource)\nwhen { context.risk < 30 };\n\npermit (principal, action, resource) when { &&& };";
+    let message = Policy::new(text, "broken.cedar").unwrap_err().to_string();
+    assert!(message.contains("line 4"), "{message}");
+}
+
+#[test]
+fn duplicate_ids_rejected() {
+    let text = r#"
+        @id("same") permit (principal, action, resource) when { context.risk < 30 };
+        @id("same") permit (principal, action, resource) when { context.risk < 10 };
+    "#;
+    let message = Policy::new(text, "dup.cedar").unwrap_err().to_string();
+    assert!(message.contains("same"), "{message}");
+}
+
+#[test]
+fn policy_without_permit_rejected() {
+    let message = Policy::new("", "empty.cedar").unwrap_err().to_string();
+    assert!(message.contains("no permit policy"), "{message}");
+}
