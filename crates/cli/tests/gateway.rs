@@ -818,6 +818,14 @@ fn bodies_stream_and_queries_redacted() {
     assert_eq!(query.status, 200);
     assert_eq!(upstream.last().path, "/orders/1?api_key=hunter2&page=3");
 
+    // A malformed chunked body is the client's fault, not the upstream's.
+    let bad_chunk = format!(
+        "POST /uploads HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"
+    );
+    let answer = support::raw_request(gateway.port, bad_chunk.as_bytes());
+    assert_eq!(support::raw_status(&answer), 400, "{answer}");
+
     gateway.cli_ok(&["identity", "disable", "bot"]);
     support::wait_for_reload();
     assert_eq!(

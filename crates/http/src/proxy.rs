@@ -277,6 +277,22 @@ fn verdict_identity(verdict: &Verdict) -> Option<&str> {
     }
 }
 
+/// True when forwarding failed because reading the client's body failed,
+/// not because of the upstream: hyper reports the body stream's error as a
+/// user error, and the body's own error as a parse error.
+fn client_body_failed(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(err);
+    while let Some(error) = current {
+        if let Some(hyper_error) = error.downcast_ref::<hyper::Error>()
+            && (hyper_error.is_user() || hyper_error.is_parse())
+        {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}
+
 /// Destination and sender of a permitted request.
 struct Target<'a> {
     route: &'a Route,
@@ -344,6 +360,17 @@ async fn forward(
             remove_hop_by_hop(response.headers_mut());
             let status = response.status().as_u16();
             (response.map(crate::boxed), Some(status))
+        }
+        Ok(Err(err)) if client_body_failed(&err) => {
+            tracing::warn!(upstream = %route.authority, error = %err, "client request body malformed or cut short");
+            (
+                answer::error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request_body",
+                    "the request body is malformed or ended early",
+                ),
+                None,
+            )
         }
         Ok(Err(err)) => {
             tracing::warn!(upstream = %route.authority, error = %err, "upstream request failed");
