@@ -524,6 +524,23 @@ fn upstream_failures_answer_json() {
     assert_eq!(slow.status, 504);
     assert_eq!(slow.json()["error"], "upstream_timeout");
 
+    // A client that gives up before the upstream answers is still audited.
+    let gave_up = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "0.3",
+            "--interface",
+            "127.0.0.2",
+            "-H",
+            &auth,
+        ])
+        .arg(gateway.url("/slow/again"))
+        .status()
+        .unwrap();
+    assert!(!gave_up.success(), "curl should have timed out");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+
     // HTTP/2 from the client (prior knowledge, cleartext) works too.
     let h2 = curl(
         "127.0.0.2",
@@ -550,7 +567,11 @@ fn upstream_failures_answer_json() {
     }
     gateway.stop();
     let records = gateway.audit();
-    assert_eq!(count_events(&records, "error"), 2);
+    assert_eq!(count_events(&records, "error"), 3);
+    assert!(
+        records.iter().any(|r| r["path"] == "/slow/again"),
+        "abandoned request not audited"
+    );
 }
 
 #[test]

@@ -214,8 +214,15 @@ async fn decide_and_forward(
                 path_and_query: &prepared.path_and_query,
                 peer: prepared.facts_peer,
             };
+            // Records the request even when the client goes away while the
+            // upstream works and this future is dropped.
+            let mut pending = PendingFinish {
+                engine: &shared.engine,
+                allowed: Some(allowed),
+                started,
+            };
             let (response, status) = forward(shared, target, &identity, request).await;
-            shared.engine.finish(allowed, status, started.elapsed());
+            pending.finish(status);
             response
         }
         Verdict::Challenge(issued, receipt) => {
@@ -274,6 +281,31 @@ fn verdict_identity(verdict: &Verdict) -> Option<&str> {
         Verdict::Challenge(issued, _) => Some(issued.identity.as_str()),
         Verdict::Deny { identity, .. } => Some(identity.as_str()),
         _ => None,
+    }
+}
+
+/// An allowed request whose audit record is still to be written.
+struct PendingFinish<'a> {
+    engine: &'a stepgate_engine::Engine,
+    allowed: Option<Box<stepgate_engine::Allowed>>,
+    started: Instant,
+}
+
+impl PendingFinish<'_> {
+    fn finish(&mut self, upstream_status: Option<u16>) {
+        if let Some(allowed) = self.allowed.take() {
+            self.engine
+                .finish(allowed, upstream_status, self.started.elapsed());
+        }
+    }
+}
+
+impl Drop for PendingFinish<'_> {
+    fn drop(&mut self) {
+        if self.allowed.is_some() {
+            tracing::debug!("client went away before the upstream answered");
+            self.finish(None);
+        }
     }
 }
 
