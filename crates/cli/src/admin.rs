@@ -24,7 +24,7 @@ pub(crate) fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
     if !dir.exists() {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-        // The directory holds TOTP secrets: owner only.
+        // The directory contains TOTP secrets, so only its owner may enter it.
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(
             || {
                 format!(

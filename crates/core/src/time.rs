@@ -100,7 +100,7 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that moves only when told to, for tests and for replay.
+/// A clock that moves only when set or advanced, for tests and for replay.
 #[derive(Clone, Debug, Default)]
 pub struct ManualClock(Arc<AtomicI64>);
 

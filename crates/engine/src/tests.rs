@@ -215,6 +215,13 @@ impl Allowed {
     }
 }
 
+fn answer_with<'a>(challenge_id: &'a str, code: &'a str) -> StepUpAnswer<'a> {
+    StepUpAnswer {
+        challenge_id,
+        totp_code: Some(code),
+    }
+}
+
 fn challenge_id(verdict: Verdict) -> String {
     match verdict {
         Verdict::Challenge(issued, receipt) => {
@@ -246,10 +253,7 @@ fn new_network_challenged_then_granted() {
     harness.learn();
     let id = challenge_id(harness.request("127.0.9.9", "GET", "/orders/17", None));
     let code = harness.code();
-    let answer = StepUpAnswer {
-        challenge_id: &id,
-        totp_code: Some(&code),
-    };
+    let answer = answer_with(&id, &code);
     match harness.request("127.0.9.9", "GET", "/orders/17", Some(answer)) {
         Verdict::Allow(allowed) => assert_eq!(allowed.stepped_up, Some(FactorKind::Totp)),
         other => panic!("expected allow, got {other:?}"),
@@ -283,19 +287,13 @@ fn replayed_code_rejected() {
     harness.learn();
     let id = challenge_id(harness.request("127.0.9.9", "GET", "/orders/17", None));
     let code = harness.code();
-    let answer = StepUpAnswer {
-        challenge_id: &id,
-        totp_code: Some(&code),
-    };
+    let answer = answer_with(&id, &code);
     assert!(matches!(
         harness.request("127.0.9.9", "GET", "/orders/17", Some(answer)),
         Verdict::Allow(_)
     ));
     let second = challenge_id(harness.request("127.0.10.9", "GET", "/orders/17", None));
-    let answer = StepUpAnswer {
-        challenge_id: &second,
-        totp_code: Some(&code),
-    };
+    let answer = answer_with(&second, &code);
     match harness.request("127.0.10.9", "GET", "/orders/17", Some(answer)) {
         Verdict::StepUpFailed(failure, _) => assert_eq!(failure, StepUpFailure::ReplayedCode),
         other => panic!("expected replay failure, got {other:?}"),
@@ -316,19 +314,13 @@ fn wrong_codes_lock_factor() {
         "000000"
     };
     for _ in 0..StepUpConfig::default().totp_max_failures {
-        let answer = StepUpAnswer {
-            challenge_id: &id,
-            totp_code: Some(wrong),
-        };
+        let answer = answer_with(&id, wrong);
         assert!(matches!(
             harness.request("127.0.9.9", "GET", "/orders/17", Some(answer)),
             Verdict::StepUpFailed(StepUpFailure::WrongCode, _)
         ));
     }
-    let answer = StepUpAnswer {
-        challenge_id: &id,
-        totp_code: Some(&right),
-    };
+    let answer = answer_with(&id, &right);
     assert!(matches!(
         harness.request("127.0.9.9", "GET", "/orders/17", Some(answer)),
         Verdict::StepUpFailed(StepUpFailure::Locked { .. }, _)
@@ -386,27 +378,18 @@ fn challenge_bound_to_network_and_single_use() {
     harness.learn();
     let id = challenge_id(harness.request("127.0.9.9", "GET", "/orders/17", None));
     let code = harness.code();
-    let answer = StepUpAnswer {
-        challenge_id: &id,
-        totp_code: Some(&code),
-    };
+    let answer = answer_with(&id, &code);
     assert!(matches!(
         harness.request("127.0.11.9", "GET", "/orders/17", Some(answer)),
         Verdict::StepUpFailed(StepUpFailure::WrongNetwork { .. }, _)
     ));
-    let unknown = StepUpAnswer {
-        challenge_id: "ch_doesnotexist",
-        totp_code: Some(&code),
-    };
+    let unknown = answer_with("ch_doesnotexist", &code);
     assert!(matches!(
         harness.request("127.0.9.9", "GET", "/orders/17", Some(unknown)),
         Verdict::StepUpFailed(StepUpFailure::UnknownChallenge, _)
     ));
     harness.clock.advance(Duration::from_secs(301));
-    let late = StepUpAnswer {
-        challenge_id: &id,
-        totp_code: Some(&code),
-    };
+    let late = answer_with(&id, &code);
     assert!(matches!(
         harness.request("127.0.9.9", "GET", "/orders/17", Some(late)),
         Verdict::StepUpFailed(StepUpFailure::Expired, _)
@@ -458,10 +441,7 @@ fn concurrent_answers_with_one_code_pass_once() {
                 let harness = &harness;
                 let code = code.as_str();
                 scope.spawn(move || {
-                    let answer = StepUpAnswer {
-                        challenge_id: id,
-                        totp_code: Some(code),
-                    };
+                    let answer = answer_with(id, code);
                     matches!(
                         harness.request("127.0.9.9", method, "/orders/17", Some(answer)),
                         Verdict::Allow(_)
@@ -483,10 +463,7 @@ fn answer_for_other_request_rejected() {
     harness.learn();
     let id = challenge_id(harness.request("127.0.9.9", "GET", "/orders/17", None));
     let code = harness.code();
-    let answer = StepUpAnswer {
-        challenge_id: &id,
-        totp_code: Some(&code),
-    };
+    let answer = answer_with(&id, &code);
     assert!(matches!(
         harness.request("127.0.9.9", "DELETE", "/orders/17", Some(answer)),
         Verdict::StepUpFailed(StepUpFailure::WrongRequest { .. }, _)
@@ -508,18 +485,12 @@ fn open_challenges_capped_per_identity() {
     }
     let latest = challenge_id(harness.request("127.0.9.9", "GET", "/orders/17", None));
     let code = harness.code();
-    let stale = StepUpAnswer {
-        challenge_id: &first,
-        totp_code: Some(&code),
-    };
+    let stale = answer_with(&first, &code);
     assert!(matches!(
         harness.request("127.0.9.9", "GET", "/orders/17", Some(stale)),
         Verdict::StepUpFailed(StepUpFailure::UnknownChallenge, _)
     ));
-    let fresh = StepUpAnswer {
-        challenge_id: &latest,
-        totp_code: Some(&code),
-    };
+    let fresh = answer_with(&latest, &code);
     assert!(matches!(
         harness.request("127.0.9.9", "GET", "/orders/17", Some(fresh)),
         Verdict::Allow(_)

@@ -121,12 +121,12 @@ impl AuditWriter {
 
 const RETRY_DELAY: Duration = Duration::from_millis(200);
 
-/// Time a batch that starts with an allow record waits for more records
-/// before it is committed. Each commit is one fsync, so under load this
-/// turns thousands of commits a second into a few hundred. The writer
-/// sleeps instead of waiting on the queue, so senders in that time do not
-/// have to wake it; a durable record queued meanwhile waits at most this
-/// long, and one that starts a batch is committed at once.
+/// Time a batch of allow records waits for more records when the queue runs
+/// dry. Each commit is one fsync, so under load this turns thousands of
+/// commits a second into a few hundred. The writer sleeps instead of
+/// waiting on the queue, so senders in that time need not wake it. A durable
+/// record queued meanwhile waits at most this long, and a batch that holds
+/// one from the start is committed at once.
 const LINGER: Duration = Duration::from_millis(5);
 
 /// Adds queued jobs to `batch` until it is full. When the queue runs dry
@@ -181,8 +181,8 @@ fn run(
             }
             Err(err) => {
                 // The batch stays queued and is retried, so no record is
-                // lost; callers waiting for durability are notified now and
-                // the gateway refuses new requests until a write succeeds.
+                // lost. Callers waiting for durability are notified now, and
+                // the gateway rejects new requests until a write succeeds.
                 tracing::error!(error = %err, records = batch.len(), "audit write failed, failing closed and retrying");
                 healthy.store(false, Ordering::Release);
                 for job in &mut batch {

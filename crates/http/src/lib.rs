@@ -142,7 +142,7 @@ impl Gateway {
 
     // TODO: a proxied request costs about twice the CPU of nginx's on the
     // same path, spread over the HTTP/1 codec, the client pool, the
-    // scheduler and allocation; per-core runtimes and a leaner upstream
+    // scheduler and allocation. Per-core runtimes and a leaner upstream
     // pool are the next things to measure.
     /// Serves until `shutdown` turns true, then stops accepting and waits
     /// up to the shutdown grace period for requests in flight.

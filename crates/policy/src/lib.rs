@@ -257,9 +257,10 @@ impl Policy {
         self.policies.policies().count()
     }
 
-    /// Decides a request: allow when the policy permits it as it is;
-    /// otherwise step up with the weakest factor (in [`FactorKind::ALL`]
-    /// order) that, proved now, would permit it; otherwise deny.
+    /// Decides a request. It is allowed when the policy permits it as it is.
+    /// Otherwise it steps up with the weakest factor (in [`FactorKind::ALL`]
+    /// order) that, proved now, would permit it, and is denied when none
+    /// would.
     ///
     /// An evaluation error denies: the gateway fails closed.
     pub fn decide(
