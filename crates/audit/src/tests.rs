@@ -13,6 +13,12 @@ fn sealed_chain(count: u64) -> Vec<Sealed> {
                 kind: SignalKind::NewNetwork,
                 weight: 40,
                 reason: format!("reason {i}"),
+                evidence: [(
+                    "value".to_owned(),
+                    serde_json::json!(format!("10.0.{i}.0/24")),
+                )]
+                .into_iter()
+                .collect(),
             }];
             chain.seal(entry).unwrap()
         })

@@ -55,6 +55,26 @@ pub(crate) fn load_policy(config: &Config, config_path: Option<&Path>) -> anyhow
     Ok(Policy::new(&text, &path.display().to_string())?)
 }
 
+/// Opens the GeoIP databases the config names, relative to the config
+/// file's directory; `None` when `[geoip]` configures nothing.
+pub(crate) fn load_geo(
+    config: &Config,
+    config_path: Option<&Path>,
+) -> anyhow::Result<Option<stepgate_geo::Geo>> {
+    let geoip = &config.geoip;
+    if !geoip.is_configured() {
+        return Ok(None);
+    }
+    let base = config_path.and_then(Path::parent).unwrap_or(Path::new("."));
+    let sources = stepgate_geo::GeoSources {
+        asn_db: geoip.asn_db.as_ref().map(|file| base.join(file)),
+        city_db: geoip.city_db.as_ref().map(|file| base.join(file)),
+        anonymous_db: geoip.anonymous_db.as_ref().map(|file| base.join(file)),
+        hosting_networks: geoip.hosting_nets.clone(),
+    };
+    Ok(Some(stepgate_geo::Geo::open(&sources)?))
+}
+
 /// Who made an administrative change: the operating-system user.
 fn actor() -> String {
     std::env::var("USER")
@@ -70,12 +90,14 @@ fn parse_name(name: &str) -> anyhow::Result<IdentityName> {
 pub(crate) fn check_config(path: Option<&Path>) -> anyhow::Result<ExitCode> {
     let config = load_config(path)?;
     let policy = load_policy(&config, path)?;
+    let geo = load_geo(&config, path)?;
     println!(
-        "config {} is valid: {} routes, {} zones, {} policies",
+        "config {} is valid: {} routes, {} zones, {} policies, GeoIP {}",
         config.source_name,
         config.routes.len(),
         config.zones.len(),
-        policy.policy_count()
+        policy.policy_count(),
+        if geo.is_some() { "on" } else { "off" }
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
 use crate::LogFormat;
-use crate::admin::{load_policy, open_store};
+use crate::admin::{load_geo, load_policy, open_store};
 
 /// How often the gateway checks the store for administrative changes.
 const RELOAD_INTERVAL: Duration = Duration::from_millis(500);
@@ -29,13 +29,18 @@ pub(crate) fn run(config_path: Option<&Path>, log_format: LogFormat) -> anyhow::
     let store = Arc::new(open_store(&config)?);
     let (sink, writer) = AuditWriter::start(store.clone(), config.audit.batch_size)
         .context("cannot start the audit writer")?;
-    let engine = Arc::new(Engine::new(
+    let geo = load_geo(&config, config_path)?;
+    let mut engine = Engine::new(
         Settings::from_config(&config),
         policy,
         Arc::new(SystemClock),
         store.clone(),
         sink,
-    )?);
+    )?;
+    if let Some(geo) = geo {
+        engine = engine.with_locator(Arc::new(geo));
+    }
+    let engine = Arc::new(engine);
     tracing::info!(
         config = %config.source_name,
         data_dir = %config.gateway.data_dir.display(),

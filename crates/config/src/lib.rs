@@ -60,12 +60,44 @@ pub struct Config {
     pub step_up: StepUpConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub geoip: GeoipConfig,
     /// Where the configuration came from, for messages.
     #[serde(skip)]
     pub source_name: String,
     /// Trusted proxy ranges parsed from `gateway.trusted_proxies`.
     #[serde(skip)]
     pub trusted_proxy_nets: Vec<IpNet>,
+}
+
+/// The `[geoip]` table: databases that place client addresses, and
+/// networks known to host servers or anonymise their users.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GeoipConfig {
+    /// MaxMind GeoLite2/GeoIP2 ASN or DB-IP ASN database (`.mmdb`).
+    pub asn_db: Option<PathBuf>,
+    /// City or country database (`.mmdb`); a city database also gives
+    /// coordinates for impossible-travel checks.
+    pub city_db: Option<PathBuf>,
+    /// MaxMind Anonymous IP database (`.mmdb`): VPNs, Tor exit nodes,
+    /// hosting providers and public proxies.
+    pub anonymous_db: Option<PathBuf>,
+    /// Hosting or anonymising networks (IP addresses or CIDR ranges).
+    pub hosting_networks: Vec<String>,
+    /// `hosting_networks` parsed.
+    #[serde(skip)]
+    pub hosting_nets: Vec<IpNet>,
+}
+
+impl GeoipConfig {
+    /// True when any database or network is configured.
+    pub fn is_configured(&self) -> bool {
+        self.asn_db.is_some()
+            || self.city_db.is_some()
+            || self.anonymous_db.is_some()
+            || !self.hosting_networks.is_empty()
+    }
 }
 
 /// The `[gateway]` table.
@@ -322,15 +354,24 @@ impl Config {
                 ));
             }
         }
-        for (name, weight) in self.risk.weights.entries() {
-            if weight > 100 {
-                return Err(self.invalid(
-                    format!("risk.weights.{name}"),
-                    weight.to_string(),
-                    "must be 0 to 100",
-                ));
-            }
+        if let Err(message) = self.risk.validate() {
+            return Err(ConfigError::Parse {
+                source_name: self.source_name.clone(),
+                message,
+            });
         }
+        let mut hosting = Vec::new();
+        for (i, text) in self.geoip.hosting_networks.iter().enumerate() {
+            let net = parse_net(text).ok_or_else(|| {
+                self.invalid(
+                    format!("geoip.hosting_networks[{i}]"),
+                    text,
+                    "expected an IP address or CIDR range such as 203.0.113.0/24",
+                )
+            })?;
+            hosting.push(net);
+        }
+        self.geoip.hosting_nets = hosting;
         for (key, value) in [
             ("step_up.max_age_secs", self.step_up.max_age_secs),
             (

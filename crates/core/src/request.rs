@@ -3,9 +3,11 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::location::Location;
 use crate::network::Network;
 use crate::time::Timestamp;
 
@@ -67,7 +69,7 @@ impl FromStr for Action {
 
 /// Everything the engine needs to know about one request, already
 /// normalised by the front-end.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RequestFacts {
     /// Address the decision is about: the TCP peer, or the client named by
     /// trusted proxies.
@@ -89,6 +91,12 @@ pub struct RequestFacts {
     pub zone_sensitive: bool,
     pub time: Timestamp,
     pub user_agent: Option<String>,
+    /// Id of the credential presented, such as an API token id or a cloud
+    /// access key id; never the secret.
+    pub credential: Option<String>,
+    /// Place and owner of `client_addr`, when a GeoIP database or the
+    /// configuration knows them.
+    pub location: Option<Arc<Location>>,
 }
 
 impl RequestFacts {

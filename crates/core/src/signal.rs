@@ -1,5 +1,6 @@
 //! Signals and the risk score they add up to.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -8,44 +9,115 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SignalKind {
-    /// The client network was never seen for this identity.
+    /// The client network (/24 or /48) was not seen recently for this identity.
     NewNetwork,
-    /// The operation (method and route template) was never used by this identity.
-    NewOperation,
-    /// The identity was never active in this hour of the day.
+    /// The client's autonomous system was not seen recently for this identity.
+    NewAsn,
+    /// The client's country was not seen recently for this identity.
+    NewCountry,
+    /// The client address belongs to a hosting or anonymising network.
+    AnonymizerNetwork,
+    /// The client is farther from the identity's last location than the time
+    /// since allows.
+    ImpossibleTravel,
+    /// The same credential is in use from two distant networks at once.
+    ConcurrentSessions,
+    /// The identity is rarely or never active in this hour of the week.
     UnusualHour,
+    /// First request after a long time without activity.
+    Dormant,
+    /// More requests in this minute than the identity's usual rate allows.
+    RequestBurst,
+    /// The operation was not used recently by this identity.
+    NewOperation,
+    /// The operation is rare for this identity.
+    RareOperation,
+    /// The resource was not touched recently by this identity.
+    NewResource,
+    /// An operation that changes permissions.
+    PermissionChange,
+    /// An operation that creates credentials.
+    CredentialCreation,
+    /// An operation that disables or changes logging or detection.
+    LoggingChange,
+    /// An operation that reads secrets.
+    SecretRead,
+    /// More data read in the recent window than the identity's usual volume.
+    DataVolume,
+    /// A client software family not seen recently for this identity.
+    NewClient,
+    /// A version of a known client software family not seen recently.
+    ClientVersion,
     /// A request other than a read in a read-only zone.
     ReadOnlyZoneWrite,
     /// Any request in a sensitive zone.
     SensitiveZone,
-    /// Several failed authentications or step-ups in a short time.
+    /// Several failed authentications, step-ups or authorizations in a short
+    /// time.
     FailureBurst,
     /// A wrong or replayed TOTP code, or a locked TOTP factor.
     TotpFailure,
 }
 
 impl SignalKind {
-    pub const ALL: [SignalKind; 7] = [
+    pub const ALL: [SignalKind; 23] = [
         SignalKind::NewNetwork,
-        SignalKind::NewOperation,
+        SignalKind::NewAsn,
+        SignalKind::NewCountry,
+        SignalKind::AnonymizerNetwork,
+        SignalKind::ImpossibleTravel,
+        SignalKind::ConcurrentSessions,
         SignalKind::UnusualHour,
+        SignalKind::Dormant,
+        SignalKind::RequestBurst,
+        SignalKind::NewOperation,
+        SignalKind::RareOperation,
+        SignalKind::NewResource,
+        SignalKind::PermissionChange,
+        SignalKind::CredentialCreation,
+        SignalKind::LoggingChange,
+        SignalKind::SecretRead,
+        SignalKind::DataVolume,
+        SignalKind::NewClient,
+        SignalKind::ClientVersion,
         SignalKind::ReadOnlyZoneWrite,
         SignalKind::SensitiveZone,
         SignalKind::FailureBurst,
         SignalKind::TotpFailure,
     ];
 
-    /// The name used in policies, audit records and metrics.
+    /// The name used in policies, configuration, audit records and metrics.
     pub fn name(self) -> &'static str {
         match self {
             SignalKind::NewNetwork => "new_network",
-            SignalKind::NewOperation => "new_operation",
+            SignalKind::NewAsn => "new_asn",
+            SignalKind::NewCountry => "new_country",
+            SignalKind::AnonymizerNetwork => "anonymizer_network",
+            SignalKind::ImpossibleTravel => "impossible_travel",
+            SignalKind::ConcurrentSessions => "concurrent_sessions",
             SignalKind::UnusualHour => "unusual_hour",
+            SignalKind::Dormant => "dormant",
+            SignalKind::RequestBurst => "request_burst",
+            SignalKind::NewOperation => "new_operation",
+            SignalKind::RareOperation => "rare_operation",
+            SignalKind::NewResource => "new_resource",
+            SignalKind::PermissionChange => "permission_change",
+            SignalKind::CredentialCreation => "credential_creation",
+            SignalKind::LoggingChange => "logging_change",
+            SignalKind::SecretRead => "secret_read",
+            SignalKind::DataVolume => "data_volume",
+            SignalKind::NewClient => "new_client",
+            SignalKind::ClientVersion => "client_version",
             SignalKind::ReadOnlyZoneWrite => "read_only_zone_write",
             SignalKind::SensitiveZone => "sensitive_zone",
             SignalKind::FailureBurst => "failure_burst",
             SignalKind::TotpFailure => "totp_failure",
         }
+    }
+
+    /// Looks a kind up by its name.
+    pub fn from_name(name: &str) -> Option<SignalKind> {
+        SignalKind::ALL.into_iter().find(|kind| kind.name() == name)
     }
 }
 
@@ -55,13 +127,20 @@ impl fmt::Display for SignalKind {
     }
 }
 
-/// One observed deviation, with its weight (0 to 100) and a reason a person
-/// can read.
+/// What a signal was based on: named values such as the networks seen or
+/// the usual rate. The `value` entry, when present, is what an operator
+/// passes to `stepgate baseline accept` to accept the signal as normal.
+pub type Evidence = BTreeMap<String, serde_json::Value>;
+
+/// One observed deviation, with its weight (0 to 100), a reason a person
+/// can read and the evidence it used.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Signal {
     pub kind: SignalKind,
     pub weight: u8,
     pub reason: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub evidence: Evidence,
 }
 
 /// A risk score from 0 (nothing unusual) to 100.

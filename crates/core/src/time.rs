@@ -67,6 +67,105 @@ impl Timestamp {
     }
 }
 
+impl Timestamp {
+    /// Parses an RFC 3339 date-time such as `2022-07-20T20:53:54Z` or
+    /// `2022-07-20T22:53:54.250+02:00`. Fractions beyond milliseconds are
+    /// dropped.
+    pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
+        let bytes = text.as_bytes();
+        if bytes.len() < 20 || !text.is_ascii() {
+            return None;
+        }
+        let number = |range: std::ops::Range<usize>| -> Option<i64> {
+            let part = text.get(range)?;
+            if !part.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            part.parse().ok()
+        };
+        let separators_ok = bytes[4] == b'-'
+            && bytes[7] == b'-'
+            && matches!(bytes[10], b'T' | b't' | b' ')
+            && bytes[13] == b':'
+            && bytes[16] == b':';
+        if !separators_ok {
+            return None;
+        }
+        let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+        let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+        if !(1..=12).contains(&month)
+            || day < 1
+            || day > days_in_month(year, month)
+            || hour > 23
+            || minute > 59
+            || second > 60
+        {
+            return None;
+        }
+        let mut rest = &text[19..];
+        let mut millis = 0;
+        if let Some(fraction) = rest.strip_prefix('.') {
+            let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
+            if digits == 0 {
+                return None;
+            }
+            let mut scaled = 0;
+            for position in 0..3 {
+                let digit = fraction
+                    .as_bytes()
+                    .get(position)
+                    .filter(|_| position < digits);
+                scaled = scaled * 10 + digit.map_or(0, |digit| i64::from(digit - b'0'));
+            }
+            millis = scaled;
+            rest = &fraction[digits..];
+        }
+        let offset_secs = match rest {
+            "Z" | "z" => 0,
+            _ => {
+                let sign = match rest.as_bytes().first() {
+                    Some(b'+') => 1,
+                    Some(b'-') => -1,
+                    _ => return None,
+                };
+                if rest.len() != 6 || rest.as_bytes()[3] != b':' {
+                    return None;
+                }
+                let hours = rest.get(1..3)?.parse::<i64>().ok()?;
+                let minutes = rest.get(4..6)?.parse::<i64>().ok()?;
+                if hours > 23 || minutes > 59 {
+                    return None;
+                }
+                sign * (hours * 3600 + minutes * 60)
+            }
+        };
+        let days = days_from_civil(year, month, day);
+        let secs = days * 86_400 + hour * 3600 + minute * 60 + second.min(59) - offset_secs;
+        Some(Timestamp(secs * 1000 + millis))
+    }
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Converts a proleptic Gregorian date to days since 1970-01-01, the inverse
+/// of [`civil_from_days`], after the same public-domain algorithm.
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year.rem_euclid(400);
+    let mp = if month > 2 { month - 3 } else { month + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Converts days since 1970-01-01 to a proleptic Gregorian (year, month, day),
 /// after Howard Hinnant's public-domain `civil_from_days` algorithm.
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -140,6 +239,57 @@ mod tests {
             Timestamp::from_secs(951_782_400).to_rfc3339(),
             "2000-02-29T00:00:00.000Z"
         );
+    }
+
+    #[test]
+    fn rfc3339_parses_what_it_renders_and_offsets() {
+        for millis in [
+            0,
+            1_700_000_000_123,
+            951_782_400_000,
+            -86_400_000,
+            4_102_444_799_999,
+        ] {
+            let text = Timestamp(millis).to_rfc3339();
+            assert_eq!(
+                Timestamp::parse_rfc3339(&text),
+                Some(Timestamp(millis)),
+                "{text}"
+            );
+        }
+        let utc = Timestamp::parse_rfc3339("2022-07-20T20:53:54Z").unwrap();
+        assert_eq!(utc, Timestamp::from_secs(1_658_350_434));
+        assert_eq!(
+            Timestamp::parse_rfc3339("2022-07-20T22:53:54+02:00"),
+            Some(utc)
+        );
+        assert_eq!(
+            Timestamp::parse_rfc3339("2022-07-20T20:53:54.5Z"),
+            Some(Timestamp(utc.0 + 500))
+        );
+        assert_eq!(
+            Timestamp::parse_rfc3339("2022-07-20T20:53:54.123456789Z"),
+            Some(Timestamp(utc.0 + 123))
+        );
+    }
+
+    #[test]
+    fn rfc3339_rejects_malformed_dates() {
+        for text in [
+            "",
+            "2022-07-20",
+            "2022-07-20T20:53:54",
+            "2022-13-20T20:53:54Z",
+            "2023-02-29T00:00:00Z",
+            "2022-07-20T24:00:00Z",
+            "2022-07-20T20:53:54.Z",
+            "2022-07-20T20:53:54+0200",
+            "2022/07/20T20:53:54Z",
+            "2022-07-20T20:53:54Zjunk",
+            "２０２2-07-20T20:53:54Z",
+        ] {
+            assert_eq!(Timestamp::parse_rfc3339(text), None, "{text}");
+        }
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //!
 //! Run with `cargo bench -p stepgate-engine --bench decide`. Besides
 //! criterion's mean, the bench prints the p50, p99 and p99.9 of 200,000
-//! single decisions timed one by one. It runs twice: with the policy's
-//! decision cache, as the gateway runs, and with Cedar evaluating every
-//! request, the cost of a cache miss.
+//! single decisions timed one by one. It runs three setups side by side:
+//! only the signals of the first risk engine (network, operation, hour,
+//! zones, failures) without GeoIP; every signal with the GeoIP test
+//! databases; and every signal with Cedar evaluating every request, the
+//! cost of a decision-cache miss.
 
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
 
@@ -19,9 +21,11 @@ use stepgate_config::StepUpConfig;
 use stepgate_core::{
     Action, ApiToken, Identity, IdentityName, RequestFacts, SystemClock, Timestamp, Zone, Zones,
 };
+use stepgate_core::{Locator, SignalKind};
 use stepgate_engine::{AuditWriter, Engine, RequestInput, Settings, Verdict, admin_entry};
+use stepgate_geo::{Geo, GeoSources};
 use stepgate_policy::Policy;
-use stepgate_risk::RiskConfig;
+use stepgate_risk::{RiskConfig, Scorer, Weights};
 use stepgate_store::{SqliteStore, Store, TokenRecord};
 
 const IDENTITIES: usize = 10_000;
@@ -33,7 +37,80 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
-fn fixture(decision_cache: bool) -> Fixture {
+/// Which signals a setup turns on.
+#[derive(Clone, Copy)]
+enum Signals {
+    /// The signals of the first risk engine, without GeoIP.
+    FirstVersion,
+    /// Every signal, with the GeoIP test databases.
+    All,
+}
+
+fn testdata(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/geoip")
+        .join(name)
+}
+
+fn geo() -> Geo {
+    Geo::open(&GeoSources {
+        asn_db: Some(testdata("GeoLite2-ASN-Test.mmdb")),
+        city_db: Some(testdata("GeoLite2-City-Test.mmdb")),
+        anonymous_db: Some(testdata("GeoIP2-Anonymous-IP-Test.mmdb")),
+        hosting_networks: Vec::new(),
+    })
+    .expect("GeoIP test databases")
+}
+
+/// IPv4 addresses the City test database places with coordinates.
+fn located_addresses(geo: &Geo) -> Vec<IpAddr> {
+    let text = std::fs::read_to_string(testdata("GeoLite2-City-Test.json")).expect("City source");
+    let entries: Vec<serde_json::Map<String, serde_json::Value>> =
+        serde_json::from_str(&text).expect("City source JSON");
+    let mut addrs: Vec<IpAddr> = entries
+        .iter()
+        .flat_map(|entry| entry.keys())
+        .filter_map(|cidr| cidr.split('/').next()?.parse::<std::net::Ipv4Addr>().ok())
+        .map(IpAddr::V4)
+        .filter(|addr| {
+            geo.lookup(*addr)
+                .is_some_and(|location| location.coordinates.is_some())
+        })
+        .collect();
+    addrs.dedup();
+    assert!(addrs.len() >= 5, "too few located addresses: {addrs:?}");
+    addrs
+}
+
+fn first_version_config() -> RiskConfig {
+    let mut weights = Weights::default();
+    let first = [
+        SignalKind::NewNetwork,
+        SignalKind::NewOperation,
+        SignalKind::UnusualHour,
+        SignalKind::ReadOnlyZoneWrite,
+        SignalKind::SensitiveZone,
+        SignalKind::FailureBurst,
+        SignalKind::TotpFailure,
+    ];
+    let defaults = Weights::default();
+    for kind in SignalKind::ALL {
+        if !first.contains(&kind) {
+            weights.set(kind, 0);
+        } else {
+            weights.set(kind, defaults.of(kind));
+        }
+    }
+    RiskConfig {
+        weights,
+        sensitive_defaults: false,
+        ..RiskConfig::default()
+    }
+}
+
+fn fixture(decision_cache: bool, signals: Signals) -> Fixture {
+    let geo = geo();
+    let located = located_addresses(&geo);
     // Files in memory, so that setting up 10,000 identities does not wait
     // for the disk; the decision path itself never touches the store.
     let dir = tempfile::tempdir_in("/dev/shm")
@@ -63,14 +140,21 @@ fn fixture(decision_cache: bool) -> Fixture {
         store
             .add_token(&record, admin_entry(now, "bench", None, "issue".into()))
             .expect("add token");
-        let addr: IpAddr = format!("10.{}.{}.7", i / 256 % 256, i % 256)
-            .parse()
-            .expect("address");
+        let addr: IpAddr = match signals {
+            Signals::FirstVersion => format!("10.{}.{}.7", i / 256 % 256, i % 256)
+                .parse()
+                .expect("address"),
+            Signals::All => located[i % located.len()],
+        };
         bots.push((format!("Bearer {}", token.danger_expose()), addr));
     }
     let (sink, writer) = AuditWriter::start(store.clone(), 512).expect("audit writer");
+    let risk = match signals {
+        Signals::FirstVersion => first_version_config(),
+        Signals::All => RiskConfig::default(),
+    };
     let settings = Settings {
-        risk: RiskConfig::default(),
+        risk: Arc::new(Scorer::new(risk)),
         step_up: StepUpConfig::default(),
         zones: Zones::new(vec![Zone {
             name: "reports".into(),
@@ -84,7 +168,12 @@ fn fixture(decision_cache: bool) -> Fixture {
     if !decision_cache {
         policy = policy.without_decision_cache();
     }
-    let engine = Engine::new(settings, policy, Arc::new(SystemClock), store, sink).expect("engine");
+    let mut engine =
+        Engine::new(settings, policy, Arc::new(SystemClock), store, sink).expect("engine");
+    if matches!(signals, Signals::All) {
+        let locator: Arc<dyn Locator> = Arc::new(geo);
+        engine = engine.with_locator(locator);
+    }
     let fixture = Fixture {
         engine,
         bots,
@@ -121,6 +210,8 @@ impl Fixture {
                 zone_sensitive: false,
                 time: Timestamp::default(),
                 user_agent: Some("bench/1.0".into()),
+                credential: None,
+                location: None,
             },
             audit_target: path,
         };
@@ -162,11 +253,16 @@ fn percentiles(fixture: &Fixture, label: &str) {
 }
 
 fn bench(c: &mut Criterion) {
-    for (decision_cache, label) in [
-        (true, "decision cache on"),
-        (false, "Cedar on every request"),
+    for (decision_cache, signals, label) in [
+        (true, Signals::FirstVersion, "first-version signals"),
+        (true, Signals::All, "all signals and GeoIP"),
+        (
+            false,
+            Signals::All,
+            "all signals and GeoIP, Cedar on every request",
+        ),
     ] {
-        let fixture = fixture(decision_cache);
+        let fixture = fixture(decision_cache, signals);
         percentiles(&fixture, label);
         let mut i = 0usize;
         c.bench_function(&format!("allow path, 10k identities, {label}"), |b| {

@@ -20,11 +20,11 @@ use parking_lot::RwLock;
 use stepgate_audit::{Entry, Event};
 use stepgate_config::{Config, StepUpConfig};
 use stepgate_core::{
-    ApiToken, Assurance, Clock, FactorKind, GrantScope, IdentityName, Network, Outcome,
+    ApiToken, Assurance, Clock, FactorKind, GrantScope, IdentityName, Locator, Network, Outcome,
     RequestFacts, RiskScore, Signal, Timestamp, Zones,
 };
 use stepgate_policy::{Policy, PolicyInput};
-use stepgate_risk::{FailureKind, RiskConfig};
+use stepgate_risk::{Accepted, FailureKind, Scorer};
 use stepgate_store::{Store, StoreError};
 
 pub use stepup::StepUpFailure;
@@ -40,7 +40,7 @@ const MAX_AUDIT_BACKLOG: u64 = 100_000;
 /// Engine settings taken from the configuration.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    pub risk: RiskConfig,
+    pub risk: Arc<Scorer>,
     pub step_up: StepUpConfig,
     pub zones: Zones,
 }
@@ -48,7 +48,7 @@ pub struct Settings {
 impl Settings {
     pub fn from_config(config: &Config) -> Self {
         Self {
-            risk: config.risk.clone(),
+            risk: Arc::new(Scorer::new(config.risk.clone())),
             step_up: config.step_up.clone(),
             zones: Zones::new(config.zones.clone()),
         }
@@ -159,6 +159,7 @@ pub struct Engine {
     risk: Sharded<RiskState>,
     grants: Grants,
     challenges: Challenges,
+    locator: Option<Arc<dyn Locator>>,
 }
 
 impl Engine {
@@ -172,8 +173,21 @@ impl Engine {
     ) -> Result<Self, StoreError> {
         let credentials = Credentials::from_snapshot(store.snapshot()?);
         let risk = Sharded::new();
+        let mut outdated = 0;
         for (name, baseline) in store.load_baselines()? {
-            risk.with(&name, |state: &mut RiskState| state.baseline = baseline);
+            if baseline.is_current() {
+                risk.with(&name, |state: &mut RiskState| state.baseline = baseline);
+            } else {
+                outdated += 1;
+                // Saved at the next flush in the current layout.
+                risk.with(&name, |state: &mut RiskState| state.dirty = true);
+            }
+        }
+        if outdated > 0 {
+            tracing::warn!(
+                baselines = outdated,
+                "baselines of an older layout dropped; those identities learn again"
+            );
         }
         let engine = Self {
             settings,
@@ -185,6 +199,7 @@ impl Engine {
             risk,
             grants: Sharded::new(),
             challenges: Challenges::default(),
+            locator: None,
         };
         engine.restore_locks();
         Ok(engine)
@@ -200,6 +215,13 @@ impl Engine {
                     .with(&record.identity, |state| state.failures.lock_totp(until));
             }
         }
+    }
+
+    /// Looks client addresses up with `locator` (GeoIP databases, listed
+    /// hosting networks) before scoring them.
+    pub fn with_locator(mut self, locator: Arc<dyn Locator>) -> Self {
+        self.locator = Some(locator);
+        self
     }
 
     pub fn now(&self) -> Timestamp {
@@ -286,6 +308,10 @@ impl Engine {
             }
         };
         entry.identity = Some(identity.to_string());
+        input.facts.credential = entry.token_id.clone();
+        if let Some(locator) = &self.locator {
+            input.facts.location = locator.locate(input.facts.client_addr);
+        }
 
         let mut stepped_up = None;
         let mut step_up_receipt = None;
@@ -315,10 +341,18 @@ impl Engine {
             resource: facts.resource.clone(),
         };
         let network = facts.network();
+        let scorer = &self.settings.risk;
+        let no_acceptances = Accepted::default();
+        let accepted = credentials
+            .accepted
+            .get(&identity)
+            .unwrap_or(&no_acceptances);
         let (assessment, learning) = self.risk.with(&identity, |state| {
-            let assessment =
-                stepgate_risk::assess(&self.settings.risk, &state.baseline, &state.failures, facts);
-            (assessment, state.baseline.in_learning(&self.settings.risk))
+            let assessment = scorer.assess(&state.baseline, &state.failures, accepted, facts);
+            let learning = scorer.in_learning(&state.baseline);
+            scorer.observe(&mut state.baseline, facts);
+            state.dirty = true;
+            (assessment, learning)
         });
         let mut assurance = Assurance::none();
         self.grants.with(&identity, |grants| {
@@ -361,6 +395,7 @@ impl Engine {
             }
         };
 
+        let teaches = self.policy.teaches_baseline(&decision.reasons);
         entry.risk = Some(assessment.score.value());
         entry.signals = assessment.signals.clone();
         entry.policies = decision.reasons;
@@ -378,7 +413,7 @@ impl Engine {
                     stepped_up,
                     receipt: step_up_receipt,
                     entry,
-                    learn: assurance.is_empty(),
+                    learn: assurance.is_empty() || teaches,
                     facts: input.facts,
                 }))
             }
@@ -438,12 +473,35 @@ impl Engine {
             entry.event = Some(Event::Error);
         }
         self.audit.behind(entry);
-        if learn {
+        let refused = matches!(upstream_status, Some(401 | 403));
+        if learn || refused {
+            let scorer = &self.settings.risk;
+            let network = facts.network();
             self.risk.with(&identity, |state| {
-                state.baseline.learn(&facts);
-                state.dirty = true;
+                if refused {
+                    state
+                        .failures
+                        .record(FailureKind::Authorization, facts.time, network);
+                } else {
+                    scorer.learn(&mut state.baseline, &facts);
+                    state.dirty = true;
+                }
             });
         }
+    }
+
+    /// Adds bytes sent to `identity` in a response body to its data-volume
+    /// window. Front-ends call it when the body has been sent or abandoned.
+    pub fn record_volume(&self, identity: &IdentityName, bytes: u64, rows: u64) {
+        if bytes == 0 && rows == 0 {
+            return;
+        }
+        let now = self.now();
+        let scorer = &self.settings.risk;
+        self.risk.with(identity, |state| {
+            scorer.record_volume(&mut state.baseline, now, bytes, rows);
+            state.dirty = true;
+        });
     }
 
     fn authenticate(

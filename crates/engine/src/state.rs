@@ -6,9 +6,11 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
 use parking_lot::Mutex;
-use stepgate_core::{Grant, GrantScope, Identity, IdentityName, Network, Timestamp, TokenHash};
+use stepgate_core::{
+    Grant, GrantScope, Identity, IdentityName, Network, SignalKind, Timestamp, TokenHash,
+};
 use stepgate_factors::totp::{Algorithm, TotpParams, TotpSecret};
-use stepgate_risk::{Baseline, Failures};
+use stepgate_risk::{Accepted, Baseline, Failures};
 use stepgate_store::{Snapshot, TotpRecord};
 
 /// Identities, tokens and factors, rebuilt whenever the store's revision
@@ -19,6 +21,8 @@ pub(crate) struct Credentials {
     pub(crate) identities: HashMap<IdentityName, Identity>,
     pub(crate) tokens: HashMap<String, TokenEntry>,
     pub(crate) totp: HashMap<IdentityName, TotpFactor>,
+    /// Signals accepted as normal, per identity.
+    pub(crate) accepted: HashMap<IdentityName, Accepted>,
 }
 
 pub(crate) struct TokenEntry {
@@ -58,11 +62,24 @@ impl Credentials {
                 totp_factor(&record).map(|factor| (record.identity.clone(), factor))
             })
             .collect();
+        let mut accepted: HashMap<IdentityName, Accepted> = HashMap::new();
+        for record in snapshot.accepted {
+            match SignalKind::from_name(&record.signal) {
+                Some(kind) => accepted
+                    .entry(record.identity)
+                    .or_default()
+                    .insert(kind, record.value),
+                None => {
+                    tracing::warn!(identity = %record.identity, signal = %record.signal, "accepted signal unknown to this version, ignored");
+                }
+            }
+        }
         Self {
             revision: snapshot.revision,
             identities,
             tokens,
             totp,
+            accepted,
         }
     }
 }

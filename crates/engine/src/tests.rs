@@ -4,6 +4,7 @@ use std::sync::Arc;
 use stepgate_audit::Event;
 use stepgate_core::{Action, ApiToken, Identity, ManualClock, RequestFacts, Timestamp, Zone};
 use stepgate_factors::totp::{TotpParams, TotpSecret, code_at};
+use stepgate_risk::RiskConfig;
 use stepgate_store::{SqliteStore, Store, TokenRecord, TotpRecord};
 
 use super::*;
@@ -62,7 +63,7 @@ impl Harness {
         store.enroll_totp(&record, admin()).unwrap();
         let (sink, writer) = AuditWriter::start(store.clone(), 64).unwrap();
         let settings = Settings {
-            risk: RiskConfig::default(),
+            risk: Arc::new(Scorer::new(RiskConfig::default())),
             step_up: StepUpConfig::default(),
             zones: Zones::new(vec![Zone {
                 name: "reports".into(),
@@ -111,6 +112,8 @@ impl Harness {
             zone: zone.map(|z| z.name),
             time: Timestamp::default(),
             user_agent: None,
+            credential: None,
+            location: None,
         }
     }
 

@@ -14,6 +14,7 @@ mod metrics;
 mod path;
 mod proxy;
 mod route;
+mod volume;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -150,6 +150,8 @@ fn prepare(
         zone: zone.map(|zone| zone.name),
         time: Timestamp::default(),
         user_agent: header_str(request.headers(), &USER_AGENT).map(str::to_owned),
+        credential: None,
+        location: None,
     };
     Ok(Prepared {
         route,
@@ -223,7 +225,14 @@ async fn decide_and_forward(
             };
             let (response, status) = forward(shared, target, &identity, request).await;
             pending.finish(status);
-            response
+            if status.is_some() {
+                let engine = shared.engine.clone();
+                response.map(|body| {
+                    crate::boxed(crate::volume::CountedBody::new(body, engine, identity))
+                })
+            } else {
+                response
+            }
         }
         Verdict::Challenge(issued, receipt) => {
             if receipt.wait().await.is_err() {

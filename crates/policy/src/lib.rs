@@ -84,6 +84,9 @@ pub struct Policy {
     /// The `@id` annotation of each policy, read once at load: reading an
     /// annotation through the Cedar API parses its key every time.
     labels: Arc<HashMap<PolicyId, String>>,
+    /// Labels of the policies annotated `@teach_baseline`: a request they
+    /// permit after a step-up still teaches the identity's baseline.
+    teaching: Arc<HashSet<String>>,
     use_decision_cache: bool,
 }
 
@@ -219,7 +222,7 @@ impl Policy {
                 });
             }
         }
-        let labels = policies
+        let labels: HashMap<PolicyId, String> = policies
             .policies()
             .map(|policy| {
                 let label = policy
@@ -228,6 +231,11 @@ impl Policy {
                 (policy.id().clone(), label)
             })
             .collect();
+        let teaching = policies
+            .policies()
+            .filter(|policy| policy.annotation("teach_baseline").is_some())
+            .filter_map(|policy| labels.get(policy.id()).cloned())
+            .collect();
         Ok(Self {
             policies: Arc::new(policies),
             schema: Arc::new(schema),
@@ -235,6 +243,7 @@ impl Policy {
             names: Names::new()?,
             cache: Arc::new(Cache::default()),
             labels: Arc::new(labels),
+            teaching: Arc::new(teaching),
             use_decision_cache: true,
         })
     }
@@ -263,6 +272,13 @@ impl Policy {
     /// would.
     ///
     /// An evaluation error denies: the gateway fails closed.
+    /// True when one of the deciding policies is annotated
+    /// `@teach_baseline`, so a request it permitted after a step-up teaches
+    /// the identity's baseline.
+    pub fn teaches_baseline(&self, reasons: &[String]) -> bool {
+        !self.teaching.is_empty() && reasons.iter().any(|id| self.teaching.contains(id))
+    }
+
     pub fn decide(
         &self,
         input: &PolicyInput<'_>,

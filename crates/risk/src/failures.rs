@@ -13,6 +13,9 @@ pub enum FailureKind {
     StepUp,
     /// A wrong or replayed TOTP code.
     Totp,
+    /// A request the upstream refused as unauthorized or forbidden (HTTP 401
+    /// or 403, or a cloud `AccessDenied` error).
+    Authorization,
 }
 
 /// Most failures remembered per identity; older ones are dropped first.

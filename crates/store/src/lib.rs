@@ -107,6 +107,18 @@ pub struct Snapshot {
     pub identities: Vec<Identity>,
     pub tokens: Vec<TokenRecord>,
     pub totp: Vec<TotpRecord>,
+    pub accepted: Vec<AcceptedSignal>,
+}
+
+/// A signal an operator accepted as normal for one identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcceptedSignal {
+    pub identity: IdentityName,
+    /// Signal name, such as `new_network`.
+    pub signal: String,
+    /// The value accepted, or `*` for any value.
+    pub value: String,
+    pub accepted_at: Timestamp,
 }
 
 /// Storage for identities, credentials, factors, baselines and the audit trail.
@@ -127,6 +139,9 @@ pub trait Store: Send + Sync {
     fn revoke_token(&self, id: &TokenId, at: Timestamp, audit: Entry) -> Result<(), StoreError>;
     /// Enrols or replaces the identity's TOTP factor.
     fn enroll_totp(&self, factor: &TotpRecord, audit: Entry) -> Result<(), StoreError>;
+
+    /// Records that a signal is normal for an identity.
+    fn accept_signal(&self, accepted: &AcceptedSignal, audit: Entry) -> Result<(), StoreError>;
 
     /// Records `step` as the last accepted step of the identity's TOTP
     /// factor if and only if it is later than the stored one. Returns false

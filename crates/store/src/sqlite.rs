@@ -7,11 +7,12 @@ use stepgate_audit::{Chain, Entry, Sealed};
 use stepgate_core::{Identity, IdentityName, Timestamp, TokenHash, TokenId};
 use stepgate_risk::Baseline;
 
-use crate::{Snapshot, Store, StoreError, TokenRecord, TotpRecord};
+use crate::{AcceptedSignal, Snapshot, Store, StoreError, TokenRecord, TotpRecord};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts the
 /// ones applied. Never edit a released entry: append a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT INTO meta (key, value) VALUES ('revision', 0);
 CREATE TABLE identities (
@@ -45,7 +46,17 @@ CREATE TABLE audit (
     record TEXT NOT NULL,
     hash TEXT NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE accepted_signals (
+    identity TEXT NOT NULL REFERENCES identities(name),
+    signal TEXT NOT NULL,
+    value TEXT NOT NULL,
+    accepted_at INTEGER NOT NULL,
+    PRIMARY KEY (identity, signal, value)
+);
+"#,
+];
 
 /// The SQLite store: one file, `stepgate.db`, in the data directory.
 #[derive(Debug)]
@@ -272,11 +283,35 @@ impl Store for SqliteStore {
                     totp.push(record);
                 }
             }
+            let mut accepted = Vec::new();
+            {
+                let mut statement = tx.prepare(
+                    "SELECT identity, signal, value, accepted_at FROM accepted_signals ORDER BY identity, signal, value",
+                )?;
+                let rows = statement.query_map([], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, i64>(3)?,
+                    ))
+                })?;
+                for row in rows {
+                    let (identity, signal, value, accepted_at) = row?;
+                    accepted.push(AcceptedSignal {
+                        identity: parse_name(identity)?,
+                        signal,
+                        value,
+                        accepted_at: Timestamp(accepted_at),
+                    });
+                }
+            }
             Ok(Snapshot {
                 revision,
                 identities,
                 tokens,
                 totp,
+                accepted,
             })
         })
     }
@@ -363,6 +398,25 @@ impl Store for SqliteStore {
                     factor.digits,
                     factor.period,
                     factor.created_at.0
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn accept_signal(&self, accepted: &AcceptedSignal, audit: Entry) -> Result<(), StoreError> {
+        self.admin_change(audit, |tx| {
+            if !identity_exists(tx, &accepted.identity)? {
+                return Err(StoreError::IdentityNotFound(accepted.identity.to_string()));
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO accepted_signals (identity, signal, value, accepted_at) \
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    accepted.identity.as_str(),
+                    accepted.signal,
+                    accepted.value,
+                    accepted.accepted_at.0
                 ],
             )?;
             Ok(())
