@@ -6,15 +6,16 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use serde_json::json;
 use stepgate_config::Config;
-use stepgate_core::{ApiToken, Clock, Identity, IdentityName, SystemClock, TokenId};
+use stepgate_core::{ApiToken, Clock, Identity, IdentityName, SignalKind, SystemClock, TokenId};
 use stepgate_engine::admin_entry;
 use stepgate_factors::totp::{Algorithm, TotpParams, TotpSecret, otpauth_uri};
 use stepgate_policy::Policy;
-use stepgate_store::{SqliteStore, Store, TokenRecord, TotpRecord};
+use stepgate_risk::ANY_VALUE;
+use stepgate_store::{AcceptedSignal, SqliteStore, Store, TokenRecord, TotpRecord};
 
 use crate::{
-    AuditCommand, EnrollCommand, IdentityCommand, ListFormat, PolicyCommand, TokenCommand,
-    load_config,
+    AuditCommand, BaselineCommand, EnrollCommand, IdentityCommand, ListFormat, PolicyCommand,
+    TokenCommand, load_config,
 };
 
 /// Opens the store named by the configuration, creating the data directory.
@@ -384,4 +385,72 @@ pub(crate) fn audit(path: Option<&Path>, command: AuditCommand) -> anyhow::Resul
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+pub(crate) fn baseline(path: Option<&Path>, command: BaselineCommand) -> anyhow::Result<ExitCode> {
+    let config = load_config(path)?;
+    let store = open_store(&config)?;
+    let now = SystemClock.now();
+    match command {
+        BaselineCommand::Accept {
+            identity,
+            signal,
+            value,
+        } => {
+            let name = parse_name(&identity)?;
+            let Some(kind) = SignalKind::from_name(&signal) else {
+                let names: Vec<&str> = SignalKind::ALL.iter().map(|kind| kind.name()).collect();
+                bail!(
+                    "unknown signal {signal:?}; use one of: {}",
+                    names.join(", ")
+                );
+            };
+            let value = value.unwrap_or_else(|| ANY_VALUE.to_owned());
+            let detail = format!("accept signal {} for value {value:?}", kind.name());
+            store.accept_signal(
+                &AcceptedSignal {
+                    identity: name.clone(),
+                    signal: kind.name().to_owned(),
+                    value: value.clone(),
+                    accepted_at: now,
+                },
+                admin_entry(now, &actor(), Some(&name), detail),
+            )?;
+            println!(
+                "signal {} accepted as normal for {name} (value {value}); a running gateway applies it within a second",
+                kind.name()
+            );
+        }
+        BaselineCommand::Show { identity } => {
+            let name = parse_name(&identity)?;
+            let snapshot = store.snapshot()?;
+            if !snapshot.identities.iter().any(|known| known.name == name) {
+                bail!("unknown identity {name}; list identities with `stepgate identity list`");
+            }
+            let baseline = store
+                .load_baselines()?
+                .into_iter()
+                .find(|(owner, _)| *owner == name)
+                .map(|(_, baseline)| baseline);
+            let accepted: Vec<_> = snapshot
+                .accepted
+                .iter()
+                .filter(|accepted| accepted.identity == name)
+                .map(|accepted| {
+                    json!({
+                        "signal": accepted.signal,
+                        "value": accepted.value,
+                        "accepted_at": accepted.accepted_at.to_rfc3339(),
+                    })
+                })
+                .collect();
+            let shown = json!({
+                "identity": name.as_str(),
+                "baseline": baseline,
+                "accepted": accepted,
+            });
+            println!("{}", serde_json::to_string_pretty(&shown)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -2,6 +2,7 @@
 //! lives in its own module; the work happens in the library crates.
 
 mod admin;
+mod replay;
 mod run;
 
 use std::path::PathBuf;
@@ -46,6 +47,49 @@ enum Command {
     /// Verify and export the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Show baselines and accept signals as normal for an identity.
+    #[command(subcommand)]
+    Baseline(BaselineCommand),
+    /// Run the risk engine and policy over recorded events, in time order,
+    /// and print one JSON decision per event; a summary goes to stderr.
+    Replay {
+        /// Input format: CloudTrail files (plain or gzipped, a `Records`
+        /// document or one event per line) or stepgate's JSON lines
+        /// (its own audit export or the generic schema in the docs).
+        #[arg(long, value_enum)]
+        format: ReplayFormat,
+        /// Lines of `event_id,label` (label `attack` or `normal`); prints
+        /// detection figures.
+        #[arg(long, value_name = "FILE")]
+        labels: Option<PathBuf>,
+        /// Also write the summary as JSON to this file.
+        #[arg(long, value_name = "FILE")]
+        summary: Option<PathBuf>,
+        /// Files or directories of recorded events.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BaselineCommand {
+    /// Accept a signal as normal for an identity. VALUE is the `value` in
+    /// the signal's evidence (a network, operation, client...); without it,
+    /// every occurrence of the signal is accepted.
+    Accept {
+        identity: String,
+        /// Signal name, such as new_network or new_operation.
+        signal: String,
+        value: Option<String>,
+    },
+    /// Print an identity's learned baseline and accepted signals as JSON.
+    Show { identity: String },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ReplayFormat {
+    Cloudtrail,
+    Jsonl,
 }
 
 #[derive(Subcommand, Debug)]
@@ -153,6 +197,24 @@ fn main() -> ExitCode {
         }
         Command::Policy(command) => admin::policy(command),
         Command::Audit(command) => admin::audit(cli.config.as_deref(), command),
+        Command::Baseline(command) => admin::baseline(cli.config.as_deref(), command),
+        Command::Replay {
+            format,
+            labels,
+            summary,
+            paths,
+        } => replay::replay(
+            cli.config.as_deref(),
+            replay::ReplayArgs {
+                format: match format {
+                    ReplayFormat::Cloudtrail => stepgate_replay::Format::CloudTrail,
+                    ReplayFormat::Jsonl => stepgate_replay::Format::Jsonl,
+                },
+                labels: labels.as_deref(),
+                summary: summary.as_deref(),
+                paths: &paths,
+            },
+        ),
     };
     match result {
         Ok(code) => code,

@@ -72,7 +72,9 @@ impl FromStr for Action {
 #[derive(Clone, Debug, PartialEq)]
 pub struct RequestFacts {
     /// Address the decision is about: the TCP peer, or the client named by
-    /// trusted proxies.
+    /// trusted proxies. The unspecified address (`0.0.0.0`) means the
+    /// request came from no network, as cloud audit events of calls a cloud
+    /// service made on an identity's behalf.
     pub client_addr: IpAddr,
     /// TCP peer address, which no header can change.
     pub peer_addr: IpAddr,
@@ -100,6 +102,11 @@ pub struct RequestFacts {
 }
 
 impl RequestFacts {
+    /// False when the request came from no network (see `client_addr`).
+    pub fn has_network(&self) -> bool {
+        !self.client_addr.is_unspecified()
+    }
+
     pub fn network(&self) -> Network {
         Network::of(self.client_addr)
     }

@@ -23,8 +23,8 @@ use stepgate_core::{
     ApiToken, Assurance, Clock, FactorKind, GrantScope, IdentityName, Locator, Network, Outcome,
     RequestFacts, RiskScore, Signal, Timestamp, Zones,
 };
-use stepgate_policy::{Policy, PolicyInput};
-use stepgate_risk::{Accepted, FailureKind, Scorer};
+use stepgate_policy::{Policy, PolicyDecision, PolicyError, PolicyInput};
+use stepgate_risk::{Accepted, Assessment, FailureKind, Scorer};
 use stepgate_store::{Store, StoreError};
 
 pub use stepup::StepUpFailure;
@@ -367,27 +367,17 @@ impl Engine {
             .iter()
             .map(|(kind, at)| (kind, now.since(at).as_secs() as i64))
             .collect();
-        let signal_names: Vec<&'static str> = assessment.signal_names().collect();
         let offered: Vec<FactorKind> = self.enrolled_factors(&credentials, &identity);
-        let zone = facts
-            .zone
-            .as_deref()
-            .and_then(|name| self.settings.zones.iter().find(|z| z.name == name));
-        let policy_input = PolicyInput {
-            identity: identity.as_str(),
-            identity_learning: learning,
-            action: facts.action,
-            resource: &facts.resource,
-            operation: &facts.operation,
-            zone,
-            risk: assessment.score.value(),
-            signals: &signal_names,
-            proved: &proved,
-            source_ip: facts.client_addr,
-            hour: now.hour_of_day(),
-            weekday: now.hour_of_week() / 24,
-        };
-        let decision = match self.policy.decide(&policy_input, &offered) {
+        let decision = match evaluate_policy(
+            &self.settings,
+            &self.policy,
+            identity.as_str(),
+            learning,
+            facts,
+            &assessment,
+            &proved,
+            &offered,
+        ) {
             Ok(decision) => decision,
             Err(err) => {
                 tracing::error!(identity = %identity, error = %err, "policy evaluation failed, failing closed");
@@ -563,6 +553,41 @@ impl Engine {
         }
         factors
     }
+}
+
+/// Evaluates the policy for one scored request: the step shared by the
+/// gateway and by offline replay, so both decide alike.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_policy(
+    settings: &Settings,
+    policy: &Policy,
+    identity: &str,
+    learning: bool,
+    facts: &RequestFacts,
+    assessment: &Assessment,
+    proved: &[(FactorKind, i64)],
+    offered: &[FactorKind],
+) -> Result<PolicyDecision, PolicyError> {
+    let signal_names: Vec<&'static str> = assessment.signal_names().collect();
+    let zone = facts
+        .zone
+        .as_deref()
+        .and_then(|name| settings.zones.iter().find(|z| z.name == name));
+    let input = PolicyInput {
+        identity,
+        identity_learning: learning,
+        action: facts.action,
+        resource: &facts.resource,
+        operation: &facts.operation,
+        zone,
+        risk: assessment.score.value(),
+        signals: &signal_names,
+        proved,
+        source_ip: facts.client_addr,
+        hour: facts.time.hour_of_day(),
+        weekday: facts.time.hour_of_week() / 24,
+    };
+    policy.decide(&input, offered)
 }
 
 fn request_entry(input: &RequestInput<'_>, now: Timestamp) -> Entry {

@@ -178,7 +178,7 @@ impl Scorer {
         let burst = self.rate_threshold(baseline).unwrap_or(f64::MAX);
         baseline.rate.observe(now, burst);
         baseline.last_active = Some(baseline.last_active.map_or(now, |last| last.max(now)));
-        if let Some(credential) = &facts.credential {
+        if let Some(credential) = facts.credential.as_ref().filter(|_| facts.has_network()) {
             let network = facts.network();
             let location = facts.location.as_deref();
             let coordinates = location.and_then(|location| location.coordinates);
@@ -222,8 +222,10 @@ impl Scorer {
         let half_life = self.half_life_ms;
         baseline.requests = baseline.requests.saturating_add(1);
         let network = facts.network();
-        baseline.networks.add(&network, at, half_life, MAX_NETWORKS);
-        if let Some(location) = facts.location.as_deref() {
+        if facts.has_network() {
+            baseline.networks.add(&network, at, half_life, MAX_NETWORKS);
+        }
+        if let Some(location) = facts.location.as_deref().filter(|_| facts.has_network()) {
             if let Some(asn) = location.asn {
                 baseline.asns.add(&asn, at, half_life, MAX_PLACES);
             }
@@ -431,7 +433,7 @@ impl Scorer {
         let Some(here) = location.coordinates else {
             return;
         };
-        if fix.network == facts.network() || facts.time < fix.at {
+        if !facts.has_network() || fix.network == facts.network() || facts.time < fix.at {
             return;
         }
         let distance = fix.coordinates.distance_km(&here);
@@ -476,7 +478,7 @@ impl Scorer {
         facts: &RequestFacts,
         out: &mut Collector<'_>,
     ) {
-        let Some(credential) = &facts.credential else {
+        let Some(credential) = facts.credential.as_ref().filter(|_| facts.has_network()) else {
             return;
         };
         let network = facts.network();
@@ -611,6 +613,9 @@ impl Scorer {
         let now = facts.time;
         let half_life = self.half_life_ms;
         let network = facts.network();
+        if !facts.has_network() {
+            return;
+        }
         if !baseline.networks.knows(&network, now, half_life) {
             let value = network.to_string();
             let seen = baseline.networks.live_count(now, half_life);

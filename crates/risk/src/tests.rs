@@ -888,3 +888,24 @@ fn baseline_memory_is_bounded() {
     let json = serde_json::to_string(baseline).unwrap();
     assert!(json.len() < 200_000, "{}", json.len());
 }
+
+#[test]
+fn requests_from_no_network_raise_no_network_signals() {
+    let mut fixture = Fixture::learned(RiskConfig::default());
+    let service = facts("0.0.0.0", "GET", "/orders/{n}", MONDAY_10 + 60);
+    assert_eq!(fixture.kinds(&service), vec![]);
+    fixture.allow(&service);
+    assert!(
+        !fixture
+            .baseline
+            .networks()
+            .any(|network| network.to_string() == "0.0.0.0/24")
+    );
+    assert!(
+        fixture
+            .baseline
+            .sources
+            .iter()
+            .all(|source| source.network.to_string() != "0.0.0.0/24")
+    );
+}

@@ -1,0 +1,294 @@
+//! Offline replay: the engine's risk scoring and policy run over recorded
+//! events in time order, learning as they go, so that operators can tune a
+//! policy before they enforce it and measure how well it detects attacks.
+//!
+//! Memory is bounded by the number of identities: events stream through a
+//! fixed-size reordering buffer, and each identity keeps one baseline.
+
+pub mod cloudtrail;
+pub mod event;
+pub mod input;
+pub mod jsonl;
+mod report;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::io::{self, Write};
+use std::sync::Arc;
+
+use serde::Serialize;
+use stepgate_core::{FactorKind, Locator, Outcome, RequestFacts, Signal};
+use stepgate_engine::{Settings, evaluate_policy};
+use stepgate_policy::Policy;
+use stepgate_risk::{Accepted, Assessment, Baseline, FailureKind, Failures};
+
+pub use event::{Event, EventError};
+pub use input::{Format, Skip, discover, read_file};
+pub use report::{Label, Labels, Report};
+
+/// Events held back to put them in time order. An event later than this
+/// many newer ones is replayed when it arrives, out of order.
+pub const REORDER_CAPACITY: usize = 65_536;
+
+/// One identity's state during a replay.
+#[derive(Default)]
+struct IdentityState {
+    baseline: Baseline,
+    failures: Failures,
+}
+
+/// An event waiting in the reordering buffer, ordered by time, then arrival.
+struct Pending {
+    key: (i64, u64),
+    event: Event,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for Pending {}
+
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Pending {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key.cmp(&other.key)
+    }
+}
+
+/// The decision for one replayed event, as written to the output.
+#[derive(Serialize)]
+struct OutputLine<'a> {
+    event_id: &'a str,
+    time: String,
+    identity: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session: Option<&'a str>,
+    operation: &'a str,
+    decision: &'static str,
+    risk: u8,
+    signals: Vec<OutputSignal<'a>>,
+}
+
+#[derive(Serialize)]
+struct OutputSignal<'a> {
+    name: &'static str,
+    weight: u8,
+    reason: &'a str,
+}
+
+/// Replays events through the engine's scorer and policy.
+pub struct Replayer<W: Write> {
+    settings: Settings,
+    policy: Policy,
+    locator: Option<Arc<dyn Locator>>,
+    states: HashMap<String, IdentityState>,
+    pending: BinaryHeap<Reverse<Pending>>,
+    arrivals: u64,
+    last_time: i64,
+    offered: Vec<FactorKind>,
+    no_acceptances: Accepted,
+    out: W,
+    report: Report,
+}
+
+impl<W: Write> Replayer<W> {
+    /// A replayer writing one JSON line per event to `out`. Every identity
+    /// is treated as having every factor enrolled, so a decision reads
+    /// `step_up` whenever some factor would permit the event.
+    pub fn new(settings: Settings, policy: Policy, out: W) -> Self {
+        Self {
+            settings,
+            policy,
+            locator: None,
+            states: HashMap::new(),
+            pending: BinaryHeap::new(),
+            arrivals: 0,
+            last_time: i64::MIN,
+            offered: vec![FactorKind::Totp],
+            no_acceptances: Accepted::default(),
+            out,
+            report: Report::default(),
+        }
+    }
+
+    /// Looks client addresses up with `locator` (GeoIP databases).
+    pub fn with_locator(mut self, locator: Arc<dyn Locator>) -> Self {
+        self.locator = Some(locator);
+        self
+    }
+
+    /// Compares decisions with `labels` in the report.
+    pub fn with_labels(mut self, labels: Labels) -> Self {
+        self.report.set_labels(labels);
+        self
+    }
+
+    pub fn report(&self) -> &Report {
+        &self.report
+    }
+
+    /// Counts something that could not be replayed.
+    pub fn skip(&mut self, skip: Skip) {
+        tracing::debug!(place = %skip.place, reason = %skip.reason, "skipped");
+        self.report.skipped.push(skip);
+    }
+
+    /// Takes one event; it is replayed once it is the oldest of the
+    /// reordering buffer, or at [`Replayer::finish`].
+    pub fn push(&mut self, event: Event) -> io::Result<()> {
+        self.report.read += 1;
+        self.arrivals += 1;
+        self.pending.push(Reverse(Pending {
+            key: (event.time.as_millis(), self.arrivals),
+            event,
+        }));
+        if self.pending.len() > REORDER_CAPACITY
+            && let Some(Reverse(oldest)) = self.pending.pop()
+        {
+            self.replay(oldest.event)?;
+        }
+        Ok(())
+    }
+
+    /// Replays the events still held and returns the output and the report.
+    pub fn finish(mut self) -> io::Result<(W, Report)> {
+        while let Some(Reverse(oldest)) = self.pending.pop() {
+            self.replay(oldest.event)?;
+        }
+        self.out.flush()?;
+        Ok((self.out, self.report))
+    }
+
+    fn facts(&self, event: &Event) -> RequestFacts {
+        let zone = if event.resource.starts_with('/') {
+            self.settings.zones.find(&event.resource).cloned()
+        } else {
+            None
+        };
+        let method = event
+            .operation
+            .split_once(' ')
+            .map_or_else(String::new, |(method, _)| method.to_owned());
+        let location = match &self.locator {
+            Some(locator) if !event.client_addr.is_unspecified() => {
+                locator.locate(event.client_addr)
+            }
+            _ => None,
+        };
+        RequestFacts {
+            client_addr: event.client_addr,
+            peer_addr: event.client_addr,
+            method,
+            path: event.resource.clone(),
+            operation: event.operation.clone(),
+            resource: event.resource.clone(),
+            action: event.action,
+            zone_read_only: zone.as_ref().is_some_and(|zone| zone.read_only),
+            zone_sensitive: zone.as_ref().is_some_and(|zone| zone.sensitive),
+            zone: zone.map(|zone| zone.name),
+            time: event.time,
+            user_agent: event.user_agent.clone(),
+            credential: event.credential.clone(),
+            location,
+        }
+    }
+
+    fn replay(&mut self, event: Event) -> io::Result<()> {
+        let millis = event.time.as_millis();
+        if millis < self.last_time {
+            self.report.out_of_order += 1;
+        }
+        self.last_time = self.last_time.max(millis);
+        let facts = self.facts(&event);
+        let scorer = self.settings.risk.clone();
+        let state = self.states.entry(event.identity.clone()).or_default();
+
+        let assessment = scorer.assess(
+            &state.baseline,
+            &state.failures,
+            &self.no_acceptances,
+            &facts,
+        );
+        let learning = scorer.in_learning(&state.baseline);
+        scorer.observe(&mut state.baseline, &facts);
+        let outcome = match evaluate_policy(
+            &self.settings,
+            &self.policy,
+            &event.identity,
+            learning,
+            &facts,
+            &assessment,
+            &[],
+            &self.offered,
+        ) {
+            Ok(decision) => decision.outcome,
+            Err(err) => {
+                // The gateway fails closed when the policy cannot decide.
+                tracing::warn!(event_id = %event.event_id, error = %err, "policy evaluation failed, counted as deny");
+                self.report.policy_errors += 1;
+                Outcome::Deny
+            }
+        };
+        match event.error {
+            Some(EventError::Authentication) => {
+                state
+                    .failures
+                    .record(FailureKind::Authentication, event.time, facts.network());
+            }
+            Some(EventError::Authorization) => {
+                state
+                    .failures
+                    .record(FailureKind::Authorization, event.time, facts.network());
+            }
+            Some(EventError::Other) | None if outcome == Outcome::Allow => {
+                scorer.learn(&mut state.baseline, &facts);
+            }
+            Some(EventError::Other) | None => {}
+        }
+        if event.bytes > 0 || event.rows > 0 {
+            scorer.record_volume(&mut state.baseline, event.time, event.bytes, event.rows);
+        }
+        self.write(&event, outcome, &assessment)?;
+        self.report.count(&event, outcome, &assessment.signals);
+        Ok(())
+    }
+
+    fn write(
+        &mut self,
+        event: &Event,
+        outcome: Outcome,
+        assessment: &Assessment,
+    ) -> io::Result<()> {
+        let line = OutputLine {
+            event_id: &event.event_id,
+            time: event.time.to_rfc3339(),
+            identity: &event.identity,
+            session: event.session.as_deref(),
+            operation: &event.operation,
+            decision: outcome.as_str(),
+            risk: assessment.score.value(),
+            signals: assessment.signals.iter().map(output_signal).collect(),
+        };
+        serde_json::to_writer(&mut self.out, &line)?;
+        self.out.write_all(b"\n")
+    }
+}
+
+fn output_signal(signal: &Signal) -> OutputSignal<'_> {
+    OutputSignal {
+        name: signal.kind.name(),
+        weight: signal.weight,
+        reason: &signal.reason,
+    }
+}
+
+#[cfg(test)]
+mod tests;
