@@ -65,6 +65,11 @@ enum Command {
         /// Also write the summary as JSON to this file.
         #[arg(long, value_name = "FILE")]
         summary: Option<PathBuf>,
+        /// What a step-up leads to, since nobody answers one in a replay:
+        /// `fail` (challenged events teach nothing), `pass` (they teach the
+        /// baseline) or `labels` (events labelled normal pass, attacks fail).
+        #[arg(long, value_enum, default_value_t = StepUpsArg::Fail)]
+        step_ups: StepUpsArg,
         /// Files or directories of recorded events.
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
@@ -84,6 +89,13 @@ enum BaselineCommand {
     },
     /// Print an identity's learned baseline and accepted signals as JSON.
     Show { identity: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum StepUpsArg {
+    Fail,
+    Pass,
+    Labels,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -202,6 +214,7 @@ fn main() -> ExitCode {
             format,
             labels,
             summary,
+            step_ups,
             paths,
         } => replay::replay(
             cli.config.as_deref(),
@@ -212,6 +225,11 @@ fn main() -> ExitCode {
                 },
                 labels: labels.as_deref(),
                 summary: summary.as_deref(),
+                step_ups: match step_ups {
+                    StepUpsArg::Fail => stepgate_replay::StepUps::Fail,
+                    StepUpsArg::Pass => stepgate_replay::StepUps::Pass,
+                    StepUpsArg::Labels => stepgate_replay::StepUps::Labels,
+                },
                 paths: &paths,
             },
         ),

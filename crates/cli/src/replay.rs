@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use stepgate_engine::Settings;
-use stepgate_replay::{Format, Labels, Replayer, discover, read_file};
+use stepgate_replay::{Format, Labels, Replayer, StepUps, discover, read_file};
 
 use crate::admin::{load_geo, load_policy};
 
@@ -19,6 +19,7 @@ pub(crate) struct ReplayArgs<'a> {
     pub(crate) format: Format,
     pub(crate) labels: Option<&'a Path>,
     pub(crate) summary: Option<&'a Path>,
+    pub(crate) step_ups: StepUps,
     pub(crate) paths: &'a [PathBuf],
 }
 
@@ -41,6 +42,10 @@ pub(crate) fn replay(config_path: Option<&Path>, args: ReplayArgs<'_>) -> anyhow
     if let Some(geo) = geo {
         replayer = replayer.with_locator(Arc::new(geo));
     }
+    if args.step_ups == StepUps::Labels && args.labels.is_none() {
+        anyhow::bail!("--step-ups labels needs --labels FILE, the labels it follows");
+    }
+    replayer = replayer.with_step_ups(args.step_ups);
     if let Some(path) = args.labels {
         let file = std::fs::File::open(path)
             .with_context(|| format!("cannot open labels file {}", path.display()))?;

@@ -30,6 +30,20 @@ pub use report::{Label, Labels, Report};
 /// many newer ones is replayed when it arrives, out of order.
 pub const REORDER_CAPACITY: usize = 65_536;
 
+/// What happens after a step-up in a replay, where nobody can answer one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StepUps {
+    /// Every step-up fails: a challenged event teaches nothing, as when the
+    /// caller holds the stolen token but not the second factor.
+    #[default]
+    Fail,
+    /// Every step-up succeeds and the event teaches the baseline.
+    Pass,
+    /// Events labelled normal pass their step-ups, attack events fail
+    /// theirs: the owner holds the second factor, the thief does not.
+    Labels,
+}
+
 /// One identity's state during a replay.
 #[derive(Default)]
 struct IdentityState {
@@ -95,6 +109,7 @@ pub struct Replayer<W: Write> {
     last_time: i64,
     offered: Vec<FactorKind>,
     no_acceptances: Accepted,
+    step_ups: StepUps,
     out: W,
     report: Report,
 }
@@ -114,6 +129,7 @@ impl<W: Write> Replayer<W> {
             last_time: i64::MIN,
             offered: vec![FactorKind::Totp],
             no_acceptances: Accepted::default(),
+            step_ups: StepUps::Fail,
             out,
             report: Report::default(),
         }
@@ -122,6 +138,12 @@ impl<W: Write> Replayer<W> {
     /// Looks client addresses up with `locator` (GeoIP databases).
     pub fn with_locator(mut self, locator: Arc<dyn Locator>) -> Self {
         self.locator = Some(locator);
+        self
+    }
+
+    /// Sets what happens after a step-up.
+    pub fn with_step_ups(mut self, step_ups: StepUps) -> Self {
+        self.step_ups = step_ups;
         self
     }
 
@@ -237,6 +259,12 @@ impl<W: Write> Replayer<W> {
                 Outcome::Deny
             }
         };
+        let passed = outcome == Outcome::StepUp
+            && match self.step_ups {
+                StepUps::Fail => false,
+                StepUps::Pass => true,
+                StepUps::Labels => self.report.label_of(&event.event_id) == Some(Label::Normal),
+            };
         match event.error {
             Some(EventError::Authentication) => {
                 state
@@ -248,7 +276,7 @@ impl<W: Write> Replayer<W> {
                     .failures
                     .record(FailureKind::Authorization, event.time, facts.network());
             }
-            Some(EventError::Other) | None if outcome == Outcome::Allow => {
+            Some(EventError::Other) | None if outcome == Outcome::Allow || passed => {
                 scorer.learn(&mut state.baseline, &facts);
             }
             Some(EventError::Other) | None => {}

@@ -184,6 +184,11 @@ impl Report {
         self.labels = Some(labels);
     }
 
+    /// The label of an event, when labels were given.
+    pub(crate) fn label_of(&self, event_id: &str) -> Option<Label> {
+        self.labels.as_ref().and_then(|labels| labels.get(event_id))
+    }
+
     pub(crate) fn count(&mut self, event: &Event, outcome: Outcome, signals: &[Signal]) {
         self.decisions.add(outcome);
         match self.identities.get_mut(&event.identity) {

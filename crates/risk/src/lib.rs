@@ -37,6 +37,10 @@ use baseline::{
 
 const DAY_MS: f64 = 86_400_000.0;
 
+/// Decayed count from which a sensitive operation is routine for an
+/// identity and no longer raises its catalogue signal.
+const ROUTINE_WEIGHT: f64 = 3.0;
+
 /// Family recorded for requests without a User-Agent.
 const NO_CLIENT: &str = "(none)";
 
@@ -161,7 +165,11 @@ impl Scorer {
         if !learning {
             self.network_signals(baseline, facts, &mut out);
             self.operation_signals(baseline, facts, &mut out);
-            self.client_signals(baseline, facts, &mut out);
+            if facts.has_network() {
+                // Without a client network a cloud service made the call,
+                // and the user agent names that service.
+                self.client_signals(baseline, facts, &mut out);
+            }
             self.time_signals(baseline, facts.time, &mut out);
         }
         let score = RiskScore::combine(out.signals.iter().map(|signal| signal.weight));
@@ -250,13 +258,15 @@ impl Scorer {
         baseline
             .resources
             .add(facts.resource.as_str(), at, half_life, MAX_RESOURCES);
-        let client = client_of(facts);
-        baseline
-            .clients
-            .add(client.family.as_str(), at, half_life, MAX_CLIENTS);
-        baseline
-            .client_versions
-            .add(client.label().as_str(), at, half_life, MAX_CLIENTS);
+        if facts.has_network() {
+            let client = client_of(facts);
+            baseline
+                .clients
+                .add(client.family.as_str(), at, half_life, MAX_CLIENTS);
+            baseline
+                .client_versions
+                .add(client.label().as_str(), at, half_life, MAX_CLIENTS);
+        }
         baseline.add_week_hour(at, half_life);
     }
 
@@ -370,9 +380,14 @@ impl Scorer {
             return;
         }
         let (frequency, share) = self.operation_frequency(baseline, &facts.operation, facts.time);
-        // An identity whose job is this operation does it often; it is
-        // sensitive when it is new or rare for this identity.
-        if !learning && matches!(frequency, Frequency::Frequent | Frequency::Infrequent) {
+        let routine =
+            baseline
+                .operations
+                .weight(facts.operation.as_str(), facts.time, self.half_life_ms);
+        // An identity whose job is this operation does it regularly, if
+        // rarely (a daily secret read); it is sensitive when it is new or
+        // was seen only a few times recently.
+        if !learning && routine >= ROUTINE_WEIGHT {
             return;
         }
         out.push(
@@ -389,6 +404,7 @@ impl Scorer {
                 "category" => category.to_string(),
                 "frequency" => frequency.as_str(),
                 "share" => round(share, 4),
+                "recent_uses" => round(routine, 2),
             },
         );
     }
