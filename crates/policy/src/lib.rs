@@ -4,6 +4,8 @@
 //! The crate evaluates; it does not read files or know about HTTP. Callers
 //! pass the policy text and a [`PolicyInput`] built from request facts.
 
+mod relevance;
+
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -16,6 +18,8 @@ use cedar_policy::{
 };
 use parking_lot::Mutex;
 use stepgate_core::{Action, FactorKind, Outcome, Zone};
+
+use relevance::Relevance;
 
 /// The schema every policy is validated against.
 pub const SCHEMA: &str = include_str!("../policies/schema.cedarschema");
@@ -87,6 +91,8 @@ pub struct Policy {
     /// Labels of the policies annotated `@teach_baseline`: a request they
     /// permit after a step-up still teaches the identity's baseline.
     teaching: Arc<HashSet<String>>,
+    /// The inputs some policy reads; the others stay out of cache keys.
+    relevance: Relevance,
     use_decision_cache: bool,
 }
 
@@ -116,21 +122,49 @@ struct DecisionKey {
 }
 
 impl DecisionKey {
-    fn new(input: &PolicyInput<'_>, offered: &[FactorKind]) -> Self {
+    /// The key of a request, with the inputs no policy reads left at a
+    /// fixed value.
+    fn new(input: &PolicyInput<'_>, offered: &[FactorKind], relevance: Relevance) -> Self {
+        let principal = relevance.principal;
+        let resource = relevance.resource;
         Self {
-            identity: input.identity.to_owned(),
-            learning: input.identity_learning,
+            identity: if principal {
+                input.identity.to_owned()
+            } else {
+                String::new()
+            },
+            learning: principal && input.identity_learning,
             action: input.action,
-            resource: input.resource.to_owned(),
-            operation: input.operation.to_owned(),
-            zone: input.zone.cloned(),
-            risk: input.risk,
-            signals: input.signals.to_vec(),
-            proved: input.proved.to_vec(),
+            resource: if resource {
+                input.resource.to_owned()
+            } else {
+                String::new()
+            },
+            operation: if resource {
+                input.operation.to_owned()
+            } else {
+                String::new()
+            },
+            zone: input.zone.filter(|_| resource).cloned(),
+            risk: if relevance.risk { input.risk } else { 0 },
+            signals: if relevance.signals {
+                input.signals.to_vec()
+            } else {
+                Vec::new()
+            },
+            proved: if relevance.proved {
+                input.proved.to_vec()
+            } else {
+                Vec::new()
+            },
             offered: offered.to_vec(),
-            source_ip: input.source_ip,
-            hour: input.hour,
-            weekday: input.weekday,
+            source_ip: if relevance.source_ip {
+                input.source_ip
+            } else {
+                IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+            },
+            hour: if relevance.hour { input.hour } else { 0 },
+            weekday: if relevance.weekday { input.weekday } else { 0 },
         }
     }
 
@@ -231,6 +265,11 @@ impl Policy {
                 (policy.id().clone(), label)
             })
             .collect();
+        let jsons: Vec<Option<serde_json::Value>> = policies
+            .policies()
+            .map(|policy| policy.to_json().ok())
+            .collect();
+        let relevance = Relevance::of(jsons.iter().map(Option::as_ref));
         let teaching = policies
             .policies()
             .filter(|policy| policy.annotation("teach_baseline").is_some())
@@ -244,6 +283,7 @@ impl Policy {
             cache: Arc::new(Cache::default()),
             labels: Arc::new(labels),
             teaching: Arc::new(teaching),
+            relevance,
             use_decision_cache: true,
         })
     }
@@ -287,7 +327,7 @@ impl Policy {
         if !self.use_decision_cache {
             return self.evaluate_all(input, offered);
         }
-        let key = DecisionKey::new(input, offered);
+        let key = DecisionKey::new(input, offered, self.relevance);
         let shard = &self.cache.decisions[key.shard()];
         if let Some(decision) = shard.lock().get(&key) {
             return Ok(decision.clone());

@@ -54,7 +54,8 @@ struct IdentityState {
 /// An event waiting in the reordering buffer, ordered by time, then arrival.
 struct Pending {
     key: (i64, u64),
-    event: Event,
+    /// Boxed, so that reordering the heap moves a pointer, not the event.
+    event: Box<Event>,
 }
 
 impl PartialEq for Pending {
@@ -170,12 +171,12 @@ impl<W: Write> Replayer<W> {
         self.arrivals += 1;
         self.pending.push(Reverse(Pending {
             key: (event.time.as_millis(), self.arrivals),
-            event,
+            event: Box::new(event),
         }));
         if self.pending.len() > REORDER_CAPACITY
             && let Some(Reverse(oldest)) = self.pending.pop()
         {
-            self.replay(oldest.event)?;
+            self.replay(*oldest.event)?;
         }
         Ok(())
     }
@@ -183,13 +184,16 @@ impl<W: Write> Replayer<W> {
     /// Replays the events still held and returns the output and the report.
     pub fn finish(mut self) -> io::Result<(W, Report)> {
         while let Some(Reverse(oldest)) = self.pending.pop() {
-            self.replay(oldest.event)?;
+            self.replay(*oldest.event)?;
         }
         self.out.flush()?;
         Ok((self.out, self.report))
     }
 
-    fn facts(&self, event: &Event) -> RequestFacts {
+    /// The request facts of an event, taking its operation, resource, user
+    /// agent and credential, which the rest of the replay reads from the
+    /// facts.
+    fn facts(&self, event: &mut Event) -> RequestFacts {
         let zone = if event.resource.starts_with('/') {
             self.settings.zones.find(&event.resource).cloned()
         } else {
@@ -210,28 +214,34 @@ impl<W: Write> Replayer<W> {
             peer_addr: event.client_addr,
             method,
             path: event.resource.clone(),
-            operation: event.operation.clone(),
-            resource: event.resource.clone(),
+            operation: std::mem::take(&mut event.operation),
+            resource: std::mem::take(&mut event.resource),
             action: event.action,
             zone_read_only: zone.as_ref().is_some_and(|zone| zone.read_only),
             zone_sensitive: zone.as_ref().is_some_and(|zone| zone.sensitive),
             zone: zone.map(|zone| zone.name),
             time: event.time,
-            user_agent: event.user_agent.clone(),
-            credential: event.credential.clone(),
+            user_agent: event.user_agent.take(),
+            credential: event.credential.take(),
             location,
         }
     }
 
-    fn replay(&mut self, event: Event) -> io::Result<()> {
+    fn replay(&mut self, mut event: Event) -> io::Result<()> {
         let millis = event.time.as_millis();
         if millis < self.last_time {
             self.report.out_of_order += 1;
         }
         self.last_time = self.last_time.max(millis);
-        let facts = self.facts(&event);
+        let facts = self.facts(&mut event);
         let scorer = self.settings.risk.clone();
-        let state = self.states.entry(event.identity.clone()).or_default();
+        if !self.states.contains_key(&event.identity) {
+            self.states
+                .insert(event.identity.clone(), IdentityState::default());
+        }
+        let Some(state) = self.states.get_mut(&event.identity) else {
+            return Ok(());
+        };
 
         let assessment = scorer.assess(
             &state.baseline,
@@ -284,7 +294,7 @@ impl<W: Write> Replayer<W> {
         if event.bytes > 0 || event.rows > 0 {
             scorer.record_volume(&mut state.baseline, event.time, event.bytes, event.rows);
         }
-        self.write(&event, outcome, &assessment)?;
+        self.write(&event, &facts.operation, outcome, &assessment)?;
         self.report.count(&event, outcome, &assessment.signals);
         Ok(())
     }
@@ -292,6 +302,7 @@ impl<W: Write> Replayer<W> {
     fn write(
         &mut self,
         event: &Event,
+        operation: &str,
         outcome: Outcome,
         assessment: &Assessment,
     ) -> io::Result<()> {
@@ -300,7 +311,7 @@ impl<W: Write> Replayer<W> {
             time: event.time.to_rfc3339(),
             identity: &event.identity,
             session: event.session.as_deref(),
-            operation: &event.operation,
+            operation,
             decision: outcome.as_str(),
             risk: assessment.score.value(),
             signals: assessment.signals.iter().map(output_signal).collect(),
@@ -318,5 +329,3 @@ fn output_signal(signal: &Signal) -> OutputSignal<'_> {
     }
 }
 
-#[cfg(test)]
-mod tests;
