@@ -86,7 +86,7 @@ pub(crate) fn challenge(issued: &ChallengeIssued) -> Response<Body> {
         body["risk"] = json!(issued.risk.value());
         body["reasons"] = json!(reasons
             .iter()
-            .map(|signal| json!({ "signal": signal.kind.name(), "weight": signal.weight, "reason": signal.reason }))
+            .map(|signal| json!({ "signal": signal.kind.name(), "weight": signal.weight, "reason": signal.reason, "evidence": signal.evidence }))
             .collect::<Vec<_>>());
     }
     let mut response = json_response(StatusCode::UNAUTHORIZED, &body);

@@ -194,3 +194,17 @@ fn policy_without_permit_rejected() {
     let message = Policy::new("", "empty.cedar").unwrap_err().to_string();
     assert!(message.contains("no permit policy"), "{message}");
 }
+
+#[test]
+fn teach_baseline_annotation_is_found_by_policy_id() {
+    let policy = Policy::default_policy().unwrap();
+    assert!(policy.teaches_baseline(&["medium-risk-with-totp".to_owned()]));
+    assert!(!policy.teaches_baseline(&["low-risk".to_owned()]));
+    assert!(!policy.teaches_baseline(&[]));
+    let plain = Policy::new(
+        "@id(\"p\") permit (principal, action, resource) when { context.risk < 30 };",
+        "plain.cedar",
+    )
+    .unwrap();
+    assert!(!plain.teaches_baseline(&["p".to_owned()]));
+}

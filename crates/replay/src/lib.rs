@@ -328,4 +328,3 @@ fn output_signal(signal: &Signal) -> OutputSignal<'_> {
         reason: &signal.reason,
     }
 }
-

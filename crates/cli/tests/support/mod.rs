@@ -93,15 +93,23 @@ impl Upstream {
                                     )
                                 })
                                 .collect();
+                            // `/big/N` answers N bytes, for data-volume tests.
+                            let size = parts
+                                .uri
+                                .path()
+                                .strip_prefix("/big/")
+                                .and_then(|n| n.parse::<usize>().ok());
                             recorded.lock().unwrap().push(Seen {
                                 method: parts.method.to_string(),
                                 path: parts.uri.to_string(),
                                 headers,
                                 body,
                             });
-                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
-                                b"{\"ok\":true}\n",
-                            ))))
+                            let answer = match size {
+                                Some(size) => Bytes::from(vec![b'x'; size]),
+                                None => Bytes::from_static(b"{\"ok\":true}\n"),
+                            };
+                            Ok::<_, Infallible>(Response::new(Full::new(answer)))
                         }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
