@@ -1,5 +1,5 @@
-//! Where a client address is, as a GeoIP database or the configuration
-//! describes it.
+//! Location and owner of a client address, as a GeoIP database or the
+//! configuration describes them.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 /// Mean radius of the Earth in kilometres (IUGG).
 const EARTH_RADIUS_KM: f64 = 6371.0088;
 
-/// What is known about the place and owner of a client address. Every field
-/// is optional: a deployment may configure no database, or only some.
+/// Known facts about the place and owner of a client address. Every field
+/// is optional, because a deployment may configure no database, or only some.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Location {
     /// Autonomous system number.
@@ -28,7 +28,7 @@ pub struct Location {
     pub city: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coordinates: Option<Coordinates>,
-    /// Why the address is a hosting or anonymising network, such as
+    /// Kind of hosting or anonymising network the address belongs to, such as
     /// `tor exit node` or `listed network 203.0.113.0/24`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anonymizer: Option<String>,
@@ -62,7 +62,7 @@ impl Location {
 /// Looks client addresses up; implemented over GeoIP databases and
 /// configured network lists.
 pub trait Locator: Send + Sync {
-    /// What is known about `addr`, or `None` when nothing is.
+    /// Looks `addr` up; `None` when nothing is known about it.
     fn locate(&self, addr: IpAddr) -> Option<Arc<Location>>;
 }
 

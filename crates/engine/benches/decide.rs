@@ -62,7 +62,8 @@ fn geo() -> Geo {
     .expect("GeoIP test databases")
 }
 
-/// IPv4 addresses the City test database places with coordinates.
+/// IPv4 addresses the City test database places with coordinates and the
+/// Anonymous IP test database does not flag.
 fn located_addresses(geo: &Geo) -> Vec<IpAddr> {
     let text = std::fs::read_to_string(testdata("GeoLite2-City-Test.json")).expect("City source");
     let entries: Vec<serde_json::Map<String, serde_json::Value>> =
@@ -73,8 +74,9 @@ fn located_addresses(geo: &Geo) -> Vec<IpAddr> {
         .filter_map(|cidr| cidr.split('/').next()?.parse::<std::net::Ipv4Addr>().ok())
         .map(IpAddr::V4)
         .filter(|addr| {
-            geo.lookup(*addr)
-                .is_some_and(|location| location.coordinates.is_some())
+            geo.lookup(*addr).is_some_and(|location| {
+                location.coordinates.is_some() && location.anonymizer.is_none()
+            })
         })
         .collect();
     addrs.dedup();

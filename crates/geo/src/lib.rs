@@ -1,7 +1,7 @@
-//! Places client addresses with MaxMind DB files (MaxMind GeoLite2/GeoIP2
-//! or DB-IP): autonomous system, country, city and coordinates, and whether
-//! the address is a VPN, Tor exit node, hosting provider or proxy; and with
-//! configured lists of hosting networks.
+//! GeoIP lookups of client addresses in MaxMind DB files (MaxMind
+//! GeoLite2/GeoIP2 or DB-IP): autonomous system, country, city, coordinates,
+//! and whether the address is a VPN, Tor exit node, hosting provider or
+//! proxy. Configured lists of hosting networks complete the databases.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -13,11 +13,11 @@ use maxminddb::Reader;
 use serde::Deserialize;
 use stepgate_core::{Coordinates, Location, Locator};
 
-/// Most addresses whose answer is remembered; past this the memo starts
-/// over, so a scan from many addresses cannot grow memory without bound.
+/// Maximum number of addresses in the lookup memo. Past this the memo is
+/// cleared, so a scan from many addresses cannot grow memory without bound.
 const MEMO_LIMIT: usize = 65_536;
 
-/// Why a database cannot be used.
+/// Error opening a database.
 #[derive(Debug, thiserror::Error)]
 pub enum GeoError {
     #[error(
@@ -26,7 +26,7 @@ pub enum GeoError {
     Open { path: PathBuf, reason: String },
 }
 
-/// Which databases to open; each is optional.
+/// Paths of the databases to open (each optional) and listed networks.
 #[derive(Clone, Debug, Default)]
 pub struct GeoSources {
     pub asn_db: Option<PathBuf>,
@@ -105,7 +105,7 @@ struct AnonymousRecord {
 }
 
 impl AnonymousRecord {
-    /// The most specific reason the record gives, most telling first.
+    /// Returns the most telling flag the record sets.
     fn kind(&self) -> Option<&'static str> {
         let flags = [
             (self.is_tor_exit_node, "tor exit node"),

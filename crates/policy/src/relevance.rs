@@ -1,5 +1,5 @@
-//! Which request inputs a policy set reads, found by walking each policy's
-//! JSON form once at load. Inputs no policy reads are left out of the
+//! Analysis of the request inputs a policy set reads, found by walking each
+//! policy's JSON form once at load. Inputs no policy reads are left out of the
 //! decision cache's key, so requests that differ only in them share one
 //! cached decision.
 
@@ -21,7 +21,7 @@ pub(crate) struct Relevance {
 }
 
 impl Relevance {
-    /// Every input: the safe answer when a policy cannot be analysed.
+    /// Every input: the safe result when a policy cannot be analysed.
     pub(crate) const ALL: Relevance = Relevance {
         principal: true,
         resource: true,

@@ -270,7 +270,7 @@ impl<'de> Deserialize<'de> for StringOnly {
     }
 }
 
-/// Why a well-formed record cannot be replayed.
+/// Reason a well-formed record cannot be replayed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RecordError {
     #[error("record has no {0}")]
@@ -343,7 +343,7 @@ fn to_event(record: Record<'_>) -> Result<Event, RecordError> {
     })
 }
 
-/// The identity and, for assumed roles, the session name.
+/// Returns the identity and, for assumed roles, the session name.
 fn principal(user: &UserIdentity<'_>) -> Option<(String, Option<String>)> {
     let kind = user.kind.as_deref().unwrap_or("");
     if kind == "AssumedRole" || kind == "FederatedUser" {
@@ -426,7 +426,7 @@ mod tests {
     }
 
     #[test]
-    fn assumed_role_is_the_role_with_the_session_apart() {
+    fn assumed_role_identity_and_session() {
         let record = r#"{"eventVersion":"1.08","userIdentity":{"type":"AssumedRole",
             "principalId":"AROA:gh-actions-1","arn":"arn:aws:sts::111122223333:assumed-role/deployer/gh-actions-1",
             "accountId":"111122223333","accessKeyId":"ASIAEXAMPLE",
@@ -447,7 +447,7 @@ mod tests {
     }
 
     #[test]
-    fn role_is_derived_from_the_session_arn_without_a_session_issuer() {
+    fn role_from_session_arn() {
         let record = r#"{"userIdentity":{"type":"AssumedRole","arn":"arn:aws:sts::1:assumed-role/r/s"},
             "eventTime":"2024-03-01T10:00:00Z","eventSource":"sts.amazonaws.com","eventName":"GetCallerIdentity","eventID":"e"}"#;
         let event = event(record);
@@ -456,7 +456,7 @@ mod tests {
     }
 
     #[test]
-    fn service_names_are_not_networks_and_errors_are_classified() {
+    fn service_source_and_error_code() {
         let record = r#"{"userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::1:user/svc","accessKeyId":"AKIA1"},
             "eventTime":"2024-03-01T10:00:00Z","eventSource":"iam.amazonaws.com","eventName":"ListUsers",
             "sourceIPAddress":"cloudformation.amazonaws.com","errorCode":"AccessDenied","eventID":"e"}"#;

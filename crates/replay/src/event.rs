@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use stepgate_core::{Action, Timestamp};
 
-/// What went wrong with a recorded request, as far as risk is concerned.
+/// Failure of a recorded request, as the risk engine counts it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventError {
     /// The credential was refused (wrong secret, unknown or revoked token).

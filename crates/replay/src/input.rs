@@ -85,7 +85,7 @@ fn collect(path: &Path, files: &mut Vec<PathBuf>) -> Result<(), (PathBuf, io::Er
     Ok(())
 }
 
-/// The `YYYYMMDDTHHMMZ` stamp in a CloudTrail file name.
+/// Finds the `YYYYMMDDTHHMMZ` stamp in a CloudTrail file name.
 fn name_time(name: &str) -> Option<String> {
     let bytes = name.as_bytes();
     (0..bytes.len().saturating_sub(13)).find_map(|start| {

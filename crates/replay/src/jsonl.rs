@@ -67,7 +67,7 @@ struct Line<'a> {
     upstream_status: Option<u16>,
 }
 
-/// Why a well-formed line cannot be replayed.
+/// Reason a well-formed line cannot be replayed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LineError {
     #[error("line has no {0}")]
@@ -228,7 +228,7 @@ mod tests {
     }
 
     #[test]
-    fn bad_values_name_the_field_and_what_to_write() {
+    fn invalid_values_name_the_field() {
         let err = parse_line(r#"{"event_id":"a","time":"now","identity":"x","operation":"y"}"#)
             .unwrap()
             .unwrap_err();

@@ -30,17 +30,17 @@ pub use report::{Label, Labels, Report};
 /// many newer ones is replayed when it arrives, out of order.
 pub const REORDER_CAPACITY: usize = 65_536;
 
-/// What happens after a step-up in a replay, where nobody can answer one.
+/// Outcome assumed for step-ups, which no client answers in a replay.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum StepUps {
     /// Every step-up fails: a challenged event teaches nothing, as when the
-    /// caller holds the stolen token but not the second factor.
+    /// caller has the stolen token but not the second factor.
     #[default]
     Fail,
     /// Every step-up succeeds and the event teaches the baseline.
     Pass,
     /// Events labelled normal pass their step-ups, attack events fail
-    /// theirs: the owner holds the second factor, the thief does not.
+    /// theirs: the owner has the second factor, the thief does not.
     Labels,
 }
 
@@ -116,7 +116,7 @@ pub struct Replayer<W: Write> {
 }
 
 impl<W: Write> Replayer<W> {
-    /// A replayer writing one JSON line per event to `out`. Every identity
+    /// Creates a replayer writing one JSON line per event to `out`. Every identity
     /// is treated as having every factor enrolled, so a decision reads
     /// `step_up` whenever some factor would permit the event.
     pub fn new(settings: Settings, policy: Policy, out: W) -> Self {
@@ -190,9 +190,9 @@ impl<W: Write> Replayer<W> {
         Ok((self.out, self.report))
     }
 
-    /// The request facts of an event, taking its operation, resource, user
-    /// agent and credential, which the rest of the replay reads from the
-    /// facts.
+    /// Builds the request facts of an event. The operation, resource, user
+    /// agent and credential move into the facts, and the rest of the replay
+    /// reads them there.
     fn facts(&self, event: &mut Event) -> RequestFacts {
         let zone = if event.resource.starts_with('/') {
             self.settings.zones.find(&event.resource).cloned()

@@ -1,4 +1,4 @@
-//! What a replay saw: counts, skips, busiest identities, top signals and,
+//! The replay report: counts, skips, busiest identities, top signals and,
 //! with labels, detection figures.
 
 use std::collections::HashMap;
@@ -11,7 +11,7 @@ use stepgate_core::{Outcome, Signal};
 use crate::event::Event;
 use crate::input::Skip;
 
-/// What an event is known to be.
+/// Ground truth of an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Label {
@@ -184,7 +184,7 @@ impl Report {
         self.labels = Some(labels);
     }
 
-    /// The label of an event, when labels were given.
+    /// Returns the label of an event, when labels were given.
     pub(crate) fn label_of(&self, event_id: &str) -> Option<Label> {
         self.labels.as_ref().and_then(|labels| labels.get(event_id))
     }
@@ -218,7 +218,7 @@ impl Report {
         !self.skipped.is_empty()
     }
 
-    /// The summary for people, as printed to standard error.
+    /// Renders the summary for people, as printed to standard error.
     pub fn render(&self, seconds: f64) -> String {
         let mut out = String::new();
         let rate = if seconds > 0.0 {

@@ -26,7 +26,7 @@ pub(crate) const MAX_SOURCES: usize = 16;
 /// Hours in a week, the length of the activity profile.
 const WEEK_HOURS: usize = 168;
 
-/// Where and when a request came from, for travel checks.
+/// Location and time of a request, for travel checks.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Fix {
     pub(crate) at: Timestamp,
@@ -44,7 +44,7 @@ pub(crate) struct Source {
     pub(crate) last: Timestamp,
 }
 
-/// What is normal for one identity, learned from its own traffic. Counts
+/// Normal behaviour of one identity, learned from its own traffic. Counts
 /// decay with the configured half-life.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

@@ -8,7 +8,7 @@ use std::sync::RwLock;
 use serde::{Deserialize, Serialize};
 use stepgate_core::SignalKind;
 
-/// What makes an operation sensitive.
+/// Category of a sensitive operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Category {
@@ -234,7 +234,7 @@ impl Catalogue {
         }
     }
 
-    /// The category of `operation`, if the catalogue lists it.
+    /// Looks up the category of `operation`, if the catalogue lists it.
     pub fn category(&self, operation: &str) -> Option<Category> {
         if let Ok(memo) = self.memo.read()
             && let Some(category) = memo.get(operation)
@@ -338,7 +338,7 @@ mod tests {
     }
 
     #[test]
-    fn configured_tables_come_first_and_defaults_can_be_off() {
+    fn configured_tables_first_defaults_off() {
         let configured = [SensitiveOperations {
             category: Category::SecretRead,
             operations: vec![

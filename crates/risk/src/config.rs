@@ -216,7 +216,7 @@ impl Default for Weights {
 }
 
 impl Weights {
-    /// The weight of one signal.
+    /// Returns the weight of one signal.
     pub fn of(&self, kind: SignalKind) -> u8 {
         match kind {
             SignalKind::NewNetwork => self.new_network,

@@ -126,8 +126,8 @@ impl Scorer {
         &self.catalogue
     }
 
-    /// True while the identity has made fewer allowed requests than the
-    /// learning period asks for.
+    /// True while the identity has made fewer allowed requests than
+    /// `learning_requests`.
     pub fn in_learning(&self, baseline: &Baseline) -> bool {
         baseline.requests < self.config.learning_requests
     }
@@ -385,7 +385,7 @@ impl Scorer {
                 .operations
                 .weight(facts.operation.as_str(), facts.time, self.half_life_ms);
         // An identity whose job is this operation does it regularly, if
-        // rarely (a daily secret read); it is sensitive when it is new or
+        // rarely (a daily secret read). It is sensitive when it is new or
         // was seen only a few times recently.
         if !learning && routine >= ROUTINE_WEIGHT {
             return;
@@ -725,8 +725,8 @@ impl Scorer {
             ),
             Frequency::Infrequent | Frequency::Frequent => {}
         }
-        // A new operation already says the resource is new to it; a new
-        // resource under a known operation says more.
+        // A new operation already implies a new resource for it, so only a
+        // new resource under a known operation is raised.
         if frequency != Frequency::Unseen
             && !baseline
                 .resources

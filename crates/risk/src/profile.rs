@@ -29,7 +29,7 @@ pub(crate) struct Seen {
 }
 
 impl Seen {
-    /// The weight as it stands at `now`.
+    /// Returns the weight, decayed to `now`.
     pub(crate) fn at(&self, now: Timestamp, half_life_ms: f64) -> f64 {
         self.weight * decay(self.last, now, half_life_ms)
     }
@@ -169,8 +169,8 @@ impl<K: Ord + Clone> Profile<K> {
         self.entries.len()
     }
 
-    /// Where `key` stands among all observations: its share of the total
-    /// weight against the rare and frequent shares.
+    /// Classifies `key` by its share of the total weight, against the rare
+    /// and frequent shares.
     pub(crate) fn frequency<Q>(
         &self,
         key: &Q,

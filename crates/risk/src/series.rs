@@ -42,9 +42,9 @@ impl Moving {
         self.variance.max(0.0).sqrt()
     }
 
-    /// The level above which a sample is out of the ordinary: the mean plus
-    /// `sigmas` deviations, where the deviation is at least `min_deviation`,
-    /// and never below `floor`.
+    /// Returns the level above which a sample is out of the ordinary: the
+    /// mean plus `sigmas` deviations (each at least `min_deviation`), and at
+    /// least `floor`.
     pub(crate) fn threshold(&self, sigmas: f64, min_deviation: f64, floor: f64) -> f64 {
         (self.mean + sigmas * self.deviation().max(min_deviation)).max(floor)
     }
@@ -163,7 +163,7 @@ mod tests {
     }
 
     #[test]
-    fn moving_threshold_uses_the_floor_and_the_minimum_deviation() {
+    fn threshold_floor_and_minimum_deviation() {
         let mut moving = Moving::default();
         for _ in 0..50 {
             moving.add(10.0);
@@ -177,7 +177,7 @@ mod tests {
     }
 
     #[test]
-    fn rate_counts_the_current_minute_and_learns_closed_ones() {
+    fn rate_counts_current_learns_closed() {
         let mut rate = RateSeries::default();
         for second in 0..10 {
             rate.observe(at_minute(5, second), 100.0);
