@@ -398,13 +398,7 @@ pub(crate) fn baseline(path: Option<&Path>, command: BaselineCommand) -> anyhow:
             value,
         } => {
             let name = parse_name(&identity)?;
-            let Some(kind) = SignalKind::from_name(&signal) else {
-                let names: Vec<&str> = SignalKind::ALL.iter().map(|kind| kind.name()).collect();
-                bail!(
-                    "unknown signal {signal:?}; use one of: {}",
-                    names.join(", ")
-                );
-            };
+            let kind = parse_signal(&signal)?;
             let value = value.unwrap_or_else(|| ANY_VALUE.to_owned());
             let detail = format!("accept signal {} for value {value:?}", kind.name());
             store.accept_signal(
@@ -418,6 +412,35 @@ pub(crate) fn baseline(path: Option<&Path>, command: BaselineCommand) -> anyhow:
             )?;
             println!(
                 "signal {} accepted as normal for {name} (value {value}); a running gateway applies it within a second",
+                kind.name()
+            );
+        }
+        BaselineCommand::Revoke {
+            identity,
+            signal,
+            value,
+        } => {
+            let name = parse_name(&identity)?;
+            let kind = parse_signal(&signal)?;
+            let value = value.unwrap_or_else(|| ANY_VALUE.to_owned());
+            let detail = format!(
+                "revoke acceptance of signal {} for value {value:?}",
+                kind.name()
+            );
+            let removed = store.revoke_acceptance(
+                &name,
+                kind.name(),
+                &value,
+                admin_entry(now, &actor(), Some(&name), detail),
+            )?;
+            if !removed {
+                bail!(
+                    "signal {} was not accepted for {name} with value {value:?}; see `stepgate baseline show {name}`",
+                    kind.name()
+                );
+            }
+            println!(
+                "acceptance of signal {} for {name} (value {value}) revoked",
                 kind.name()
             );
         }
@@ -453,4 +476,11 @@ pub(crate) fn baseline(path: Option<&Path>, command: BaselineCommand) -> anyhow:
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_signal(name: &str) -> anyhow::Result<SignalKind> {
+    SignalKind::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = SignalKind::ALL.iter().map(|kind| kind.name()).collect();
+        anyhow::anyhow!("unknown signal {name:?}; use one of: {}", names.join(", "))
+    })
 }

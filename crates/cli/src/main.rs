@@ -87,6 +87,12 @@ enum BaselineCommand {
         signal: String,
         value: Option<String>,
     },
+    /// Take back an acceptance made with `baseline accept`.
+    Revoke {
+        identity: String,
+        signal: String,
+        value: Option<String>,
+    },
     /// Print an identity's learned baseline and accepted signals as JSON.
     Show { identity: String },
 }

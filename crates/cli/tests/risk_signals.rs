@@ -100,6 +100,19 @@ fn bulk_read_raises_data_volume() {
         .find(|record| record["event"] == "challenge")
         .unwrap();
     assert_eq!(challenge["signals"][0]["evidence"]["unit"], "bytes");
+    // And the metrics count it.
+    let metrics = curl(
+        "127.0.0.1",
+        &format!("http://127.0.0.1:{}/metrics", gateway.admin_port),
+        &[],
+    );
+    assert!(
+        metrics
+            .body
+            .contains("stepgate_http_signals_total{signal=\"data_volume\"} 1"),
+        "{}",
+        metrics.body
+    );
 }
 
 #[test]
@@ -270,6 +283,19 @@ fn accepted_signal_stops_challenging() {
     let shown: serde_json::Value =
         serde_json::from_str(&gateway.cli_ok(&["baseline", "show", "mover"])).unwrap();
     assert_eq!(shown["accepted"][0]["value"], "127.0.9.0/24");
+    // Without a value every new network is accepted, until revoked.
+    gateway.cli_ok(&["baseline", "accept", "mover", "new_network"]);
+    wait_for_reload();
+    let anywhere = curl("127.0.20.9", &gateway.url("/orders/1"), &["-H", &auth]);
+    assert_eq!(anywhere.status, 200, "{}", anywhere.body);
+    let out = gateway.cli_ok(&["baseline", "revoke", "mover", "new_network"]);
+    assert!(out.contains("revoked"), "{out}");
+    wait_for_reload();
+    let revoked = curl("127.0.30.9", &gateway.url("/orders/2"), &["-H", &auth]);
+    assert_eq!(revoked.status, 401, "{}", revoked.body);
+    let again = gateway.cli(&["baseline", "revoke", "mover", "new_network"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("was not accepted for mover"));
     let bad = gateway.cli(&["baseline", "accept", "mover", "new_planet"]);
     assert!(!bad.status.success());
     assert!(

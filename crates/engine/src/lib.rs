@@ -21,7 +21,7 @@ use stepgate_audit::{Entry, Event};
 use stepgate_config::{Config, StepUpConfig};
 use stepgate_core::{
     ApiToken, Assurance, Clock, FactorKind, GrantScope, IdentityName, Locator, Network, Outcome,
-    RequestFacts, RiskScore, Signal, Timestamp, Zones,
+    RequestFacts, RiskScore, Signal, SignalKind, Timestamp, Zones,
 };
 use stepgate_policy::{Policy, PolicyDecision, PolicyError, PolicyInput};
 use stepgate_risk::{Accepted, Assessment, FailureKind, Scorer};
@@ -117,6 +117,13 @@ pub struct Allowed {
     learn: bool,
 }
 
+impl Allowed {
+    /// The kinds of signal the request raised, for metrics.
+    pub fn signals(&self) -> impl Iterator<Item = SignalKind> + '_ {
+        self.entry.signals.iter().map(|signal| signal.kind)
+    }
+}
+
 /// A challenge the front-end must send.
 #[derive(Clone, Debug)]
 pub struct ChallengeIssued {
@@ -128,6 +135,8 @@ pub struct ChallengeIssued {
     pub risk: RiskScore,
     /// The signals, when the config allows them in the answer.
     pub reasons: Option<Vec<Signal>>,
+    /// The kinds of signal raised, for metrics.
+    pub signals: Vec<SignalKind>,
 }
 
 /// The engine's answer for one request. Every variant but `Allow` carries
@@ -139,6 +148,8 @@ pub enum Verdict {
     Deny {
         identity: IdentityName,
         risk: RiskScore,
+        /// The kinds of signal raised, for metrics.
+        signals: Vec<SignalKind>,
         receipt: Receipt,
     },
     Unauthenticated(AuthFailure, Receipt),
@@ -421,6 +432,11 @@ impl Engine {
                 entry.event = Some(Event::Challenge);
                 entry.challenge_id = Some(id.clone());
                 entry.factor = Some(factor.name().to_owned());
+                let kinds = assessment
+                    .signals
+                    .iter()
+                    .map(|signal| signal.kind)
+                    .collect();
                 let issued = ChallengeIssued {
                     id,
                     identity,
@@ -433,6 +449,7 @@ impl Engine {
                         .step_up
                         .include_reasons
                         .then_some(assessment.signals),
+                    signals: kinds,
                 };
                 Verdict::Challenge(issued, self.audit.durable(entry))
             }
@@ -442,6 +459,11 @@ impl Engine {
                 Verdict::Deny {
                     identity,
                     risk: assessment.score,
+                    signals: assessment
+                        .signals
+                        .iter()
+                        .map(|signal| signal.kind)
+                        .collect(),
                     receipt: self.audit.durable(entry),
                 }
             }

@@ -6,6 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
+use stepgate_core::SignalKind;
 
 type Labels = Vec<(&'static str, &'static str)>;
 
@@ -15,6 +16,7 @@ pub(crate) struct Metrics {
     requests: Family<Labels, Counter>,
     challenges: Family<Labels, Counter>,
     step_ups: Family<Labels, Counter>,
+    signals: Family<Labels, Counter>,
     decision_duration: Histogram,
     upstream_duration: Histogram,
     audit_queue: Gauge,
@@ -41,6 +43,12 @@ impl Metrics {
             "Step-up answers by outcome: success or the failure reason.",
             step_ups.clone(),
         );
+        let signals = Family::<Labels, Counter>::default();
+        registry.register(
+            "signals",
+            "Risk signals raised by authenticated requests, by signal.",
+            signals.clone(),
+        );
         let decision_duration = Histogram::new(exponential_buckets(0.000_002, 2.0, 20));
         registry.register_with_unit(
             "decision_duration",
@@ -66,6 +74,7 @@ impl Metrics {
             requests,
             challenges,
             step_ups,
+            signals,
             decision_duration,
             upstream_duration,
             audit_queue,
@@ -88,6 +97,14 @@ impl Metrics {
         self.step_ups
             .get_or_create(&vec![("outcome", outcome)])
             .inc();
+    }
+
+    pub(crate) fn signals(&self, kinds: impl Iterator<Item = SignalKind>) {
+        for kind in kinds {
+            self.signals
+                .get_or_create(&vec![("signal", kind.name())])
+                .inc();
+        }
     }
 
     pub(crate) fn decision_time(&self, seconds: f64) {

@@ -197,6 +197,12 @@ async fn decide_and_forward(
     if let Some(identity) = verdict_identity(&verdict) {
         tracing::Span::current().record("identity", identity);
     }
+    match &verdict {
+        Verdict::Allow(allowed) => shared.metrics.signals(allowed.signals()),
+        Verdict::Challenge(issued, _) => shared.metrics.signals(issued.signals.iter().copied()),
+        Verdict::Deny { signals, .. } => shared.metrics.signals(signals.iter().copied()),
+        _ => {}
+    }
     match verdict {
         Verdict::Allow(mut allowed) => {
             if let Some(factor) = allowed.stepped_up {
@@ -250,6 +256,7 @@ async fn decide_and_forward(
             identity,
             risk,
             receipt,
+            ..
         } => {
             if receipt.wait().await.is_err() {
                 shared.metrics.request("unavailable");

@@ -328,3 +328,127 @@ fn output_signal(signal: &Signal) -> OutputSignal<'_> {
         reason: &signal.reason,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use stepgate_config::StepUpConfig;
+    use stepgate_core::{Action, Timestamp, Zones};
+    use stepgate_risk::{RiskConfig, Scorer};
+
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            risk: Arc::new(Scorer::new(RiskConfig::default())),
+            step_up: StepUpConfig::default(),
+            zones: Zones::new(Vec::new()),
+        }
+    }
+
+    fn event(id: &str, secs: i64, addr: &str, operation: &str) -> Event {
+        Event {
+            event_id: id.to_owned(),
+            time: Timestamp::from_secs(secs),
+            identity: "bot".to_owned(),
+            session: None,
+            client_addr: addr.parse::<IpAddr>().unwrap(),
+            operation: operation.to_owned(),
+            resource: operation.to_owned(),
+            action: Action::Read,
+            user_agent: Some("bot/1".to_owned()),
+            credential: Some("key-1".to_owned()),
+            error: None,
+            bytes: 0,
+            rows: 0,
+        }
+    }
+
+    fn lines(out: Vec<u8>) -> Vec<serde_json::Value> {
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn events_replay_in_time_order() {
+        let policy = Policy::default_policy().unwrap();
+        let mut replayer = Replayer::new(settings(), policy, Vec::new());
+        for (id, secs) in [("c", 30), ("a", 10), ("b", 20), ("d", 40)] {
+            replayer
+                .push(event(id, secs, "192.0.2.1", "GET /a"))
+                .unwrap();
+        }
+        let (out, report) = replayer.finish().unwrap();
+        let ids: Vec<String> = lines(out)
+            .iter()
+            .map(|line| line["event_id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(ids, ["a", "b", "c", "d"]);
+        assert_eq!(report.read, 4);
+        assert_eq!(report.out_of_order, 0);
+    }
+
+    #[test]
+    fn learning_then_new_network_steps_up() {
+        let policy = Policy::default_policy().unwrap();
+        let mut replayer = Replayer::new(settings(), policy, Vec::new());
+        for i in 0..10 {
+            replayer
+                .push(event(&format!("e{i}"), 1000 + i, "192.0.2.1", "GET /a"))
+                .unwrap();
+        }
+        replayer
+            .push(event("moved", 2000, "198.51.100.7", "GET /a"))
+            .unwrap();
+        let (out, report) = replayer.finish().unwrap();
+        let lines = lines(out);
+        let last = lines.last().unwrap();
+        assert_eq!(last["decision"], "step_up", "{last}");
+        assert_eq!(last["signals"][0]["name"], "new_network");
+        assert_eq!(report.decisions.allow, 10);
+        assert_eq!(report.decisions.step_up, 1);
+    }
+
+    #[test]
+    fn failures_and_volume_from_events_raise_signals() {
+        let settings = Settings {
+            risk: Arc::new(Scorer::new(RiskConfig {
+                volume_min_windows: 0,
+                volume_floor_bytes: 1000,
+                ..RiskConfig::default()
+            })),
+            ..settings()
+        };
+        let policy = Policy::default_policy().unwrap();
+        let mut replayer = Replayer::new(settings, policy, Vec::new());
+        for i in 0..6 {
+            replayer
+                .push(event(&format!("e{i}"), 1000 + i, "192.0.2.1", "GET /a"))
+                .unwrap();
+        }
+        let mut bulk = event("bulk", 1010, "192.0.2.1", "GET /a");
+        bulk.bytes = 50_000;
+        replayer.push(bulk).unwrap();
+        for i in 0..5 {
+            let mut denied = event(&format!("d{i}"), 1020 + i, "192.0.2.1", "GET /a");
+            denied.error = Some(EventError::Authorization);
+            replayer.push(denied).unwrap();
+        }
+        replayer
+            .push(event("after", 1030, "192.0.2.1", "GET /a"))
+            .unwrap();
+        let (out, _) = replayer.finish().unwrap();
+        let lines = lines(out);
+        let names: Vec<&str> = lines.last().unwrap()["signals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|signal| signal["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["failure_burst", "data_volume"]);
+    }
+}

@@ -142,6 +142,15 @@ pub trait Store: Send + Sync {
 
     /// Records that a signal is normal for an identity.
     fn accept_signal(&self, accepted: &AcceptedSignal, audit: Entry) -> Result<(), StoreError>;
+    /// Removes an acceptance; returns false (and writes nothing) when there
+    /// was none.
+    fn revoke_acceptance(
+        &self,
+        identity: &IdentityName,
+        signal: &str,
+        value: &str,
+        audit: Entry,
+    ) -> Result<bool, StoreError>;
 
     /// Records `step` as the last accepted step of the identity's TOTP
     /// factor if and only if it is later than the stored one. Returns false

@@ -423,6 +423,34 @@ impl Store for SqliteStore {
         })
     }
 
+    fn revoke_acceptance(
+        &self,
+        identity: &IdentityName,
+        signal: &str,
+        value: &str,
+        audit: Entry,
+    ) -> Result<bool, StoreError> {
+        let exists = self.with(|conn| {
+            let count: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM accepted_signals WHERE identity = ?1 AND signal = ?2 AND value = ?3",
+                params![identity.as_str(), signal, value],
+                |row| row.get(0),
+            )?;
+            Ok(count > 0)
+        })?;
+        if !exists {
+            return Ok(false);
+        }
+        self.admin_change(audit, |tx| {
+            tx.execute(
+                "DELETE FROM accepted_signals WHERE identity = ?1 AND signal = ?2 AND value = ?3",
+                params![identity.as_str(), signal, value],
+            )?;
+            Ok(())
+        })?;
+        Ok(true)
+    }
+
     fn advance_totp_step(&self, identity: &IdentityName, step: u64) -> Result<bool, StoreError> {
         self.with(|conn| {
             let changed = conn.execute(
