@@ -34,6 +34,10 @@ struct Record<'a> {
     user_agent: Option<Cow<'a, str>>,
     #[serde(borrow, alias = "errorcode")]
     error_code: Option<Cow<'a, str>>,
+    #[serde(borrow, alias = "eventtype")]
+    event_type: Option<Cow<'a, str>>,
+    #[serde(borrow, alias = "recipientaccountid")]
+    recipient_account_id: Option<Cow<'a, str>>,
     #[serde(alias = "readonly")]
     read_only: Option<ReadOnly>,
     #[serde(borrow, alias = "useridentity")]
@@ -291,19 +295,34 @@ fn to_event(record: Record<'_>) -> Result<Event, RecordError> {
         .ok_or(RecordError::Missing("eventID"))?
         .into_owned();
     let time_text = record.event_time.ok_or(RecordError::Missing("eventTime"))?;
-    let time = Timestamp::parse_rfc3339(&time_text)
+    let time = parse_event_time(&time_text)
         .ok_or_else(|| RecordError::BadTime(time_text.clone().into_owned()))?;
     let source = record
         .event_source
         .ok_or(RecordError::Missing("eventSource"))?;
     let name = record.event_name.ok_or(RecordError::Missing("eventName"))?;
-    let user = record
-        .user_identity
-        .ok_or(RecordError::Missing("userIdentity"))?;
-    let (identity, session) = principal(&user).ok_or(RecordError::Missing(
-        "principal (userIdentity has no arn, principalId or invokedBy)",
-    ))?;
     let service = source.strip_suffix(".amazonaws.com").unwrap_or(&source);
+    // Events an AWS service raises on its own (`AwsServiceEvent`) may have
+    // no caller; the service is their identity, as for `AWSService` callers.
+    let service_event = record.event_type.as_deref() == Some("AwsServiceEvent");
+    let (identity, session, credential) = match (&record.user_identity, service_event) {
+        (Some(user), _) => {
+            let account = user
+                .account_id
+                .as_deref()
+                .or(record.recipient_account_id.as_deref());
+            let (identity, session) = principal(user, account).ok_or(RecordError::Missing(
+                "principal (userIdentity has no arn, principalId, userName or invokedBy)",
+            ))?;
+            (
+                identity,
+                session,
+                user.access_key_id.clone().map(Cow::into_owned),
+            )
+        }
+        (None, true) => (source.clone().into_owned(), None, None),
+        (None, false) => return Err(RecordError::Missing("userIdentity")),
+    };
     let operation = format!("{service}:{name}");
     let resource = match record.request_parameters.0 {
         Some((_, value)) => format!("{service}:{value}"),
@@ -336,15 +355,31 @@ fn to_event(record: Record<'_>) -> Result<Event, RecordError> {
         operation,
         resource,
         user_agent,
-        credential: user.access_key_id.map(Cow::into_owned),
+        credential,
         error: record.error_code.map(|code| classify_error(&code)),
         bytes: 0,
         rows: 0,
     })
 }
 
+/// Parses `eventTime`: RFC 3339, or a date and time without an offset as
+/// log pipelines write it (`2025-01-21 17:49:47.000000000`), which is UTC
+/// because CloudTrail times are.
+fn parse_event_time(text: &str) -> Option<Timestamp> {
+    Timestamp::parse_rfc3339(text).or_else(|| {
+        let has_offset = text.len() > 19
+            && text[19..]
+                .bytes()
+                .any(|b| matches!(b, b'Z' | b'z' | b'+' | b'-'));
+        if has_offset || !text.is_ascii() {
+            return None;
+        }
+        Timestamp::parse_rfc3339(&format!("{text}Z"))
+    })
+}
+
 /// Returns the identity and, for assumed roles, the session name.
-fn principal(user: &UserIdentity<'_>) -> Option<(String, Option<String>)> {
+fn principal(user: &UserIdentity<'_>, account: Option<&str>) -> Option<(String, Option<String>)> {
     let kind = user.kind.as_deref().unwrap_or("");
     if kind == "AssumedRole" || kind == "FederatedUser" {
         let session = user
@@ -372,8 +407,9 @@ fn principal(user: &UserIdentity<'_>) -> Option<(String, Option<String>)> {
     if let Some(principal) = &user.principal_id {
         return Some((principal.clone().into_owned(), None));
     }
-    match (&user.account_id, &user.user_name) {
+    match (account, &user.user_name) {
         (Some(account), Some(name)) => Some((format!("{account}:{name}"), None)),
+        (None, Some(name)) => Some((name.clone().into_owned(), None)),
         _ => user.invoked_by.as_deref().map(|by| (by.to_owned(), None)),
     }
 }
@@ -479,6 +515,33 @@ mod tests {
     }
 
     #[test]
+    fn user_name_and_service_events_name_an_identity() {
+        let by_name = r#"{"userIdentity":{"type":"IAMUser","userName":"admin"},"recipientAccountId":"123",
+            "eventTime":"2024-01-15T10:30:00Z","eventSource":"signin.amazonaws.com","eventName":"ConsoleLogin","eventID":"e"}"#;
+        assert_eq!(event(by_name).identity, "123:admin");
+        let service = r#"{"eventType":"AwsServiceEvent","eventTime":"2024-01-15T10:30:00Z",
+            "eventSource":"kms.amazonaws.com","eventName":"RotateKey","eventID":"e"}"#;
+        let service = event(service);
+        assert_eq!(service.identity, "kms.amazonaws.com");
+        assert_eq!(service.client_addr, Event::NO_NETWORK);
+    }
+
+    #[test]
+    fn event_time_without_offset_is_utc() {
+        assert_eq!(
+            parse_event_time("2025-01-21 17:49:47.000000000"),
+            Timestamp::parse_rfc3339("2025-01-21T17:49:47Z")
+        );
+        assert_eq!(
+            parse_event_time("2022-11-21 18:06:52"),
+            Timestamp::parse_rfc3339("2022-11-21T18:06:52Z")
+        );
+        assert_eq!(parse_event_time("2022-11-21 18:06:52+0200"), None);
+        assert_eq!(parse_event_time("2022-11-21"), None);
+        assert_eq!(parse_event_time("21/11/2022 18:06:52"), None);
+    }
+
+    #[test]
     fn incomplete_records_name_what_is_missing() {
         let no_time = r#"{"userIdentity":{"arn":"a"},"eventSource":"s3.amazonaws.com","eventName":"X","eventID":"e"}"#;
         assert_eq!(
@@ -492,6 +555,11 @@ mod tests {
         );
         let no_principal = r#"{"userIdentity":{"type":"Unknown"},"eventTime":"2024-03-01T10:00:00Z","eventSource":"s","eventName":"X","eventID":"e"}"#;
         assert!(parse_record(no_principal).unwrap().is_err());
+        let no_identity = r#"{"eventTime":"2024-03-01T10:00:00Z","eventSource":"s","eventName":"X","eventID":"e"}"#;
+        assert_eq!(
+            parse_record(no_identity).unwrap().unwrap_err(),
+            RecordError::Missing("userIdentity")
+        );
         assert!(parse_record("{\"eventID\": 5}").is_err());
     }
 }
