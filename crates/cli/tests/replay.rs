@@ -158,6 +158,71 @@ fn leaked_credential_scenarios_are_detected() {
     );
 }
 
+#[test]
+fn replay_uses_the_configured_geoip_databases() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenarios = dir.path().join("leaked-credential");
+    let generated = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/make-scenarios.py"))
+        .arg(&scenarios)
+        .output()
+        .expect("python3 runs");
+    assert!(generated.status.success(), "{generated:?}");
+    let config = dir.path().join("stepgate.toml");
+    let embedded = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/stepgate.toml"),
+    )
+    .unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{embedded}\n[geoip]\ncity_db = \"{}\"\nasn_db = \"{}\"\n",
+            testdata("geoip/GeoLite2-City-Test.mmdb").display(),
+            testdata("geoip/GeoLite2-ASN-Test.mmdb").display()
+        ),
+    )
+    .unwrap();
+    let output = Command::new(BIN)
+        .args(["replay", "--format", "cloudtrail", "--config"])
+        .arg(&config)
+        .arg(&scenarios)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The leaked key's first use from Linköping names the new country and
+    // autonomous system from the test databases.
+    let located = decisions(&output)
+        .into_iter()
+        .find(|decision| {
+            decision["identity"] == "arn:aws:iam::111122223333:user/svc-reporter"
+                && signal_names(decision).contains(&"new_asn".to_owned())
+        })
+        .expect("a decision with new_asn");
+    let reasons: Vec<&str> = located["signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|signal| signal["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|reason| reason.contains("AS29518 (Bredband2 AB)")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|reason| reason.contains("Linköping, SE")),
+        "{reasons:?}"
+    );
+    assert_ne!(located["decision"], "allow");
+}
+
 /// Panther's labelled CloudTrail test events, one per line, with each
 /// `eventID` made unique (the rule authors reuse ids such as "1").
 fn panther_events(dir: &Path) -> (PathBuf, Vec<(String, bool, String)>) {
