@@ -22,8 +22,8 @@ fn geoip(name: &str) -> String {
         .to_string()
 }
 
-/// A gateway whose `[risk]` table gets `risk` and whose challenges list
-/// their reasons; `top` goes before the `[risk]` table.
+/// Creates a gateway whose `[risk]` table gets `risk` and whose challenges
+/// list their reasons. `top` goes before the `[risk]` table.
 fn gateway(upstream: &Upstream, risk: &str, top: &str) -> Gateway {
     let gateway = Gateway::new(upstream.addr, risk);
     let text = std::fs::read_to_string(&gateway.config).unwrap();
@@ -36,7 +36,7 @@ fn gateway(upstream: &Upstream, risk: &str, top: &str) -> Gateway {
     gateway
 }
 
-/// The signal names of a challenge's reasons.
+/// Returns the signal names of a challenge's reasons.
 fn reasons(body: &serde_json::Value) -> Vec<String> {
     body["reasons"]
         .as_array()
@@ -154,9 +154,9 @@ fn burst_of_requests_raises_request_burst() {
 fn impossible_travel_with_geoip_test_databases() {
     let upstream = Upstream::start();
     // Only impossible travel weighs here, so that the challenge shows it
-    // alone; the new network, country, autonomous system and concurrent
-    // use of the token it comes with are tested in the risk crate (with
-    // them all, the score passes 80 and the default policy denies).
+    // alone. The risk crate tests the new network, country, autonomous
+    // system and concurrent use that come with it. With all of them the
+    // score passes 80 and the default policy denies.
     let top = format!(
         "[geoip]\ncity_db = \"{}\"\nasn_db = \"{}\"\n",
         geoip("GeoLite2-City-Test.mmdb"),

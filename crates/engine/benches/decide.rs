@@ -37,7 +37,7 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
-/// Which signals a setup turns on.
+/// Signal set of a bench setup.
 #[derive(Clone, Copy)]
 enum Signals {
     /// The signals of the first risk engine, without GeoIP.

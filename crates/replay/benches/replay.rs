@@ -2,8 +2,8 @@
 //! scored, decided and written as JSON decisions, on one thread.
 //!
 //! Run with `cargo bench -p stepgate-replay --bench replay`. The input is
-//! 200,000 generated records of 1,000 identities, each with its own
-//! networks, operations and client, over two weeks; the bench prints
+//! 200,000 generated records of 1,000 identities over two weeks, each
+//! identity with its own networks, operations and client. The bench prints
 //! events per second besides criterion's time per run.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
