@@ -36,12 +36,34 @@ def main():
     db, count = sys.argv[1], int(sys.argv[2])
     conn = sqlite3.connect(db)
     now = 1_800_000_000_000
+    # A learned baseline in the layout stepgate stores (version 2): decaying
+    # counts of networks, operations, resources and clients, an
+    # hour-of-week profile and the usual request rate.
+    def seen(weight):
+        return {"weight": weight, "last": now}
+
+    def profile(entries):
+        return {"entries": {key: seen(weight) for key, weight in entries.items()},
+                "total": seen(sum(entries.values()))}
+
     baseline = {
+        "version": 2,
         "requests": 500,
-        "networks": {"127.0.0.0/24": {"count": 400, "last": now}, "10.0.1.0/24": {"count": 100, "last": now}},
-        "operations": {"GET /orders/{n}": {"count": 50, "last": now}}
-        | {f"GET /reports/r{i}": {"count": 50, "last": now} for i in range(9)},
-        "hours": [20] * 24,
+        "last_active": now,
+        "networks": profile({"127.0.0.0/24": 400.0, "10.0.1.0/24": 100.0}),
+        "asns": profile({}),
+        "countries": profile({}),
+        "operations": profile({"GET /orders/{n}": 50.0} | {f"GET /reports/r{i}": 50.0 for i in range(9)}),
+        "resources": profile({"/orders/{n}": 50.0} | {f"/reports/r{i}": 50.0 for i in range(9)}),
+        "clients": profile({"curl": 500.0}),
+        "client_versions": profile({"curl/7.88.1": 500.0}),
+        "week_hours": [3.0] * 168,
+        "week_hours_at": now,
+        "last_fix": None,
+        "sources": [],
+        "rate": {"minute": now // 60_000, "count": 0, "usual": {"mean": 5.0, "variance": 4.0, "samples": 100}},
+        "bytes": {"minutes": [], "usual": {"mean": 0.0, "variance": 0.0, "samples": 0}},
+        "rows": {"minutes": [], "usual": {"mean": 0.0, "variance": 0.0, "samples": 0}},
     }
     with conn:
         for i in range(count):

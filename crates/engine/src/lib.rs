@@ -361,8 +361,10 @@ impl Engine {
         let (assessment, learning) = self.risk.with(&identity, |state| {
             let assessment = scorer.assess(&state.baseline, &state.failures, accepted, facts);
             let learning = scorer.in_learning(&state.baseline);
+            // The rate and the credential's sources change on every request;
+            // they are saved with the next learned request rather than
+            // marking the baseline for every flush.
             scorer.observe(&mut state.baseline, facts);
-            state.dirty = true;
             (assessment, learning)
         });
         let mut assurance = Assurance::none();
