@@ -302,3 +302,36 @@ fn accepted_signal_stops_challenging() {
         String::from_utf8_lossy(&bad.stderr).contains("unknown signal \"new_planet\"; use one of")
     );
 }
+
+#[test]
+fn unspecified_forwarded_address_uses_peer() {
+    let upstream = Upstream::start();
+    let mut gateway = gateway(&upstream, "", "");
+    let text = std::fs::read_to_string(&gateway.config).unwrap();
+    std::fs::write(
+        &gateway.config,
+        text.replace("trusted_proxies = []", "trusted_proxies = [\"127.0.0.1\"]"),
+    )
+    .unwrap();
+    let (token, _) = gateway.enrol("forwarded");
+    gateway.start();
+    let auth = bearer(&token);
+    learn(
+        &gateway,
+        &auth,
+        "127.0.0.1",
+        &["-H", "X-Forwarded-For: 127.0.5.5"],
+        5,
+    );
+    // 0.0.0.0 would mean "no network" to the engine and switch the network
+    // signals off. The peer stands in for it, and its network is new.
+    for header in ["X-Forwarded-For: 0.0.0.0", "Forwarded: for=\"[::]\""] {
+        let response = curl(
+            "127.0.0.1",
+            &gateway.url("/orders/1"),
+            &["-H", &auth, "-H", header],
+        );
+        assert_eq!(response.status, 401, "{header}: {}", response.body);
+        assert_eq!(reasons(&response.json()), vec!["new_network"], "{header}");
+    }
+}

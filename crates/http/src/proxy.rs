@@ -136,7 +136,14 @@ fn prepare(
         zone.as_ref().is_some_and(|zone| zone.admin),
     );
     let template = route_template(&path);
-    let client = client_addr(peer.ip(), request.headers(), &shared.trusted_proxies).to_canonical();
+    let mut client =
+        client_addr(peer.ip(), request.headers(), &shared.trusted_proxies).to_canonical();
+    if client.is_unspecified() {
+        // The engine reads the unspecified address as "no network", which
+        // would switch the network signals off; no real client has it.
+        tracing::warn!(client.addr = %client, peer.addr = %peer, "forwarded client address is unspecified, using the peer");
+        client = peer.ip().to_canonical();
+    }
     let facts = RequestFacts {
         client_addr: client,
         peer_addr: peer.ip().to_canonical(),
