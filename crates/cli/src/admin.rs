@@ -400,6 +400,8 @@ pub(crate) fn baseline(path: Option<&Path>, command: BaselineCommand) -> anyhow:
             let name = parse_name(&identity)?;
             let kind = parse_signal(&signal)?;
             let value = value.unwrap_or_else(|| ANY_VALUE.to_owned());
+            let value = stepgate_risk::accept_value(kind, &value)
+                .map_err(|err| anyhow::anyhow!("signal {}: {err}", kind.name()))?;
             let detail = format!("accept signal {} for value {value:?}", kind.name());
             store.accept_signal(
                 &AcceptedSignal {

@@ -27,7 +27,12 @@ pub(crate) fn replay(config_path: Option<&Path>, args: ReplayArgs<'_>) -> anyhow
     let config = crate::load_config(config_path)?;
     let policy = load_policy(&config, config_path)?;
     let geo = load_geo(&config, config_path)?;
-    let files = discover(args.paths).map_err(|(path, err)| {
+    // Fail before the run, not after it, when the summary cannot be written.
+    if let Some(path) = args.summary {
+        std::fs::write(path, b"")
+            .with_context(|| format!("cannot write summary file {}", path.display()))?;
+    }
+    let found = discover(args.paths, args.format).map_err(|(path, err)| {
         anyhow::anyhow!(
             "cannot read {}: {err}; pass files or directories of recorded events",
             path.display()
@@ -54,10 +59,18 @@ pub(crate) fn replay(config_path: Option<&Path>, args: ReplayArgs<'_>) -> anyhow
         replayer = replayer.with_labels(labels);
     }
 
+    for skip in found.skipped {
+        replayer.skip(skip);
+    }
+    if found.files.is_empty() {
+        eprintln!(
+            "replay: no event files under the given paths (files ending in .json, .jsonl, .ndjson, .log or .gz)"
+        );
+    }
     let started = Instant::now();
     let mut progress = Progress::new(started);
     let mut write_error = None;
-    for file in &files {
+    for file in &found.files {
         let mut skips = Vec::new();
         read_file(
             file,
@@ -73,19 +86,28 @@ pub(crate) fn replay(config_path: Option<&Path>, args: ReplayArgs<'_>) -> anyhow
             &mut |skip| skips.push(skip),
         );
         for skip in skips {
-            replayer.skip(skip);
+            if skip.not_a_request {
+                replayer.ignore();
+            } else {
+                replayer.skip(skip);
+            }
         }
         if let Some(err) = write_error.take() {
-            return Err(err).context("cannot write decisions to standard output");
+            return output_failed(err);
         }
     }
-    let (_, report) = replayer
-        .finish()
-        .context("cannot write decisions to standard output")?;
+    let report = match replayer.finish() {
+        Ok((_, report)) => report,
+        Err(err) => return output_failed(err),
+    };
     let elapsed = started.elapsed().as_secs_f64();
     eprint!("{}", report.render(elapsed));
     if let Some(path) = args.summary {
-        let json = serde_json::to_string_pretty(&report)?;
+        let mut json = serde_json::to_value(&report)?;
+        json["seconds"] = serde_json::json!(elapsed);
+        json["events_per_second"] =
+            serde_json::json!(report.decisions.events as f64 / elapsed.max(1e-9));
+        let json = serde_json::to_string_pretty(&json)?;
         std::fs::write(path, json)
             .with_context(|| format!("cannot write summary file {}", path.display()))?;
     }
@@ -94,6 +116,15 @@ pub(crate) fn replay(config_path: Option<&Path>, args: ReplayArgs<'_>) -> anyhow
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Ends the run when standard output cannot be written. A closed pipe (as
+/// with `| head`) is a normal end for a command-line filter.
+fn output_failed(err: std::io::Error) -> anyhow::Result<ExitCode> {
+    if err.kind() == std::io::ErrorKind::BrokenPipe {
+        return Ok(ExitCode::SUCCESS);
+    }
+    Err(err).context("cannot write decisions to standard output")
 }
 
 /// A progress line on standard error every few seconds of a long run.
@@ -109,8 +140,10 @@ impl Progress {
         Self {
             started,
             last: started,
-            enabled: std::env::var_os("STEPGATE_PROGRESS").is_some()
-                || std::io::stderr().is_terminal(),
+            enabled: match std::env::var("STEPGATE_PROGRESS") {
+                Ok(value) => !matches!(value.as_str(), "" | "0" | "false" | "no"),
+                Err(_) => std::io::stderr().is_terminal(),
+            },
             seen: 0,
         }
     }

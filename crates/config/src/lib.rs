@@ -360,6 +360,22 @@ impl Config {
                 message,
             });
         }
+        for (key, path) in [
+            ("geoip.asn_db", &self.geoip.asn_db),
+            ("geoip.city_db", &self.geoip.city_db),
+            ("geoip.anonymous_db", &self.geoip.anonymous_db),
+        ] {
+            if path
+                .as_ref()
+                .is_some_and(|path| path.as_os_str().is_empty())
+            {
+                return Err(self.invalid(
+                    key,
+                    "",
+                    "is empty; give the path of a .mmdb file or remove the key",
+                ));
+            }
+        }
         let mut hosting = Vec::new();
         for (i, text) in self.geoip.hosting_networks.iter().enumerate() {
             let net = parse_net(text).ok_or_else(|| {

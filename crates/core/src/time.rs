@@ -131,8 +131,15 @@ impl Timestamp {
                 if rest.len() != 6 || rest.as_bytes()[3] != b':' {
                     return None;
                 }
-                let hours = rest.get(1..3)?.parse::<i64>().ok()?;
-                let minutes = rest.get(4..6)?.parse::<i64>().ok()?;
+                let digits = |part: &str| -> Option<i64> {
+                    if part.bytes().all(|b| b.is_ascii_digit()) {
+                        part.parse().ok()
+                    } else {
+                        None
+                    }
+                };
+                let hours = digits(rest.get(1..3)?)?;
+                let minutes = digits(rest.get(4..6)?)?;
                 if hours > 23 || minutes > 59 {
                     return None;
                 }
@@ -284,6 +291,8 @@ mod tests {
             "2022-07-20T24:00:00Z",
             "2022-07-20T20:53:54.Z",
             "2022-07-20T20:53:54+0200",
+            "2022-07-20T20:53:54+-1:00",
+            "2022-07-20T20:53:54+01:-0",
             "2022/07/20T20:53:54Z",
             "2022-07-20T20:53:54Zjunk",
             "２０２2-07-20T20:53:54Z",

@@ -21,9 +21,20 @@ const MEMO_LIMIT: usize = 65_536;
 #[derive(Debug, thiserror::Error)]
 pub enum GeoError {
     #[error(
-        "cannot open GeoIP database {path}: {reason}; check that the file is a MaxMind DB (.mmdb) and readable"
+        "geoip.{key}: cannot open GeoIP database {path}: {reason}; check that the file is a MaxMind DB (.mmdb) and readable"
     )]
-    Open { path: PathBuf, reason: String },
+    Open {
+        key: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("geoip.{key}: {path} is a {found} database; use a database of type {expected}")]
+    WrongType {
+        key: &'static str,
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
 }
 
 /// Paths of the databases to open (each optional) and listed networks.
@@ -122,20 +133,54 @@ impl AnonymousRecord {
     }
 }
 
-fn open(path: &Path) -> Result<Reader<Vec<u8>>, GeoError> {
-    Reader::open_readfile(path).map_err(|err| GeoError::Open {
+/// Opens and verifies the database configured as `key`, whose type must
+/// contain one of `types` (as in `GeoLite2-ASN` or `DBIP-City-Lite`).
+fn open(
+    key: &'static str,
+    path: &Path,
+    types: &'static [&'static str],
+) -> Result<Reader<Vec<u8>>, GeoError> {
+    let failed = |reason: String| GeoError::Open {
+        key,
         path: path.to_owned(),
-        reason: err.to_string(),
-    })
+        reason,
+    };
+    let reader = Reader::open_readfile(path).map_err(|err| failed(err.to_string()))?;
+    // A damaged file is refused now rather than failing lookups later.
+    reader
+        .verify()
+        .map_err(|err| failed(format!("damaged: {err}")))?;
+    let found = &reader.metadata().database_type;
+    if !types.iter().any(|kind| found.contains(kind)) {
+        return Err(GeoError::WrongType {
+            key,
+            path: path.to_owned(),
+            found: found.clone(),
+            expected: types.join(" or "),
+        });
+    }
+    Ok(reader)
 }
 
 impl Geo {
     /// Opens the configured databases; any that cannot be read is an error
     /// naming the file.
     pub fn open(sources: &GeoSources) -> Result<Self, GeoError> {
-        let asn = sources.asn_db.as_deref().map(open).transpose()?;
-        let city = sources.city_db.as_deref().map(open).transpose()?;
-        let anonymous = sources.anonymous_db.as_deref().map(open).transpose()?;
+        let asn = sources
+            .asn_db
+            .as_deref()
+            .map(|path| open("asn_db", path, &["ASN", "ISP"]))
+            .transpose()?;
+        let city = sources
+            .city_db
+            .as_deref()
+            .map(|path| open("city_db", path, &["City", "Country"]))
+            .transpose()?;
+        let anonymous = sources
+            .anonymous_db
+            .as_deref()
+            .map(|path| open("anonymous_db", path, &["Anonymous"]))
+            .transpose()?;
         for (name, reader) in [("asn", &asn), ("city", &city), ("anonymous", &anonymous)] {
             if let Some(reader) = reader {
                 tracing::info!(

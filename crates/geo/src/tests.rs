@@ -155,7 +155,7 @@ fn combined_lookup_and_listed_networks() {
 }
 
 #[test]
-fn damaged_databases_fail_to_open_or_answer_nothing_without_panicking() {
+fn damaged_databases_refused_at_open() {
     let entries = std::fs::read_dir(testdata("")).unwrap();
     let mut tried = 0;
     for entry in entries {
@@ -196,4 +196,26 @@ fn missing_file_names_the_path() {
     let err = Geo::open(&sources).unwrap_err().to_string();
     assert!(err.contains("/nonexistent/GeoLite2-ASN.mmdb"), "{err}");
     assert!(err.contains(".mmdb"), "{err}");
+}
+
+#[test]
+fn database_of_the_wrong_type_is_refused() {
+    let sources = GeoSources {
+        asn_db: Some(testdata("GeoLite2-City-Test.mmdb")),
+        ..GeoSources::default()
+    };
+    let err = Geo::open(&sources).unwrap_err().to_string();
+    assert!(err.starts_with("geoip.asn_db: "), "{err}");
+    assert!(err.contains("is a GeoLite2-City database"), "{err}");
+    assert!(err.contains("use a database of type ASN or ISP"), "{err}");
+    let sources = GeoSources {
+        anonymous_db: Some(testdata("GeoLite2-ASN-Test.mmdb")),
+        ..GeoSources::default()
+    };
+    assert!(Geo::open(&sources).is_err());
+    let sources = GeoSources {
+        city_db: Some(testdata("GeoLite2-Country-Test.mmdb")),
+        ..GeoSources::default()
+    };
+    assert!(Geo::open(&sources).is_ok());
 }

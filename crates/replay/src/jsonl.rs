@@ -8,8 +8,8 @@
 //! | `time` | yes | RFC 3339 time |
 //! | `identity` | yes | who acted |
 //! | `operation` | yes | what was done, such as `GET /orders/{n}` or `s3:GetObject` |
-//! | `resource` | no | what it was done to; defaults to the operation |
-//! | `action` | no | `read`, `write`, `delete` or `admin`; default `read` |
+//! | `resource` | no | what it was done to; defaults to the path of an HTTP operation (`/orders/{n}`), else the operation |
+//! | `action` | no | `read`, `write`, `delete` or `admin`; defaults to the action of an HTTP operation's method, else `read` |
 //! | `client_addr` | no | client IP address |
 //! | `user_agent` | no | client software |
 //! | `credential` | no | id of the credential used (never the secret) |
@@ -129,8 +129,29 @@ fn action_of(text: Option<Cow<'_, str>>) -> Result<Action, LineError> {
 fn from_generic(line: Line<'_>) -> Result<Event, LineError> {
     let event_id = line.event_id.ok_or(LineError::Missing("event_id"))?;
     let time = time_of(line.time, "time")?;
-    let identity = line.identity.ok_or(LineError::Missing("identity"))?;
-    let operation = line.operation.ok_or(LineError::Missing("operation"))?;
+    let identity = line
+        .identity
+        .filter(|identity| !identity.trim().is_empty())
+        .ok_or(LineError::Missing("identity"))?;
+    let operation = line
+        .operation
+        .filter(|operation| !operation.trim().is_empty())
+        .ok_or(LineError::Missing("operation"))?;
+    // An HTTP operation, `METHOD /path`, gives the default resource and
+    // action.
+    let http = operation
+        .split_once(' ')
+        .filter(|(method, path)| {
+            path.starts_with('/')
+                && !method.is_empty()
+                && method.bytes().all(|b| b.is_ascii_uppercase())
+        })
+        .map(|(method, path)| (method.to_owned(), path.to_owned()));
+    let action = match (line.action, &http) {
+        (Some(text), _) => action_of(Some(text))?,
+        (None, Some((method, _))) => Action::from_http(method, false),
+        (None, None) => Action::Read,
+    };
     let error = line.error.map(|text| match text.as_ref() {
         "authentication" => EventError::Authentication,
         "authorization" => EventError::Authorization,
@@ -142,11 +163,13 @@ fn from_generic(line: Line<'_>) -> Result<Event, LineError> {
         identity: identity.into_owned(),
         session: line.session.map(Cow::into_owned),
         client_addr: addr_of(line.client_addr)?,
-        resource: line
-            .resource
-            .map_or_else(|| operation.clone().into_owned(), Cow::into_owned),
+        resource: match (line.resource, http) {
+            (Some(resource), _) => resource.into_owned(),
+            (None, Some((_, path))) => path,
+            (None, None) => operation.clone().into_owned(),
+        },
         operation: operation.into_owned(),
-        action: action_of(line.action)?,
+        action,
         user_agent: line.user_agent.map(Cow::into_owned),
         credential: line.credential.map(Cow::into_owned),
         error,
@@ -173,7 +196,17 @@ fn from_audit(seq: u64, line: Line<'_>) -> Result<Event, LineError> {
         _ => None,
     });
     let time = time_of(line.time, "time")?;
-    let identity = line.identity.ok_or(LineError::Missing("identity"))?;
+    let identity = match line.identity {
+        Some(identity) => identity,
+        // A token that named no known identity.
+        None if kind == "auth_failure" => {
+            return Err(LineError::NotARequest {
+                seq,
+                event: "auth_failure without an identity".to_owned(),
+            });
+        }
+        None => return Err(LineError::Missing("identity")),
+    };
     let method = line.method.ok_or(LineError::Missing("method"))?;
     let resource = line.resource.ok_or(LineError::Missing("resource"))?;
     Ok(Event {
@@ -204,10 +237,34 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(event.resource, "GET /builds/{n}");
+        assert_eq!(event.resource, "/builds/{n}");
         assert_eq!(event.action, Action::Read);
         assert_eq!(event.bytes, 512);
         assert_eq!(event.client_addr.to_string(), "192.0.2.7");
+    }
+
+    #[test]
+    fn http_operation_gives_resource_and_action() {
+        let event = parse_line(
+            r#"{"event_id":"a","time":"2024-03-01T10:00:00Z","identity":"ci","operation":"DELETE /reports/daily"}"#,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(event.resource, "/reports/daily");
+        assert_eq!(event.action, Action::Delete);
+        let cloud = parse_line(
+            r#"{"event_id":"a","time":"2024-03-01T10:00:00Z","identity":"ci","operation":"s3:GetObject"}"#,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(cloud.resource, "s3:GetObject");
+        assert_eq!(cloud.action, Action::Read);
+        let empty = parse_line(
+            r#"{"event_id":"a","time":"2024-03-01T10:00:00Z","identity":" ","operation":"x"}"#,
+        )
+        .unwrap()
+        .unwrap_err();
+        assert_eq!(empty, LineError::Missing("identity"));
     }
 
     #[test]

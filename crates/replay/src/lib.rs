@@ -23,8 +23,8 @@ use stepgate_policy::Policy;
 use stepgate_risk::{Accepted, Assessment, Baseline, FailureKind, Failures};
 
 pub use event::{Event, EventError};
-pub use input::{Format, Skip, discover, read_file};
-pub use report::{Label, Labels, Report};
+pub use input::{Discovered, Format, Skip, discover, read_file};
+pub use report::{Label, Labels, MAX_KEPT_SKIPS, Report};
 
 /// Events held back to put them in time order. An event later than this
 /// many newer ones is replayed when it arrives, out of order.
@@ -161,7 +161,13 @@ impl<W: Write> Replayer<W> {
     /// Counts something that could not be replayed.
     pub fn skip(&mut self, skip: Skip) {
         tracing::debug!(place = %skip.place, reason = %skip.reason, "skipped");
-        self.report.skipped.push(skip);
+        self.report.add_skip(skip);
+    }
+
+    /// Counts a record that is not a request, such as an administrative
+    /// audit record.
+    pub fn ignore(&mut self) {
+        self.report.ignored += 1;
     }
 
     /// Takes one event; it is replayed once it is the oldest of the
@@ -235,6 +241,19 @@ impl<W: Write> Replayer<W> {
         self.last_time = self.last_time.max(millis);
         let facts = self.facts(&mut event);
         let scorer = self.settings.risk.clone();
+        if event.error == Some(EventError::Authentication) {
+            // The gateway never scores a request whose credential failed:
+            // it records the failure against the identity and refuses it.
+            self.states
+                .entry(event.identity.clone())
+                .or_default()
+                .failures
+                .record(FailureKind::Authentication, event.time, facts.network());
+            let refused = Assessment::default();
+            self.write(&event, &facts.operation, Outcome::Deny, &refused)?;
+            self.report.count(&event, Outcome::Deny, &[]);
+            return Ok(());
+        }
         if !self.states.contains_key(&event.identity) {
             self.states
                 .insert(event.identity.clone(), IdentityState::default());
@@ -276,11 +295,6 @@ impl<W: Write> Replayer<W> {
                 StepUps::Labels => self.report.label_of(&event.event_id) == Some(Label::Normal),
             };
         match event.error {
-            Some(EventError::Authentication) => {
-                state
-                    .failures
-                    .record(FailureKind::Authentication, event.time, facts.network());
-            }
             Some(EventError::Authorization) => {
                 state
                     .failures
@@ -289,7 +303,7 @@ impl<W: Write> Replayer<W> {
             Some(EventError::Other) | None if outcome == Outcome::Allow || passed => {
                 scorer.learn(&mut state.baseline, &facts);
             }
-            Some(EventError::Other) | None => {}
+            Some(EventError::Authentication | EventError::Other) | None => {}
         }
         if event.bytes > 0 || event.rows > 0 {
             scorer.record_volume(&mut state.baseline, event.time, event.bytes, event.rows);

@@ -25,14 +25,14 @@ pub struct Labels(HashMap<String, Label>);
 
 impl Labels {
     /// Reads lines of `event_id,label` with label `attack` or `normal`. A
-    /// header line `event_id,label` and blank lines are allowed. Errors name
-    /// the line.
+    /// header line `event_id,label`, a byte order mark and blank lines are
+    /// allowed. Errors name the line; an id given twice is an error too.
     pub fn read(reader: impl BufRead) -> Result<Labels, String> {
         let mut labels = HashMap::new();
         for (index, line) in reader.lines().enumerate() {
             let number = index + 1;
             let line = line.map_err(|err| format!("line {number}: cannot read: {err}"))?;
-            let line = line.trim();
+            let line = line.trim_start_matches('\u{feff}').trim();
             if line.is_empty() || (number == 1 && line == "event_id,label") {
                 continue;
             }
@@ -50,7 +50,12 @@ impl Labels {
                     ));
                 }
             };
-            labels.insert(id.trim().to_owned(), label);
+            let id = id.trim();
+            if labels.insert(id.to_owned(), label).is_some() {
+                return Err(format!(
+                    "line {number}: event id {id:?} is labelled twice; keep one label per event"
+                ));
+            }
         }
         Ok(Labels(labels))
     }
@@ -67,6 +72,10 @@ impl Labels {
         self.0.get(id).copied()
     }
 }
+
+/// Most skips kept with their reasons; the rest are only counted, so a
+/// wrong `--format` over a large input cannot fill memory.
+pub const MAX_KEPT_SKIPS: usize = 1000;
 
 /// Decisions of one identity, or of all.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -155,7 +164,12 @@ pub struct Report {
     /// Events read (replayed or not yet).
     pub read: u64,
     pub decisions: Tally,
+    /// Files, records and lines that could not be replayed.
+    pub skipped_count: u64,
+    /// The first [`MAX_KEPT_SKIPS`] of them, with their reasons.
     pub skipped: Vec<Skip>,
+    /// Records that are not requests (administrative audit records).
+    pub ignored: u64,
     /// Events replayed after a later one, beyond the reordering buffer.
     pub out_of_order: u64,
     pub policy_errors: u64,
@@ -215,7 +229,14 @@ impl Report {
 
     /// True when some file, record or line could not be replayed.
     pub fn has_skips(&self) -> bool {
-        !self.skipped.is_empty()
+        self.skipped_count > 0
+    }
+
+    pub(crate) fn add_skip(&mut self, skip: Skip) {
+        self.skipped_count += 1;
+        if self.skipped.len() < MAX_KEPT_SKIPS {
+            self.skipped.push(skip);
+        }
     }
 
     /// Renders the summary for people, as printed to standard error.
@@ -250,13 +271,25 @@ impl Report {
                 self.policy_errors
             );
         }
-        if !self.skipped.is_empty() {
-            let _ = writeln!(out, "skipped: {}", self.skipped.len());
+        if self.ignored > 0 {
+            let _ = writeln!(
+                out,
+                "ignored: {} records that are not requests (administrative changes)",
+                self.ignored
+            );
+        }
+        if self.skipped_count > 0 {
+            let _ = writeln!(out, "skipped: {}", self.skipped_count);
             for skip in self.skipped.iter().take(20) {
-                let _ = writeln!(out, "  {}: {}", skip.place, skip.reason);
+                let _ = writeln!(
+                    out,
+                    "  {}: {}",
+                    printable(&skip.place),
+                    printable(&skip.reason)
+                );
             }
-            if self.skipped.len() > 20 {
-                let _ = writeln!(out, "  ... and {} more", self.skipped.len() - 20);
+            if self.skipped_count > 20 {
+                let _ = writeln!(out, "  ... and {} more", self.skipped_count - 20);
             }
         }
         let mut busiest: Vec<(&String, &Tally)> = self.identities.iter().collect();
@@ -269,8 +302,11 @@ impl Report {
         for (identity, tally) in busiest.iter().take(10) {
             let _ = writeln!(
                 out,
-                "  {identity}: {} events, step_up {}, deny {}",
-                tally.events, tally.step_up, tally.deny
+                "  {}: {} events, step_up {}, deny {}",
+                printable(identity),
+                tally.events,
+                tally.step_up,
+                tally.deny
             );
         }
         let mut signals: Vec<(&&str, &u64)> = self.signals.iter().collect();
@@ -282,7 +318,19 @@ impl Report {
             }
         }
         if let Some(detection) = &self.detection {
-            let _ = writeln!(out, "detection ({} labels):", detection.labels);
+            let overall = &detection.overall;
+            let matched = overall.attack_events + overall.normal_events;
+            let _ = writeln!(
+                out,
+                "detection ({} labels, {matched} matched an event, {} events unlabelled):",
+                detection.labels, overall.unlabelled
+            );
+            if matched == 0 {
+                let _ = writeln!(
+                    out,
+                    "  no label matched an event id: check that the labels belong to these events"
+                );
+            }
             let _ = writeln!(out, "  overall: {}", describe(&detection.overall));
             let mut identities: Vec<(&String, &Detection)> = detection
                 .identities
@@ -291,10 +339,20 @@ impl Report {
                 .collect();
             identities.sort_by(|a, b| a.0.cmp(b.0));
             for (identity, figures) in identities {
-                let _ = writeln!(out, "  {identity}: {}", describe(figures));
+                let _ = writeln!(out, "  {}: {}", printable(identity), describe(figures));
             }
         }
         out
+    }
+}
+
+/// Escapes control characters, so that recorded text cannot move the
+/// terminal's cursor or change its colours.
+fn printable(text: &str) -> String {
+    if text.chars().any(char::is_control) {
+        text.escape_default().to_string()
+    } else {
+        text.to_owned()
     }
 }
 
@@ -324,7 +382,8 @@ mod tests {
 
     #[test]
     fn labels_are_read_with_clear_errors() {
-        let labels = Labels::read("event_id,label\na,attack\n\nb,normal\n".as_bytes()).unwrap();
+        let labels =
+            Labels::read("\u{feff}event_id,label\r\na,attack\r\n\nb,normal\n".as_bytes()).unwrap();
         assert_eq!(labels.len(), 2);
         assert_eq!(labels.get("a"), Some(Label::Attack));
         let err = Labels::read("a,evil\n".as_bytes()).unwrap_err();
@@ -336,6 +395,11 @@ mod tests {
         assert!(
             err.starts_with("line 1: \"a\" is not event_id,label"),
             "{err}"
+        );
+        let err = Labels::read("a,attack\na,normal\n".as_bytes()).unwrap_err();
+        assert_eq!(
+            err,
+            "line 2: event id \"a\" is labelled twice; keep one label per event"
         );
     }
 

@@ -19,7 +19,7 @@ mod failures;
 mod profile;
 mod series;
 
-pub use accepted::{ANY_VALUE, Accepted};
+pub use accepted::{ANY_VALUE, Accepted, accept_value};
 pub use baseline::{BASELINE_VERSION, Baseline};
 pub use catalogue::{Catalogue, Category, SensitiveOperations};
 pub use client::Client;

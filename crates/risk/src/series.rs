@@ -65,6 +65,12 @@ impl RateSeries {
     /// bursts do not teach the usual rate.
     pub(crate) fn observe(&mut self, at: Timestamp, burst_threshold: f64) {
         let minute = minute_of(at);
+        if minute < self.minute {
+            // A late event (replayed out of order) belongs to a minute that
+            // is already closed; counting it in the current one would fake
+            // a burst.
+            return;
+        }
         if minute > self.minute {
             if self.count > 0 && f64::from(self.count) <= burst_threshold {
                 self.usual.add(f64::from(self.count));
@@ -78,10 +84,10 @@ impl RateSeries {
     /// Requests in the minute of `at`, counting one more for the request
     /// being decided.
     pub(crate) fn count_with_next(&self, at: Timestamp) -> u32 {
-        if minute_of(at) > self.minute {
-            1
-        } else {
+        if minute_of(at) == self.minute {
             self.count.saturating_add(1)
+        } else {
+            1
         }
     }
 }
@@ -188,6 +194,17 @@ mod tests {
         rate.observe(at_minute(6, 0), 100.0);
         assert_eq!(rate.usual.samples, 1);
         assert_eq!(rate.usual.mean, 10.0);
+    }
+
+    #[test]
+    fn late_events_do_not_count_as_a_burst() {
+        let mut rate = RateSeries::default();
+        for second in 0..10 {
+            rate.observe(at_minute(9, second), 100.0);
+        }
+        assert_eq!(rate.count_with_next(at_minute(3, 0)), 1);
+        rate.observe(at_minute(3, 0), 100.0);
+        assert_eq!(rate.count_with_next(at_minute(9, 30)), 11);
     }
 
     #[test]
