@@ -533,11 +533,23 @@ fn default_shutdown_grace() -> u64 {
     10
 }
 
+/// Parses an address or CIDR range. An IPv4-mapped IPv6 range
+/// (`::ffff:203.0.113.0/120`) becomes the IPv4 range it maps, because client
+/// addresses are compared in their IPv4 form.
 fn parse_net(text: &str) -> Option<IpNet> {
-    if let Ok(net) = text.parse::<IpNet>() {
-        return Some(net.trunc());
+    let net = match text.parse::<IpNet>() {
+        Ok(net) => net.trunc(),
+        Err(_) => IpNet::from(text.parse::<IpAddr>().ok()?.to_canonical()),
+    };
+    if let IpNet::V6(v6) = net
+        && v6.prefix_len() >= 96
+        && let Some(v4) = v6.network().to_ipv4_mapped()
+    {
+        return ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+            .ok()
+            .map(IpNet::V4);
     }
-    text.parse::<IpAddr>().ok().map(IpNet::from)
+    Some(net)
 }
 
 fn http_header_name(name: &str) -> Option<()> {

@@ -135,3 +135,26 @@ fn semantic_mistakes_named() {
     let huge = format!("{MINIMAL}\n[step_up]\nmax_age_secs = 18446744073709551615\n");
     assert!(message(&huge).contains("step_up.max_age_secs"));
 }
+
+#[test]
+fn ipv4_mapped_ranges_become_ipv4() {
+    let text = format!(
+        "{MINIMAL}\n[geoip]\nhosting_networks = [\"::ffff:203.0.113.0/120\", \"::ffff:198.51.100.7\"]\n"
+    );
+    let config = Config::parse(&text, "test.toml").unwrap();
+    let nets: Vec<String> = config
+        .geoip
+        .hosting_nets
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(nets, ["203.0.113.0/24", "198.51.100.7/32"]);
+}
+
+#[test]
+fn empty_geoip_path_is_rejected() {
+    let text = format!("{MINIMAL}\n[geoip]\nasn_db = \"\"\n");
+    let err = Config::parse(&text, "test.toml").unwrap_err().to_string();
+    assert!(err.contains("geoip.asn_db"), "{err}");
+    assert!(err.contains("give the path of a .mmdb file"), "{err}");
+}
