@@ -158,3 +158,13 @@ fn empty_geoip_path_is_rejected() {
     assert!(err.contains("geoip.asn_db"), "{err}");
     assert!(err.contains("give the path of a .mmdb file"), "{err}");
 }
+
+#[test]
+fn weight_above_255_gets_the_range_message() {
+    let text = format!("{MINIMAL}\n[risk.weights]\nnew_network = 300\n");
+    let err = Config::parse(&text, "test.toml").unwrap_err().to_string();
+    assert!(
+        err.contains("risk.weights.new_network = 300 is above 100"),
+        "{err}"
+    );
+}

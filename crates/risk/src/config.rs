@@ -160,29 +160,29 @@ impl RiskConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Weights {
-    pub new_network: u8,
-    pub new_asn: u8,
-    pub new_country: u8,
-    pub anonymizer_network: u8,
-    pub impossible_travel: u8,
-    pub concurrent_sessions: u8,
-    pub unusual_hour: u8,
-    pub dormant: u8,
-    pub request_burst: u8,
-    pub new_operation: u8,
-    pub rare_operation: u8,
-    pub new_resource: u8,
-    pub permission_change: u8,
-    pub credential_creation: u8,
-    pub logging_change: u8,
-    pub secret_read: u8,
-    pub data_volume: u8,
-    pub new_client: u8,
-    pub client_version: u8,
-    pub read_only_zone_write: u8,
-    pub sensitive_zone: u8,
-    pub failure_burst: u8,
-    pub totp_failure: u8,
+    pub new_network: u16,
+    pub new_asn: u16,
+    pub new_country: u16,
+    pub anonymizer_network: u16,
+    pub impossible_travel: u16,
+    pub concurrent_sessions: u16,
+    pub unusual_hour: u16,
+    pub dormant: u16,
+    pub request_burst: u16,
+    pub new_operation: u16,
+    pub rare_operation: u16,
+    pub new_resource: u16,
+    pub permission_change: u16,
+    pub credential_creation: u16,
+    pub logging_change: u16,
+    pub secret_read: u16,
+    pub data_volume: u16,
+    pub new_client: u16,
+    pub client_version: u16,
+    pub read_only_zone_write: u16,
+    pub sensitive_zone: u16,
+    pub failure_burst: u16,
+    pub totp_failure: u16,
 }
 
 impl Default for Weights {
@@ -218,6 +218,12 @@ impl Default for Weights {
 impl Weights {
     /// Returns the weight of one signal.
     pub fn of(&self, kind: SignalKind) -> u8 {
+        // Validation keeps weights at or below 100.
+        u8::try_from(self.configured(kind).min(100)).unwrap_or(100)
+    }
+
+    /// Returns the weight as configured, before validation.
+    pub fn configured(&self, kind: SignalKind) -> u16 {
         match kind {
             SignalKind::NewNetwork => self.new_network,
             SignalKind::NewAsn => self.new_asn,
@@ -247,7 +253,11 @@ impl Weights {
 
     /// Sets the weight of one signal.
     pub fn set(&mut self, kind: SignalKind, weight: u8) {
-        let slot = match kind {
+        *self.slot(kind) = u16::from(weight);
+    }
+
+    fn slot(&mut self, kind: SignalKind) -> &mut u16 {
+        match kind {
             SignalKind::NewNetwork => &mut self.new_network,
             SignalKind::NewAsn => &mut self.new_asn,
             SignalKind::NewCountry => &mut self.new_country,
@@ -271,14 +281,13 @@ impl Weights {
             SignalKind::SensitiveZone => &mut self.sensitive_zone,
             SignalKind::FailureBurst => &mut self.failure_burst,
             SignalKind::TotpFailure => &mut self.totp_failure,
-        };
-        *slot = weight;
+        }
     }
 
-    /// Names and values, for validation messages.
-    pub fn entries(&self) -> impl Iterator<Item = (&'static str, u8)> + '_ {
+    /// Names and configured values, for validation messages.
+    pub fn entries(&self) -> impl Iterator<Item = (&'static str, u16)> + '_ {
         SignalKind::ALL
             .into_iter()
-            .map(|kind| (kind.name(), self.of(kind)))
+            .map(|kind| (kind.name(), self.configured(kind)))
     }
 }
