@@ -1,0 +1,36 @@
+//! Proof-of-possession factors a machine can satisfy: JSON Web Keys and
+//! their thumbprints (RFC 7517, RFC 7638) and DPoP proofs (RFC 9449).
+//!
+//! The crate only verifies; where keys are bound and which requests need a
+//! proof is the engine's business.
+
+pub mod dpop;
+pub mod jwk;
+
+pub use dpop::{DpopWindow, ProofTarget, ReplayCache, VerifiedProof, same_uri, verify_proof};
+pub use jwk::{Algorithm, Curve, PublicJwk};
+
+/// Reason a proof or key was rejected. Messages name the check that failed
+/// and never contain key material or tokens.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PopError {
+    #[error("malformed proof: {0}")]
+    Malformed(String),
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    #[error("private key in proof: {0}")]
+    PrivateKey(String),
+    #[error("signature does not verify with the proof's key")]
+    BadSignature,
+    #[error("proof for another request: {0}")]
+    WrongTarget(String),
+    #[error("proof out of its time window: {0}")]
+    Expired(String),
+    #[error("nonce: {0}")]
+    Nonce(String),
+    #[error("replayed proof: {0}")]
+    Replayed(String),
+}
+
+#[cfg(test)]
+mod tests;
