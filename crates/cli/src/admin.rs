@@ -280,13 +280,16 @@ pub(crate) fn token(path: Option<&Path>, command: TokenCommand) -> anyhow::Resul
 }
 
 pub(crate) fn enroll(path: Option<&Path>, command: EnrollCommand) -> anyhow::Result<ExitCode> {
-    let EnrollCommand::Totp {
-        identity,
-        algorithm,
-        digits,
-        period,
-        issuer,
-    } = command;
+    let (identity, algorithm, digits, period, issuer) = match command {
+        EnrollCommand::Totp {
+            identity,
+            algorithm,
+            digits,
+            period,
+            issuer,
+        } => (identity, algorithm, digits, period, issuer),
+        EnrollCommand::Dpop { identity, jwk } => return enroll_dpop(path, &identity, &jwk),
+    };
     let config = load_config(path)?;
     let store = open_store(&config)?;
     let now = SystemClock.now();
@@ -311,6 +314,42 @@ pub(crate) fn enroll(path: Option<&Path>, command: EnrollCommand) -> anyhow::Res
     eprintln!(
         "enrolled TOTP for identity {name}; the URI above holds the secret and is shown only once"
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn enroll_dpop(path: Option<&Path>, identity: &str, jwk_path: &Path) -> anyhow::Result<ExitCode> {
+    let text = if jwk_path == Path::new("-") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("cannot read the JWK from standard input")?;
+        text
+    } else {
+        std::fs::read_to_string(jwk_path)
+            .with_context(|| format!("cannot read JWK file {}", jwk_path.display()))?
+    };
+    let value: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not JSON; give the public key as a JWK such as {{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":...,\"y\":...}}",
+            jwk_path.display()
+        )
+    })?;
+    let jwk = stepgate_pop::PublicJwk::from_json(&value)
+        .map_err(|err| anyhow::anyhow!("{}: {err}", jwk_path.display()))?;
+    let thumbprint = jwk.thumbprint();
+    let config = load_config(path)?;
+    let store = open_store(&config)?;
+    let now = SystemClock.now();
+    let name = parse_name(identity)?;
+    let record = stepgate_store::DpopKeyRecord {
+        identity: name.clone(),
+        thumbprint: thumbprint.clone(),
+        jwk: value.to_string(),
+        created_at: now,
+    };
+    let detail = format!("factor enroll dpop for {name} (jkt {thumbprint})");
+    store.enroll_dpop(&record, admin_entry(now, &actor(), Some(&name), detail))?;
+    println!("{thumbprint}");
+    eprintln!("bound DPoP key {thumbprint} to identity {name}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -163,6 +163,15 @@ enum EnrollCommand {
         #[arg(long, default_value = "stepgate")]
         issuer: String,
     },
+    /// Bind (or replace) a DPoP key (RFC 9449): step-ups can then be
+    /// answered with a DPoP proof signed by it. Prints the key's RFC 7638
+    /// thumbprint.
+    Dpop {
+        identity: String,
+        /// The public key as a JWK (JSON); `-` reads standard input.
+        #[arg(long, value_name = "FILE")]
+        jwk: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -131,6 +131,21 @@ pub struct GatewayConfig {
     /// Seconds a clean shutdown waits for requests in flight. Default 10.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_secs: u64,
+    /// Scheme, host and optional path prefix clients use to reach the
+    /// gateway, such as `https://api.example.com/gw`; DPoP proofs must name
+    /// URIs under it. Default `http://` and the listen address.
+    #[serde(default)]
+    pub public_origin: Option<String>,
+}
+
+impl GatewayConfig {
+    /// The public origin without a trailing slash.
+    pub fn origin(&self) -> String {
+        match &self.public_origin {
+            Some(origin) => origin.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.listen),
+        }
+    }
 }
 
 /// The `[admin]` table: the listener for `/metrics`.
@@ -278,6 +293,20 @@ impl Config {
         }
         self.trusted_proxy_nets = nets;
 
+        if let Some(origin) = &self.gateway.public_origin {
+            let valid = ["http://", "https://"].iter().any(|scheme| {
+                origin
+                    .strip_prefix(scheme)
+                    .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
+            }) && !origin.contains(['?', '#', '@', ' ']);
+            if !valid {
+                return Err(self.invalid(
+                    "gateway.public_origin",
+                    origin,
+                    "expected http:// or https://, a host, an optional port and path prefix, such as https://api.example.com",
+                ));
+            }
+        }
         if http_header_name(&self.gateway.identity_header).is_none() {
             return Err(self.invalid(
                 "gateway.identity_header",

@@ -15,17 +15,20 @@ use crate::time::Timestamp;
 #[serde(rename_all = "lowercase")]
 pub enum FactorKind {
     Totp,
+    /// A DPoP proof (RFC 9449) signed by the identity's bound key.
+    Dpop,
 }
 
 impl FactorKind {
     /// Every factor kind, weakest first; the step-up search tries them in
     /// this order.
-    pub const ALL: [FactorKind; 1] = [FactorKind::Totp];
+    pub const ALL: [FactorKind; 2] = [FactorKind::Totp, FactorKind::Dpop];
 
     /// The name used in policies (`context.proved.totp`) and audit records.
     pub fn name(self) -> &'static str {
         match self {
             FactorKind::Totp => "totp",
+            FactorKind::Dpop => "dpop",
         }
     }
 
@@ -33,6 +36,7 @@ impl FactorKind {
     pub fn acr(self) -> &'static str {
         match self {
             FactorKind::Totp => "urn:stepgate:acr:totp",
+            FactorKind::Dpop => "urn:stepgate:acr:dpop",
         }
     }
 }

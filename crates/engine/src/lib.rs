@@ -60,6 +60,17 @@ impl Settings {
 pub struct StepUpAnswer<'a> {
     pub challenge_id: &'a str,
     pub totp_code: Option<&'a str>,
+    pub dpop: Option<DpopAnswer<'a>>,
+}
+
+/// A DPoP proof answering a challenge.
+#[derive(Clone, Copy, Debug)]
+pub struct DpopAnswer<'a> {
+    /// Every `DPoP` header of the request; exactly one is accepted.
+    pub proofs: &'a [&'a str],
+    /// The request URI built from the gateway's public origin and the
+    /// normalised path, which the proof's `htu` must match.
+    pub uri: &'a str,
 }
 
 /// One request as a front-end hands it over.
@@ -171,6 +182,8 @@ pub struct Engine {
     grants: Grants,
     challenges: Challenges,
     locator: Option<Arc<dyn Locator>>,
+    /// `jti` values of accepted DPoP proofs.
+    dpop_replays: stepgate_pop::ReplayCache,
 }
 
 impl Engine {
@@ -211,6 +224,7 @@ impl Engine {
             grants: Sharded::new(),
             challenges: Challenges::default(),
             locator: None,
+            dpop_replays: stepgate_pop::ReplayCache::default(),
         };
         engine.restore_locks();
         Ok(engine)
@@ -327,7 +341,8 @@ impl Engine {
         let mut stepped_up = None;
         let mut step_up_receipt = None;
         if let Some(answer) = input.answer {
-            match self.answer_challenge(&credentials, &identity, &input.facts, answer, now) {
+            let token = bearer_token(input.authorization);
+            match self.answer_challenge(&credentials, &identity, &input.facts, answer, token, now) {
                 Ok(factor) => {
                     let mut success = entry.clone();
                     success.event = Some(Event::StepUpSuccess);
@@ -339,7 +354,12 @@ impl Engine {
                 Err(failure) => {
                     entry.event = Some(Event::StepUpFailure);
                     entry.challenge_id = Some(answer.challenge_id.to_owned());
-                    entry.factor = Some(FactorKind::Totp.name().to_owned());
+                    let attempted = if answer.dpop.is_some() {
+                        FactorKind::Dpop
+                    } else {
+                        FactorKind::Totp
+                    };
+                    entry.factor = Some(attempted.name().to_owned());
                     entry.detail = Some(failure.to_string());
                     return Verdict::StepUpFailed(failure, self.audit.durable(entry));
                 }
@@ -575,6 +595,9 @@ impl Engine {
         if credentials.totp.contains_key(identity) {
             factors.push(FactorKind::Totp);
         }
+        if credentials.dpop.contains_key(identity) {
+            factors.push(FactorKind::Dpop);
+        }
         factors
     }
 }
@@ -612,6 +635,14 @@ pub fn evaluate_policy(
         weekday: facts.time.hour_of_week() / 24,
     };
     policy.decide(&input, offered)
+}
+
+/// The token of a `Bearer` authorization header.
+fn bearer_token(authorization: Option<&str>) -> Option<&str> {
+    let (scheme, value) = authorization?.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("Bearer")
+        .then(|| value.trim_matches(' '))
 }
 
 fn request_entry(input: &RequestInput<'_>, now: Timestamp) -> Entry {

@@ -23,6 +23,8 @@ pub(crate) struct Credentials {
     pub(crate) totp: HashMap<IdentityName, TotpFactor>,
     /// Signals accepted as normal, per identity.
     pub(crate) accepted: HashMap<IdentityName, Accepted>,
+    /// RFC 7638 thumbprint of each identity's bound DPoP key.
+    pub(crate) dpop: HashMap<IdentityName, String>,
 }
 
 pub(crate) struct TokenEntry {
@@ -74,12 +76,18 @@ impl Credentials {
                 }
             }
         }
+        let dpop = snapshot
+            .dpop
+            .into_iter()
+            .map(|key| (key.identity, key.thumbprint))
+            .collect();
         Self {
             revision: snapshot.revision,
             identities,
             tokens,
             totp,
             accepted,
+            dpop,
         }
     }
 }

@@ -5,7 +5,10 @@ use stepgate_core::{FactorKind, Grant, IdentityName, Network, RequestFacts, Time
 use stepgate_factors::totp::{self, Verification};
 use stepgate_risk::FailureKind;
 
-use crate::state::Credentials;
+use stepgate_pop::{DpopWindow, ProofTarget, verify_proof};
+use subtle::ConstantTimeEq;
+
+use crate::state::{Challenge, Credentials};
 use crate::{Engine, StepUpAnswer};
 
 /// Steps of clock drift accepted on each side of the current TOTP step.
@@ -40,6 +43,12 @@ pub enum StepUpFailure {
     Locked { until: Timestamp },
     #[error("the step-up could not be recorded")]
     StoreUnavailable,
+    #[error("missing DPoP header with a proof signed by the identity's bound key")]
+    MissingProof,
+    #[error("DPoP proof rejected: {0}")]
+    InvalidProof(String),
+    #[error("DPoP proof signed by a key other than the identity's bound key")]
+    WrongKey,
 }
 
 impl StepUpFailure {
@@ -47,7 +56,12 @@ impl StepUpFailure {
     pub fn challenge_still_open(&self) -> bool {
         matches!(
             self,
-            StepUpFailure::MissingCode | StepUpFailure::WrongCode | StepUpFailure::ReplayedCode
+            StepUpFailure::MissingCode
+                | StepUpFailure::WrongCode
+                | StepUpFailure::ReplayedCode
+                | StepUpFailure::MissingProof
+                | StepUpFailure::InvalidProof(_)
+                | StepUpFailure::WrongKey
         )
     }
 
@@ -66,6 +80,9 @@ impl StepUpFailure {
             StepUpFailure::ReplayedCode => "replayed_code",
             StepUpFailure::Locked { .. } => "locked",
             StepUpFailure::StoreUnavailable => "unavailable",
+            StepUpFailure::MissingProof => "missing_proof",
+            StepUpFailure::InvalidProof(_) => "invalid_proof",
+            StepUpFailure::WrongKey => "wrong_key",
         }
     }
 }
@@ -79,9 +96,10 @@ impl Engine {
         identity: &IdentityName,
         facts: &RequestFacts,
         answer: StepUpAnswer<'_>,
+        token: Option<&str>,
         now: Timestamp,
     ) -> Result<FactorKind, StepUpFailure> {
-        let result = self.check_answer(credentials, identity, facts, answer, now);
+        let result = self.check_answer(credentials, identity, facts, answer, token, now);
         match &result {
             Ok(_) => {
                 tracing::info!(identity = %identity, challenge.id = answer.challenge_id, "step-up succeeded")
@@ -104,6 +122,7 @@ impl Engine {
         identity: &IdentityName,
         facts: &RequestFacts,
         answer: StepUpAnswer<'_>,
+        token: Option<&str>,
         now: Timestamp,
     ) -> Result<FactorKind, StepUpFailure> {
         let challenge = self
@@ -129,7 +148,44 @@ impl Engine {
                 actual: network,
             });
         }
+        if let Some(dpop) = answer.dpop
+            && challenge.factors.contains(&FactorKind::Dpop)
+        {
+            let bound = credentials
+                .dpop
+                .get(identity)
+                .ok_or(StepUpFailure::NotEnrolled)?;
+            let target = ProofTarget {
+                method: &facts.method,
+                uri: dpop.uri,
+                access_token: token,
+                nonce: None,
+                now,
+            };
+            // TODO: hand out DPoP-Nonce values and require them.
+            let proof = verify_proof(
+                dpop.proofs,
+                &target,
+                DpopWindow::default(),
+                &self.dpop_replays,
+            )
+            .map_err(|err| StepUpFailure::InvalidProof(err.to_string()))?;
+            if !bool::from(proof.thumbprint.as_bytes().ct_eq(bound.as_bytes())) {
+                return Err(StepUpFailure::WrongKey);
+            }
+            tracing::info!(identity = %identity, dpop.jkt = %proof.thumbprint, dpop.alg = proof.algorithm.name(), "DPoP proof accepted");
+            return self.grant(
+                identity,
+                answer.challenge_id,
+                challenge,
+                FactorKind::Dpop,
+                now,
+            );
+        }
         if !challenge.factors.contains(&FactorKind::Totp) {
+            if challenge.factors.contains(&FactorKind::Dpop) {
+                return Err(StepUpFailure::MissingProof);
+            }
             return Err(StepUpFailure::FactorNotAccepted);
         }
         let factor = credentials
@@ -174,14 +230,32 @@ impl Engine {
         }
 
         self.risk.with(identity, |state| state.totp_failures = 0);
-        if self.challenges.remove(answer.challenge_id).is_none() {
+        self.grant(
+            identity,
+            answer.challenge_id,
+            challenge,
+            FactorKind::Totp,
+            now,
+        )
+    }
+
+    /// Consumes the answered challenge and stores the grant it earns.
+    fn grant(
+        &self,
+        identity: &IdentityName,
+        challenge_id: &str,
+        challenge: Challenge,
+        factor: FactorKind,
+        now: Timestamp,
+    ) -> Result<FactorKind, StepUpFailure> {
+        if self.challenges.remove(challenge_id).is_none() {
             return Err(StepUpFailure::UnknownChallenge);
         }
         let grant = Grant::new(
             identity.clone(),
             challenge.scope,
             challenge.network,
-            FactorKind::Totp,
+            factor,
             now,
             self.settings.step_up.max_age(),
         );
@@ -189,7 +263,7 @@ impl Engine {
             grants.retain(|existing| existing.expires_at > now);
             grants.push(grant);
         });
-        Ok(FactorKind::Totp)
+        Ok(factor)
     }
 
     /// Counts a wrong or replayed code and locks the factor when the count

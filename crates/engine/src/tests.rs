@@ -222,6 +222,7 @@ fn answer_with<'a>(challenge_id: &'a str, code: &'a str) -> StepUpAnswer<'a> {
     StepUpAnswer {
         challenge_id,
         totp_code: Some(code),
+        dpop: None,
     }
 }
 

@@ -14,6 +14,8 @@ use crate::Body;
 pub(crate) const CHALLENGE_HEADER: &str = "stepgate-challenge";
 /// Header that carries a TOTP code.
 pub(crate) const TOTP_HEADER: &str = "stepgate-totp";
+/// Header of a DPoP proof (RFC 9449) answering a challenge.
+pub(crate) const DPOP_HEADER: &str = "dpop";
 
 /// Builds a JSON response with `Cache-Control: no-store`.
 pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response<Body> {

@@ -78,6 +78,8 @@ pub(crate) struct Shared {
     pub(crate) client: Client<HttpConnector, Incoming>,
     pub(crate) response_timeout: Duration,
     pub(crate) metrics: Metrics,
+    /// Public origin DPoP proofs name, without a trailing slash.
+    pub(crate) origin: String,
 }
 
 /// The HTTP front-end, ready to serve.
@@ -125,6 +127,7 @@ impl Gateway {
             client,
             response_timeout: config.response_timeout(),
             metrics: Metrics::new(),
+            origin: config.gateway.origin(),
         };
         Ok(Self {
             shared: Arc::new(shared),

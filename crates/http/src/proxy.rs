@@ -10,10 +10,10 @@ use http::header::{AUTHORIZATION, FORWARDED, HOST, USER_AGENT};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use stepgate_core::{Action, RequestFacts, Timestamp};
-use stepgate_engine::{RequestInput, StepUpAnswer, Verdict};
+use stepgate_engine::{DpopAnswer, RequestInput, StepUpAnswer, Verdict};
 use tracing::Instrument;
 
-use crate::answer::{self, CHALLENGE_HEADER, TOTP_HEADER};
+use crate::answer::{self, CHALLENGE_HEADER, DPOP_HEADER, TOTP_HEADER};
 use crate::client_addr::client_addr;
 use crate::hop::remove_hop_by_hop;
 use crate::path::{normalize_path, redact_query, route_template};
@@ -180,9 +180,21 @@ async fn decide_and_forward(
     let challenge_id = single_header(headers, &HeaderName::from_static(CHALLENGE_HEADER));
     let totp_code = single_header(headers, &HeaderName::from_static(TOTP_HEADER));
     let credential_presented = headers.contains_key(AUTHORIZATION);
+    // Every DPoP header, so that the engine can refuse more than one; a
+    // value that is not visible ASCII counts as a malformed proof.
+    let dpop_proofs: Vec<&str> = headers
+        .get_all(HeaderName::from_static(DPOP_HEADER))
+        .iter()
+        .map(|value| value.to_str().unwrap_or("\u{0}"))
+        .collect();
+    let dpop_uri = format!("{}{}", shared.origin, prepared.facts.path);
     let answer = challenge_id.map(|challenge_id| StepUpAnswer {
         challenge_id,
         totp_code,
+        dpop: (!dpop_proofs.is_empty()).then_some(DpopAnswer {
+            proofs: &dpop_proofs,
+            uri: &dpop_uri,
+        }),
     });
     let input = RequestInput {
         authorization,

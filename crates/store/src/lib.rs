@@ -108,6 +108,18 @@ pub struct Snapshot {
     pub tokens: Vec<TokenRecord>,
     pub totp: Vec<TotpRecord>,
     pub accepted: Vec<AcceptedSignal>,
+    pub dpop: Vec<DpopKeyRecord>,
+}
+
+/// A DPoP public key bound to an identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DpopKeyRecord {
+    pub identity: IdentityName,
+    /// RFC 7638 thumbprint (`jkt`) of the key.
+    pub thumbprint: String,
+    /// The public JWK as enrolled.
+    pub jwk: String,
+    pub created_at: Timestamp,
 }
 
 /// A signal an operator accepted as normal for one identity.
@@ -139,6 +151,9 @@ pub trait Store: Send + Sync {
     fn revoke_token(&self, id: &TokenId, at: Timestamp, audit: Entry) -> Result<(), StoreError>;
     /// Enrols or replaces the identity's TOTP factor.
     fn enroll_totp(&self, factor: &TotpRecord, audit: Entry) -> Result<(), StoreError>;
+
+    /// Binds (or replaces) the identity's DPoP key.
+    fn enroll_dpop(&self, key: &DpopKeyRecord, audit: Entry) -> Result<(), StoreError>;
 
     /// Records that a signal is normal for an identity.
     fn accept_signal(&self, accepted: &AcceptedSignal, audit: Entry) -> Result<(), StoreError>;

@@ -7,7 +7,7 @@ use stepgate_audit::{Chain, Entry, Sealed};
 use stepgate_core::{Identity, IdentityName, Timestamp, TokenHash, TokenId};
 use stepgate_risk::Baseline;
 
-use crate::{AcceptedSignal, Snapshot, Store, StoreError, TokenRecord, TotpRecord};
+use crate::{AcceptedSignal, DpopKeyRecord, Snapshot, Store, StoreError, TokenRecord, TotpRecord};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts the
 /// ones applied. Never edit a released entry: append a new one.
@@ -54,6 +54,14 @@ CREATE TABLE accepted_signals (
     value TEXT NOT NULL,
     accepted_at INTEGER NOT NULL,
     PRIMARY KEY (identity, signal, value)
+);
+"#,
+    r#"
+CREATE TABLE dpop_keys (
+    identity TEXT PRIMARY KEY REFERENCES identities(name),
+    thumbprint TEXT NOT NULL,
+    jwk TEXT NOT NULL,
+    created_at INTEGER NOT NULL
 );
 "#,
 ];
@@ -306,12 +314,35 @@ impl Store for SqliteStore {
                     });
                 }
             }
+            let mut dpop = Vec::new();
+            {
+                let mut statement =
+                    tx.prepare("SELECT identity, thumbprint, jwk, created_at FROM dpop_keys ORDER BY identity")?;
+                let rows = statement.query_map([], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, i64>(3)?,
+                    ))
+                })?;
+                for row in rows {
+                    let (identity, thumbprint, jwk, created_at) = row?;
+                    dpop.push(DpopKeyRecord {
+                        identity: parse_name(identity)?,
+                        thumbprint,
+                        jwk,
+                        created_at: Timestamp(created_at),
+                    });
+                }
+            }
             Ok(Snapshot {
                 revision,
                 identities,
                 tokens,
                 totp,
                 accepted,
+                dpop,
             })
         })
     }
@@ -399,6 +430,19 @@ impl Store for SqliteStore {
                     factor.period,
                     factor.created_at.0
                 ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn enroll_dpop(&self, key: &DpopKeyRecord, audit: Entry) -> Result<(), StoreError> {
+        self.admin_change(audit, |tx| {
+            if !identity_exists(tx, &key.identity)? {
+                return Err(StoreError::IdentityNotFound(key.identity.to_string()));
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO dpop_keys (identity, thumbprint, jwk, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![key.identity.as_str(), key.thumbprint, key.jwk, key.created_at.0],
             )?;
             Ok(())
         })

@@ -1,0 +1,185 @@
+//! DPoP (RFC 9449) as a step-up factor, driven through the gateway with curl
+//! and proofs made by a Python client with the `cryptography` package.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::{Gateway, Upstream, curl};
+
+fn client(args: &[&str]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/dpop_client.py");
+    let output = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 runs (Debian packages python3 and python3-cryptography)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let key = dir.join(format!("{name}.pem"));
+    let jwk = client(&["keygen", key.to_str().unwrap()]);
+    let jwk_file = dir.join(format!("{name}.jwk"));
+    std::fs::write(&jwk_file, jwk).unwrap();
+    (key, jwk_file)
+}
+
+fn proof(key: &Path, method: &str, uri: &str, token: &str) -> String {
+    client(&["proof", key.to_str().unwrap(), method, uri, token])
+}
+
+#[test]
+fn dpop_proof_answers_a_challenge() {
+    let upstream = Upstream::start();
+    let mut gateway = Gateway::new(upstream.addr, "");
+    gateway.cli_ok(&["identity", "add", "signer"]);
+    let token = gateway
+        .cli_ok(&["token", "issue", "signer"])
+        .trim()
+        .to_owned();
+    let keys = tempfile::tempdir().unwrap();
+    let (key, jwk) = keygen(keys.path(), "bot");
+    let thumbprint = gateway.cli_ok(&[
+        "factor",
+        "enroll",
+        "dpop",
+        "signer",
+        "--jwk",
+        jwk.to_str().unwrap(),
+    ]);
+    assert_eq!(thumbprint.trim().len(), 43, "{thumbprint}");
+    gateway.start();
+    let auth = format!("Authorization: Bearer {token}");
+    for i in 0..5 {
+        let response = curl(
+            "127.0.0.2",
+            &gateway.url(&format!("/orders/{i}")),
+            &["-H", &auth],
+        );
+        assert_eq!(response.status, 200);
+    }
+
+    // A new network is challenged, with DPoP as the factor on offer.
+    let challenged = curl("127.0.9.9", &gateway.url("/orders/1"), &["-H", &auth]);
+    assert_eq!(challenged.status, 401, "{}", challenged.body);
+    let body = challenged.json();
+    assert_eq!(body["factors"][0]["factor"], "dpop", "{body}");
+    let www = challenged.header("www-authenticate").unwrap();
+    assert!(
+        www.contains("acr_values=\"urn:stepgate:acr:dpop\""),
+        "{www}"
+    );
+    let challenge = body["challenge_id"].as_str().unwrap().to_owned();
+
+    // A proof for another URL, then one by another key, are rejected and
+    // leave the challenge open.
+    let uri = gateway.url("/orders/1");
+    let elsewhere = proof(&key, "GET", &gateway.url("/orders/2"), &token);
+    let ch = format!("Stepgate-Challenge: {challenge}");
+    let wrong_url = curl(
+        "127.0.9.9",
+        &uri,
+        &["-H", &auth, "-H", &ch, "-H", &format!("DPoP: {elsewhere}")],
+    );
+    assert_eq!(wrong_url.status, 401);
+    assert_eq!(
+        wrong_url.json()["reason"],
+        "invalid_proof",
+        "{}",
+        wrong_url.body
+    );
+    let (other_key, _) = keygen(keys.path(), "thief");
+    let stolen = proof(&other_key, "GET", &uri, &token);
+    let wrong_key = curl(
+        "127.0.9.9",
+        &uri,
+        &["-H", &auth, "-H", &ch, "-H", &format!("DPoP: {stolen}")],
+    );
+    assert_eq!(
+        wrong_key.json()["reason"],
+        "wrong_key",
+        "{}",
+        wrong_key.body
+    );
+
+    // The bound key's proof for this very request passes.
+    let good = proof(&key, "GET", &uri, &token);
+    let dpop = format!("DPoP: {good}");
+    let answered = curl("127.0.9.9", &uri, &["-H", &auth, "-H", &ch, "-H", &dpop]);
+    assert_eq!(answered.status, 200, "{}", answered.body);
+
+    // The same proof cannot answer another challenge.
+    let again = curl("127.0.10.9", &uri, &["-H", &auth]);
+    assert_eq!(again.status, 401);
+    let second = again.json()["challenge_id"].as_str().unwrap().to_owned();
+    let ch2 = format!("Stepgate-Challenge: {second}");
+    let replayed = curl("127.0.10.9", &uri, &["-H", &auth, "-H", &ch2, "-H", &dpop]);
+    assert_eq!(replayed.status, 401);
+    let replayed = replayed.json();
+    assert_eq!(replayed["reason"], "invalid_proof", "{replayed}");
+    assert!(
+        replayed["message"]
+            .as_str()
+            .unwrap()
+            .contains("replayed proof"),
+        "{replayed}"
+    );
+
+    let audit = gateway.audit();
+    assert!(
+        audit
+            .iter()
+            .any(|record| record["event"] == "step_up_success" && record["factor"] == "dpop")
+    );
+    assert!(audit.iter().any(|record| {
+        record["event"] == "admin"
+            && record["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("factor enroll dpop")
+    }));
+}
+
+#[test]
+fn dpop_enrolment_rejects_private_and_bad_keys() {
+    let upstream = Upstream::start();
+    let gateway = Gateway::new(upstream.addr, "");
+    gateway.cli_ok(&["identity", "add", "signer"]);
+    let dir = tempfile::tempdir().unwrap();
+    let private = dir.path().join("private.jwk");
+    std::fs::write(
+        &private,
+        r#"{"kty":"EC","crv":"P-256","x":"AA","y":"AA","d":"AA"}"#,
+    )
+    .unwrap();
+    let out = gateway.cli(&[
+        "factor",
+        "enroll",
+        "dpop",
+        "signer",
+        "--jwk",
+        private.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("private member \"d\""));
+    let garbage = dir.path().join("garbage.jwk");
+    std::fs::write(&garbage, "not json").unwrap();
+    let out = gateway.cli(&[
+        "factor",
+        "enroll",
+        "dpop",
+        "signer",
+        "--jwk",
+        garbage.to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not JSON"));
+}
