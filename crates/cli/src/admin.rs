@@ -288,7 +288,11 @@ pub(crate) fn enroll(path: Option<&Path>, command: EnrollCommand) -> anyhow::Res
             period,
             issuer,
         } => (identity, algorithm, digits, period, issuer),
-        EnrollCommand::Dpop { identity, jwk } => return enroll_dpop(path, &identity, &jwk),
+        EnrollCommand::Dpop {
+            identity,
+            jwk,
+            require,
+        } => return enroll_dpop(path, &identity, &jwk, require),
     };
     let config = load_config(path)?;
     let store = open_store(&config)?;
@@ -317,7 +321,12 @@ pub(crate) fn enroll(path: Option<&Path>, command: EnrollCommand) -> anyhow::Res
     Ok(ExitCode::SUCCESS)
 }
 
-fn enroll_dpop(path: Option<&Path>, identity: &str, jwk_path: &Path) -> anyhow::Result<ExitCode> {
+fn enroll_dpop(
+    path: Option<&Path>,
+    identity: &str,
+    jwk_path: &Path,
+    required: bool,
+) -> anyhow::Result<ExitCode> {
     let text = if jwk_path == Path::new("-") {
         let mut text = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
@@ -345,8 +354,14 @@ fn enroll_dpop(path: Option<&Path>, identity: &str, jwk_path: &Path) -> anyhow::
         thumbprint: thumbprint.clone(),
         jwk: value.to_string(),
         created_at: now,
+        required,
     };
-    let detail = format!("factor enroll dpop for {name} (jkt {thumbprint})");
+    let mode = if required {
+        ", required on every request"
+    } else {
+        ""
+    };
+    let detail = format!("factor enroll dpop for {name} (jkt {thumbprint}{mode})");
     store.enroll_dpop(&record, admin_entry(now, &actor(), Some(&name), detail))?;
     println!("{thumbprint}");
     eprintln!("bound DPoP key {thumbprint} to identity {name}");

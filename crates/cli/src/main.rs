@@ -171,6 +171,11 @@ enum EnrollCommand {
         /// The public key as a JWK (JSON); `-` reads standard input.
         #[arg(long, value_name = "FILE")]
         jwk: PathBuf,
+        /// Bind the identity's tokens to the key: every request must then
+        /// use `Authorization: DPoP` with a proof, and the token alone as
+        /// `Bearer` is refused.
+        #[arg(long)]
+        require: bool,
     },
 }
 

@@ -183,3 +183,89 @@ fn dpop_enrolment_rejects_private_and_bad_keys() {
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not JSON"));
 }
+
+#[test]
+fn dpop_bound_token_needs_a_proof_on_every_request() {
+    let upstream = Upstream::start();
+    let mut gateway = Gateway::new(upstream.addr, "");
+    gateway.cli_ok(&["identity", "add", "bound"]);
+    let token = gateway
+        .cli_ok(&["token", "issue", "bound"])
+        .trim()
+        .to_owned();
+    let keys = tempfile::tempdir().unwrap();
+    let (key, jwk) = keygen(keys.path(), "bound");
+    gateway.cli_ok(&[
+        "factor",
+        "enroll",
+        "dpop",
+        "bound",
+        "--jwk",
+        jwk.to_str().unwrap(),
+        "--require",
+    ]);
+    gateway.start();
+    let uri = gateway.url("/orders/1");
+
+    // The token alone, as Bearer, is refused.
+    let bearer = curl(
+        "127.0.0.2",
+        &uri,
+        &["-H", &format!("Authorization: Bearer {token}")],
+    );
+    assert_eq!(bearer.status, 401, "{}", bearer.body);
+    assert!(bearer.json().get("challenge_id").is_none());
+
+    // With the DPoP scheme and a proof by the bound key it passes, and
+    // every request proves possession: a new network needs no challenge.
+    let auth = format!("Authorization: DPoP {token}");
+    for i in 0..6 {
+        let proved = proof(&key, "GET", &uri, &token);
+        let response = curl(
+            "127.0.0.2",
+            &uri,
+            &["-H", &auth, "-H", &format!("DPoP: {proved}")],
+        );
+        assert_eq!(response.status, 200, "{i}: {}", response.body);
+    }
+    let fresh = proof(&key, "GET", &uri, &token);
+    let moved = curl(
+        "127.0.9.9",
+        &uri,
+        &["-H", &auth, "-H", &format!("DPoP: {fresh}")],
+    );
+    assert_eq!(moved.status, 200, "{}", moved.body);
+
+    // Without a proof, with a replayed one, or with another key's: refused.
+    let none = curl("127.0.0.2", &uri, &["-H", &auth]);
+    assert_eq!(none.status, 401);
+    let replayed = curl(
+        "127.0.0.2",
+        &uri,
+        &["-H", &auth, "-H", &format!("DPoP: {fresh}")],
+    );
+    assert_eq!(replayed.status, 401);
+    let (thief, _) = keygen(keys.path(), "thief");
+    let stolen = proof(&thief, "GET", &uri, &token);
+    let other_key = curl(
+        "127.0.0.2",
+        &uri,
+        &["-H", &auth, "-H", &format!("DPoP: {stolen}")],
+    );
+    assert_eq!(other_key.status, 401);
+
+    let audit = gateway.audit();
+    let refusals: Vec<&str> = audit
+        .iter()
+        .filter(|record| record["event"] == "auth_failure")
+        .filter_map(|record| record["detail"].as_str())
+        .collect();
+    assert!(
+        refusals.contains(&"token is DPoP-bound and came without a DPoP proof"),
+        "{refusals:?}"
+    );
+    assert!(
+        refusals.contains(&"DPoP proof missing, invalid or by another key"),
+        "{refusals:?}"
+    );
+}

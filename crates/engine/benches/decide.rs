@@ -199,6 +199,7 @@ impl Fixture {
         let input = RequestInput {
             authorization: Some(authorization),
             answer: None,
+            dpop: None,
             facts: RequestFacts {
                 client_addr: *addr,
                 peer_addr: *addr,

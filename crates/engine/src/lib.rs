@@ -79,6 +79,9 @@ pub struct RequestInput<'a> {
     /// The whole `Authorization` header value, if any.
     pub authorization: Option<&'a str>,
     pub answer: Option<StepUpAnswer<'a>>,
+    /// DPoP proofs of the request and the URI they must name, for
+    /// DPoP-bound tokens (`Authorization: DPoP`).
+    pub dpop: Option<DpopAnswer<'a>>,
     pub facts: RequestFacts,
     /// Path and query for the audit trail, with query values redacted.
     pub audit_target: String,
@@ -95,6 +98,10 @@ pub enum AuthFailure {
     WrongSecret,
     Revoked,
     IdentityDisabled,
+    /// The identity's token is DPoP-bound and came as a plain Bearer token.
+    DpopRequired,
+    /// A DPoP-bound token came without a valid proof by the bound key.
+    DpopInvalid,
 }
 
 impl AuthFailure {
@@ -107,6 +114,8 @@ impl AuthFailure {
             AuthFailure::WrongSecret => "token secret does not match",
             AuthFailure::Revoked => "token revoked",
             AuthFailure::IdentityDisabled => "identity disabled",
+            AuthFailure::DpopRequired => "token is DPoP-bound and came without a DPoP proof",
+            AuthFailure::DpopInvalid => "DPoP proof missing, invalid or by another key",
         }
     }
 }
@@ -333,6 +342,28 @@ impl Engine {
             }
         };
         entry.identity = Some(identity.to_string());
+        // A proof answering a challenge is checked with the answer; any
+        // other proof is checked here, for DPoP-bound tokens.
+        let answers_with_dpop = input.answer.is_some_and(|answer| answer.dpop.is_some());
+        let proved_dpop = if answers_with_dpop {
+            false
+        } else {
+            match self.check_bound_token(&credentials, &identity, &input, now) {
+                Ok(proved) => proved,
+                Err(failure) => {
+                    self.record_failure(
+                        &identity,
+                        FailureKind::Authentication,
+                        now,
+                        input.facts.network(),
+                    );
+                    entry.event = Some(Event::AuthFailure);
+                    entry.detail = Some(failure.as_str().to_owned());
+                    tracing::info!(identity = %identity, reason = failure.as_str(), "DPoP-bound token refused");
+                    return Verdict::Unauthenticated(failure, self.audit.durable(entry));
+                }
+            }
+        };
         input.facts.credential = entry.token_id.clone();
         if let Some(locator) = &self.locator {
             input.facts.location = locator.locate(input.facts.client_addr);
@@ -388,6 +419,9 @@ impl Engine {
             (assessment, learning)
         });
         let mut assurance = Assurance::none();
+        if proved_dpop {
+            assurance.add(FactorKind::Dpop, now);
+        }
         self.grants.with(&identity, |grants| {
             for grant in grants
                 .iter()
@@ -548,7 +582,7 @@ impl Engine {
     ) -> Result<IdentityName, AuthFailure> {
         let header = authorization.ok_or(AuthFailure::Missing)?;
         let (scheme, value) = header.split_once(' ').ok_or(AuthFailure::NotBearer)?;
-        if !scheme.eq_ignore_ascii_case("Bearer") {
+        if !scheme.eq_ignore_ascii_case("Bearer") && !scheme.eq_ignore_ascii_case("DPoP") {
             return Err(AuthFailure::NotBearer);
         }
         let token = ApiToken::parse(value.trim_matches(' ')).map_err(|_| AuthFailure::Malformed)?;
@@ -573,6 +607,64 @@ impl Engine {
                 Err(AuthFailure::IdentityDisabled)
             }
         }
+    }
+
+    /// Checks the DPoP proof of a request whose token is DPoP-bound or that
+    /// uses the `DPoP` scheme. Returns true when a proof by the bound key
+    /// passed, so the request proves the DPoP factor.
+    fn check_bound_token(
+        &self,
+        credentials: &Credentials,
+        identity: &IdentityName,
+        input: &RequestInput<'_>,
+        now: Timestamp,
+    ) -> Result<bool, AuthFailure> {
+        let scheme_dpop = input
+            .authorization
+            .and_then(|header| header.split_once(' '))
+            .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("DPoP"));
+        let binding = credentials.dpop.get(identity);
+        if !scheme_dpop {
+            return match binding {
+                Some(binding) if binding.required => Err(AuthFailure::DpopRequired),
+                _ => Ok(false),
+            };
+        }
+        let (Some(binding), Some(dpop)) = (binding, input.dpop) else {
+            return Err(AuthFailure::DpopInvalid);
+        };
+        let token = input
+            .authorization
+            .and_then(|header| header.split_once(' '))
+            .map(|(_, token)| token.trim_matches(' '));
+        let target = stepgate_pop::ProofTarget {
+            method: &input.facts.method,
+            uri: dpop.uri,
+            access_token: token,
+            nonce: None,
+            now,
+        };
+        let proof = stepgate_pop::verify_proof(
+            dpop.proofs,
+            &target,
+            stepgate_pop::DpopWindow::default(),
+            &self.dpop_replays,
+        )
+        .map_err(|err| {
+            tracing::info!(identity = %identity, error = %err, "DPoP proof rejected");
+            AuthFailure::DpopInvalid
+        })?;
+        use subtle::ConstantTimeEq;
+        if !bool::from(
+            proof
+                .thumbprint
+                .as_bytes()
+                .ct_eq(binding.thumbprint.as_bytes()),
+        ) {
+            tracing::info!(identity = %identity, dpop.jkt = %proof.thumbprint, "DPoP proof by another key");
+            return Err(AuthFailure::DpopInvalid);
+        }
+        Ok(true)
     }
 
     fn record_failure(
@@ -640,8 +732,7 @@ pub fn evaluate_policy(
 /// The token of a `Bearer` authorization header.
 fn bearer_token(authorization: Option<&str>) -> Option<&str> {
     let (scheme, value) = authorization?.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("Bearer")
+    (scheme.eq_ignore_ascii_case("Bearer") || scheme.eq_ignore_ascii_case("DPoP"))
         .then(|| value.trim_matches(' '))
 }
 

@@ -23,8 +23,16 @@ pub(crate) struct Credentials {
     pub(crate) totp: HashMap<IdentityName, TotpFactor>,
     /// Signals accepted as normal, per identity.
     pub(crate) accepted: HashMap<IdentityName, Accepted>,
-    /// RFC 7638 thumbprint of each identity's bound DPoP key.
-    pub(crate) dpop: HashMap<IdentityName, String>,
+    /// Each identity's bound DPoP key.
+    pub(crate) dpop: HashMap<IdentityName, DpopBinding>,
+}
+
+/// A DPoP key bound to an identity.
+pub(crate) struct DpopBinding {
+    /// RFC 7638 thumbprint of the key.
+    pub(crate) thumbprint: String,
+    /// Every request must carry a proof by this key.
+    pub(crate) required: bool,
 }
 
 pub(crate) struct TokenEntry {
@@ -79,7 +87,13 @@ impl Credentials {
         let dpop = snapshot
             .dpop
             .into_iter()
-            .map(|key| (key.identity, key.thumbprint))
+            .map(|key| {
+                let binding = DpopBinding {
+                    thumbprint: key.thumbprint,
+                    required: key.required,
+                };
+                (key.identity, binding)
+            })
             .collect();
         Self {
             revision: snapshot.revision,

@@ -170,7 +170,12 @@ impl Engine {
                 &self.dpop_replays,
             )
             .map_err(|err| StepUpFailure::InvalidProof(err.to_string()))?;
-            if !bool::from(proof.thumbprint.as_bytes().ct_eq(bound.as_bytes())) {
+            if !bool::from(
+                proof
+                    .thumbprint
+                    .as_bytes()
+                    .ct_eq(bound.thumbprint.as_bytes()),
+            ) {
                 return Err(StepUpFailure::WrongKey);
             }
             tracing::info!(identity = %identity, dpop.jkt = %proof.thumbprint, dpop.alg = proof.algorithm.name(), "DPoP proof accepted");

@@ -139,6 +139,7 @@ impl Harness {
         let input = RequestInput {
             authorization,
             answer,
+            dpop: None,
             facts: self.facts(addr, method, path),
             audit_target: path.into(),
         };

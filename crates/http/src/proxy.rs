@@ -188,17 +188,22 @@ async fn decide_and_forward(
         .map(|value| value.to_str().unwrap_or("\u{0}"))
         .collect();
     let dpop_uri = format!("{}{}", shared.origin, prepared.facts.path);
+    let dpop = (!dpop_proofs.is_empty()).then_some(DpopAnswer {
+        proofs: &dpop_proofs,
+        uri: &dpop_uri,
+    });
     let answer = challenge_id.map(|challenge_id| StepUpAnswer {
         challenge_id,
         totp_code,
-        dpop: (!dpop_proofs.is_empty()).then_some(DpopAnswer {
-            proofs: &dpop_proofs,
-            uri: &dpop_uri,
-        }),
+        dpop,
     });
     let input = RequestInput {
         authorization,
         answer,
+        dpop: Some(DpopAnswer {
+            proofs: &dpop_proofs,
+            uri: &dpop_uri,
+        }),
         facts: prepared.facts,
         audit_target: prepared.audit_target,
     };

@@ -120,6 +120,9 @@ pub struct DpopKeyRecord {
     /// The public JWK as enrolled.
     pub jwk: String,
     pub created_at: Timestamp,
+    /// True when every request of the identity must carry a DPoP proof
+    /// (`Authorization: DPoP`), so its token alone is refused.
+    pub required: bool,
 }
 
 /// A signal an operator accepted as normal for one identity.

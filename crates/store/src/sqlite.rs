@@ -64,6 +64,9 @@ CREATE TABLE dpop_keys (
     created_at INTEGER NOT NULL
 );
 "#,
+    r#"
+ALTER TABLE dpop_keys ADD COLUMN required INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The SQLite store: one file, `stepgate.db`, in the data directory.
@@ -317,22 +320,24 @@ impl Store for SqliteStore {
             let mut dpop = Vec::new();
             {
                 let mut statement =
-                    tx.prepare("SELECT identity, thumbprint, jwk, created_at FROM dpop_keys ORDER BY identity")?;
+                    tx.prepare("SELECT identity, thumbprint, jwk, created_at, required FROM dpop_keys ORDER BY identity")?;
                 let rows = statement.query_map([], |row| {
                     Ok((
                         row.get::<_, String>(0)?,
                         row.get::<_, String>(1)?,
                         row.get::<_, String>(2)?,
                         row.get::<_, i64>(3)?,
+                        row.get::<_, bool>(4)?,
                     ))
                 })?;
                 for row in rows {
-                    let (identity, thumbprint, jwk, created_at) = row?;
+                    let (identity, thumbprint, jwk, created_at, required) = row?;
                     dpop.push(DpopKeyRecord {
                         identity: parse_name(identity)?,
                         thumbprint,
                         jwk,
                         created_at: Timestamp(created_at),
+                        required,
                     });
                 }
             }
@@ -441,8 +446,8 @@ impl Store for SqliteStore {
                 return Err(StoreError::IdentityNotFound(key.identity.to_string()));
             }
             tx.execute(
-                "INSERT OR REPLACE INTO dpop_keys (identity, thumbprint, jwk, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![key.identity.as_str(), key.thumbprint, key.jwk, key.created_at.0],
+                "INSERT OR REPLACE INTO dpop_keys (identity, thumbprint, jwk, created_at, required) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![key.identity.as_str(), key.thumbprint, key.jwk, key.created_at.0, key.required],
             )?;
             Ok(())
         })
