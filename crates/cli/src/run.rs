@@ -40,6 +40,11 @@ pub(crate) fn run(config_path: Option<&Path>, log_format: LogFormat) -> anyhow::
     if let Some(geo) = geo {
         engine = engine.with_locator(Arc::new(geo));
     }
+    if config.step_up.dpop_nonce {
+        engine = engine.with_dpop_nonces(
+            stepgate_pop::NonceIssuer::random().context("cannot create the DPoP nonce key")?,
+        );
+    }
     let engine = Arc::new(engine);
     tracing::info!(
         config = %config.source_name,

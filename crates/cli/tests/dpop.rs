@@ -269,3 +269,93 @@ fn dpop_bound_token_needs_a_proof_on_every_request() {
         "{refusals:?}"
     );
 }
+
+#[test]
+fn dpop_nonce_and_public_origin() {
+    let upstream = Upstream::start();
+    let mut gateway = Gateway::new(upstream.addr, "");
+    // Clients reach the gateway as https://api.example.com/gw, behind a
+    // load balancer that strips the prefix.
+    let text = std::fs::read_to_string(&gateway.config).unwrap();
+    let text = text.replace(
+        "trusted_proxies = []",
+        "trusted_proxies = []\npublic_origin = \"https://api.example.com/gw\"",
+    );
+    std::fs::write(
+        &gateway.config,
+        format!("{text}\n[step_up]\ndpop_nonce = true\n"),
+    )
+    .unwrap();
+    gateway.cli_ok(&["identity", "add", "bound"]);
+    let token = gateway
+        .cli_ok(&["token", "issue", "bound"])
+        .trim()
+        .to_owned();
+    let keys = tempfile::tempdir().unwrap();
+    let (key, jwk) = keygen(keys.path(), "bound");
+    gateway.cli_ok(&[
+        "factor",
+        "enroll",
+        "dpop",
+        "bound",
+        "--jwk",
+        jwk.to_str().unwrap(),
+        "--require",
+    ]);
+    gateway.start();
+    let auth = format!("Authorization: DPoP {token}");
+    let public = "https://api.example.com/gw/orders/1";
+
+    // Without a nonce: 401 use_dpop_nonce, with the nonce to use.
+    let first = proof(&key, "GET", public, &token);
+    let asked = curl(
+        "127.0.0.2",
+        &gateway.url("/orders/1"),
+        &["-H", &auth, "-H", &format!("DPoP: {first}")],
+    );
+    assert_eq!(asked.status, 401, "{}", asked.body);
+    assert_eq!(asked.json()["error"], "use_dpop_nonce", "{}", asked.body);
+    assert!(
+        asked
+            .header("www-authenticate")
+            .unwrap()
+            .contains("use_dpop_nonce")
+    );
+    let nonce = asked
+        .header("dpop-nonce")
+        .expect("DPoP-Nonce header")
+        .to_owned();
+
+    // With the nonce and the public URI, the proof passes.
+    let signed = client(&[
+        "proof",
+        key.to_str().unwrap(),
+        "GET",
+        public,
+        &token,
+        &nonce,
+    ]);
+    let passed = curl(
+        "127.0.0.2",
+        &gateway.url("/orders/1"),
+        &["-H", &auth, "-H", &format!("DPoP: {signed}")],
+    );
+    assert_eq!(passed.status, 200, "{}", passed.body);
+
+    // A proof naming the gateway's own address instead of the public origin
+    // fails: htu is rebuilt from the configuration, not from the request.
+    let local = client(&[
+        "proof",
+        key.to_str().unwrap(),
+        "GET",
+        &gateway.url("/orders/1"),
+        &token,
+        &nonce,
+    ]);
+    let refused = curl(
+        "127.0.0.2",
+        &gateway.url("/orders/1"),
+        &["-H", &auth, "-H", &format!("DPoP: {local}")],
+    );
+    assert_eq!(refused.status, 401, "{}", refused.body);
+}

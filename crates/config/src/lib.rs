@@ -197,6 +197,9 @@ pub struct StepUpConfig {
     pub totp_max_failures: u32,
     /// Seconds a locked TOTP factor stays locked. Default 300.
     pub totp_lockout_secs: u64,
+    /// Require a server-provided nonce (`DPoP-Nonce`) in DPoP proofs.
+    /// Default false.
+    pub dpop_nonce: bool,
 }
 
 impl Default for StepUpConfig {
@@ -207,6 +210,7 @@ impl Default for StepUpConfig {
             include_reasons: false,
             totp_max_failures: 5,
             totp_lockout_secs: 300,
+            dpop_nonce: false,
         }
     }
 }

@@ -102,6 +102,8 @@ pub enum AuthFailure {
     DpopRequired,
     /// A DPoP-bound token came without a valid proof by the bound key.
     DpopInvalid,
+    /// A DPoP proof lacked the nonce the gateway requires.
+    DpopNonce,
 }
 
 impl AuthFailure {
@@ -116,6 +118,7 @@ impl AuthFailure {
             AuthFailure::IdentityDisabled => "identity disabled",
             AuthFailure::DpopRequired => "token is DPoP-bound and came without a DPoP proof",
             AuthFailure::DpopInvalid => "DPoP proof missing, invalid or by another key",
+            AuthFailure::DpopNonce => "DPoP proof without the current nonce",
         }
     }
 }
@@ -193,6 +196,8 @@ pub struct Engine {
     locator: Option<Arc<dyn Locator>>,
     /// `jti` values of accepted DPoP proofs.
     dpop_replays: stepgate_pop::ReplayCache,
+    /// Issuer of DPoP nonces, when proofs must carry one.
+    dpop_nonces: Option<stepgate_pop::NonceIssuer>,
 }
 
 impl Engine {
@@ -234,6 +239,7 @@ impl Engine {
             challenges: Challenges::default(),
             locator: None,
             dpop_replays: stepgate_pop::ReplayCache::default(),
+            dpop_nonces: None,
         };
         engine.restore_locks();
         Ok(engine)
@@ -249,6 +255,28 @@ impl Engine {
                     .with(&record.identity, |state| state.failures.lock_totp(until));
             }
         }
+    }
+
+    /// Requires server-provided nonces in DPoP proofs, as
+    /// `step_up.dpop_nonce` asks.
+    pub fn with_dpop_nonces(mut self, issuer: stepgate_pop::NonceIssuer) -> Self {
+        self.dpop_nonces = Some(issuer);
+        self
+    }
+
+    /// The DPoP nonce to hand out now, when nonces are required.
+    pub fn dpop_nonce(&self) -> Option<String> {
+        self.dpop_nonces
+            .as_ref()
+            .map(|issuer| issuer.current(self.now()))
+    }
+
+    /// Nonces a DPoP proof may carry now; empty when none is required.
+    pub(crate) fn accepted_nonces(&self, now: Timestamp) -> Vec<String> {
+        self.dpop_nonces
+            .as_ref()
+            .map(|issuer| issuer.accepted(now).to_vec())
+            .unwrap_or_default()
     }
 
     /// Looks client addresses up with `locator` (GeoIP databases, listed
@@ -637,11 +665,12 @@ impl Engine {
             .authorization
             .and_then(|header| header.split_once(' '))
             .map(|(_, token)| token.trim_matches(' '));
+        let nonces = self.accepted_nonces(now);
         let target = stepgate_pop::ProofTarget {
             method: &input.facts.method,
             uri: dpop.uri,
             access_token: token,
-            nonce: None,
+            nonces: &nonces,
             now,
         };
         let proof = stepgate_pop::verify_proof(
@@ -652,7 +681,10 @@ impl Engine {
         )
         .map_err(|err| {
             tracing::info!(identity = %identity, error = %err, "DPoP proof rejected");
-            AuthFailure::DpopInvalid
+            match err {
+                stepgate_pop::PopError::Nonce(_) => AuthFailure::DpopNonce,
+                _ => AuthFailure::DpopInvalid,
+            }
         })?;
         use subtle::ConstantTimeEq;
         if !bool::from(

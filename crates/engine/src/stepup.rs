@@ -49,6 +49,8 @@ pub enum StepUpFailure {
     InvalidProof(String),
     #[error("DPoP proof signed by a key other than the identity's bound key")]
     WrongKey,
+    #[error("DPoP proof without the current nonce: sign a new proof with the DPoP-Nonce value")]
+    DpopNonce,
 }
 
 impl StepUpFailure {
@@ -62,6 +64,7 @@ impl StepUpFailure {
                 | StepUpFailure::MissingProof
                 | StepUpFailure::InvalidProof(_)
                 | StepUpFailure::WrongKey
+                | StepUpFailure::DpopNonce
         )
     }
 
@@ -83,6 +86,7 @@ impl StepUpFailure {
             StepUpFailure::MissingProof => "missing_proof",
             StepUpFailure::InvalidProof(_) => "invalid_proof",
             StepUpFailure::WrongKey => "wrong_key",
+            StepUpFailure::DpopNonce => "use_dpop_nonce",
         }
     }
 }
@@ -155,21 +159,24 @@ impl Engine {
                 .dpop
                 .get(identity)
                 .ok_or(StepUpFailure::NotEnrolled)?;
+            let nonces = self.accepted_nonces(now);
             let target = ProofTarget {
                 method: &facts.method,
                 uri: dpop.uri,
                 access_token: token,
-                nonce: None,
+                nonces: &nonces,
                 now,
             };
-            // TODO: hand out DPoP-Nonce values and require them.
             let proof = verify_proof(
                 dpop.proofs,
                 &target,
                 DpopWindow::default(),
                 &self.dpop_replays,
             )
-            .map_err(|err| StepUpFailure::InvalidProof(err.to_string()))?;
+            .map_err(|err| match err {
+                stepgate_pop::PopError::Nonce(_) => StepUpFailure::DpopNonce,
+                other => StepUpFailure::InvalidProof(other.to_string()),
+            })?;
             if !bool::from(
                 proof
                     .thumbprint

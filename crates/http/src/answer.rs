@@ -121,6 +121,22 @@ pub(crate) fn step_up_failed(failure: &StepUpFailure, challenge_id: &str) -> Res
     response
 }
 
+/// 401 asking for a DPoP proof with the nonce in the `DPoP-Nonce` header.
+pub(crate) fn use_dpop_nonce() -> Response<Body> {
+    let mut response = error(
+        StatusCode::UNAUTHORIZED,
+        "use_dpop_nonce",
+        "sign a new DPoP proof with the nonce in the DPoP-Nonce header",
+    );
+    response.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static(
+            r#"DPoP error="use_dpop_nonce", error_description="Resource server requires nonce in DPoP proof""#,
+        ),
+    );
+    response
+}
+
 pub(crate) fn denied() -> Response<Body> {
     error(
         StatusCode::FORBIDDEN,

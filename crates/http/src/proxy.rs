@@ -274,7 +274,11 @@ async fn decide_and_forward(
                 shared.metrics.challenge(factor.name());
             }
             tracing::info!(identity = %issued.identity, challenge.id = %issued.id, risk = issued.risk.value(), "step-up challenge sent");
-            answer::challenge(&issued)
+            let mut response = answer::challenge(&issued);
+            if issued.factors.contains(&stepgate_core::FactorKind::Dpop) {
+                add_dpop_nonce(shared, &mut response);
+            }
+            response
         }
         Verdict::Deny {
             identity,
@@ -297,6 +301,11 @@ async fn decide_and_forward(
             }
             shared.metrics.request("unauthenticated");
             tracing::info!(reason = failure.as_str(), "authentication failed");
+            if failure == stepgate_engine::AuthFailure::DpopNonce {
+                let mut response = answer::use_dpop_nonce();
+                add_dpop_nonce(shared, &mut response);
+                return response;
+            }
             answer::unauthenticated(credential_presented)
         }
         Verdict::StepUpFailed(failure, receipt) => {
@@ -306,7 +315,11 @@ async fn decide_and_forward(
             }
             shared.metrics.request("step_up_failed");
             shared.metrics.step_up(failure.code());
-            answer::step_up_failed(&failure, challenge_id.unwrap_or_default())
+            let mut response = answer::step_up_failed(&failure, challenge_id.unwrap_or_default());
+            if failure == stepgate_engine::StepUpFailure::DpopNonce {
+                add_dpop_nonce(shared, &mut response);
+            }
+            response
         }
         Verdict::Unavailable => {
             shared.metrics.request("unavailable");
@@ -627,4 +640,16 @@ fn check_framing(headers: &HeaderMap) -> Result<(), &'static str> {
         return Err("Transfer-Encoding must end with chunked");
     }
     Ok(())
+}
+
+/// Adds the current `DPoP-Nonce` (RFC 9449 §8) when the gateway requires
+/// nonces.
+fn add_dpop_nonce(shared: &Shared, response: &mut Response<Body>) {
+    if let Some(nonce) = shared.engine.dpop_nonce()
+        && let Ok(value) = http::HeaderValue::from_str(&nonce)
+    {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("dpop-nonce"), value);
+    }
 }

@@ -50,9 +50,9 @@ pub struct ProofTarget<'a> {
     pub uri: &'a str,
     /// The access token presented with the proof, when there is one.
     pub access_token: Option<&'a str>,
-    /// The nonce the gateway handed out with `DPoP-Nonce`, when it requires
-    /// one.
-    pub nonce: Option<&'a str>,
+    /// Nonces the gateway handed out with `DPoP-Nonce` and still accepts;
+    /// empty when it requires none.
+    pub nonces: &'a [String],
     pub now: Timestamp,
 }
 
@@ -156,10 +156,14 @@ pub fn verify_proof(
             window.max_age_secs
         )));
     }
-    if let Some(expected) = target.nonce {
+    if !target.nonces.is_empty() {
         match payload.get("nonce").and_then(Value::as_str) {
-            Some(nonce) if constant_time_eq(nonce.as_bytes(), expected.as_bytes()) => {}
-            Some(_) => return Err(PopError::Nonce("nonce is not the current one".to_owned())),
+            Some(nonce)
+                if target
+                    .nonces
+                    .iter()
+                    .any(|expected| constant_time_eq(nonce.as_bytes(), expected.as_bytes())) => {}
+            Some(_) => return Err(PopError::Nonce("nonce is not a current one".to_owned())),
             None => return Err(PopError::Nonce("proof has no nonce".to_owned())),
         }
     }
@@ -308,5 +312,54 @@ impl ReplayCache {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Seconds one nonce is handed out; the previous one is still accepted, so a
+/// nonce stays valid for one to two periods.
+pub const NONCE_PERIOD_SECS: i64 = 60;
+
+/// Server-provided DPoP nonces (RFC 9449 §8), derived from a secret key and
+/// the time, so that any replica with the key can check them without state.
+pub struct NonceIssuer {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for NonceIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NonceIssuer")
+    }
+}
+
+impl NonceIssuer {
+    pub fn new(key: [u8; 32]) -> Self {
+        Self { key }
+    }
+
+    /// Creates an issuer with a random key.
+    pub fn random() -> Result<Self, PopError> {
+        let mut key = [0_u8; 32];
+        aws_lc_rs::rand::fill(&mut key)
+            .map_err(|_| PopError::Unsupported("no random numbers for DPoP nonces".to_owned()))?;
+        Ok(Self { key })
+    }
+
+    fn nonce_for(&self, period: i64) -> String {
+        let tag = aws_lc_rs::hmac::sign(
+            &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &self.key),
+            &period.to_be_bytes(),
+        );
+        URL_SAFE_NO_PAD.encode(&tag.as_ref()[..18])
+    }
+
+    /// The nonce to hand out at `now`.
+    pub fn current(&self, now: Timestamp) -> String {
+        self.nonce_for(now.as_secs().div_euclid(NONCE_PERIOD_SECS))
+    }
+
+    /// The nonces a proof may carry at `now`: the current and the previous.
+    pub fn accepted(&self, now: Timestamp) -> [String; 2] {
+        let period = now.as_secs().div_euclid(NONCE_PERIOD_SECS);
+        [self.nonce_for(period), self.nonce_for(period - 1)]
     }
 }

@@ -7,7 +7,10 @@
 pub mod dpop;
 pub mod jwk;
 
-pub use dpop::{DpopWindow, ProofTarget, ReplayCache, VerifiedProof, same_uri, verify_proof};
+pub use dpop::{
+    DpopWindow, NONCE_PERIOD_SECS, NonceIssuer, ProofTarget, ReplayCache, VerifiedProof, same_uri,
+    verify_proof,
+};
 pub use jwk::{Algorithm, Curve, PublicJwk};
 
 /// Reason a proof or key was rejected. Messages name the check that failed

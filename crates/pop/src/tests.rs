@@ -19,7 +19,7 @@ fn target<'a>(method: &'a str, uri: &'a str, now: i64) -> ProofTarget<'a> {
         method,
         uri,
         access_token: None,
-        nonce: None,
+        nonces: &[],
         now: Timestamp::from_secs(now),
     }
 }
@@ -375,7 +375,8 @@ fn nonce_when_the_gateway_asks() {
     let now = 1_800_000_000;
     let header = json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": signer.jwk});
     let mut asked = target("GET", uri, now);
-    asked.nonce = Some("eyJ7S_zG.eyJH0-Z.HX4w-7v");
+    let nonces = ["eyJ7S_zG.eyJH0-Z.HX4w-7v".to_owned(), "previous".to_owned()];
+    asked.nonces = &nonces;
     let without = signer.proof("GET", uri, now, "n1");
     assert!(matches!(verify(&without, &asked), Err(PopError::Nonce(_))));
     let payload = |nonce: &str, jti: &str| json!({"jti": jti, "htm": "GET", "htu": uri, "iat": now, "nonce": nonce});
@@ -429,4 +430,26 @@ fn small_rsa_keys_and_unknown_curves_are_refused() {
         PublicJwk::from_json(&short),
         Err(PopError::Malformed(_))
     ));
+}
+
+#[test]
+fn nonces_last_one_to_two_periods() {
+    let issuer = NonceIssuer::new([7; 32]);
+    let start = Timestamp::from_secs(1_800_000_000 - 1_800_000_000 % NONCE_PERIOD_SECS);
+    let first = issuer.current(start);
+    assert_eq!(first.len(), 24);
+    let later = |secs: i64| Timestamp::from_secs(start.as_secs() + secs);
+    assert_eq!(issuer.current(later(NONCE_PERIOD_SECS - 1)), first);
+    assert!(issuer.accepted(later(NONCE_PERIOD_SECS)).contains(&first));
+    assert!(
+        issuer
+            .accepted(later(2 * NONCE_PERIOD_SECS - 1))
+            .contains(&first)
+    );
+    assert!(
+        !issuer
+            .accepted(later(2 * NONCE_PERIOD_SECS))
+            .contains(&first)
+    );
+    assert_ne!(NonceIssuer::new([8; 32]).current(start), first);
 }

@@ -30,7 +30,7 @@ fn python_cryptography_proofs_verify() {
             method: case["method"].as_str().unwrap(),
             uri,
             access_token: None,
-            nonce: None,
+            nonces: &[],
             now: Timestamp::from_secs(iat + 1),
         };
         let proof = case["proof"].as_str().unwrap();

@@ -2,9 +2,10 @@
 
 Usage:
   dpop_client.py keygen KEYFILE        writes a P-256 key, prints its public JWK
-  dpop_client.py proof KEYFILE METHOD URI TOKEN
+  dpop_client.py proof KEYFILE METHOD URI TOKEN [NONCE]
                                        prints a DPoP proof for one request,
-                                       bound to TOKEN with `ath`
+                                       bound to TOKEN with `ath`, carrying
+                                       the server's NONCE when given
 """
 
 import base64
@@ -45,7 +46,7 @@ def keygen(path: str) -> None:
     print(json.dumps(public_jwk(key)))
 
 
-def proof(path: str, method: str, uri: str, token: str) -> None:
+def proof(path: str, method: str, uri: str, token: str, nonce: str = "") -> None:
     with open(path, "rb") as file:
         key = serialization.load_pem_private_key(file.read(), password=None)
     header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": public_jwk(key)}
@@ -56,6 +57,8 @@ def proof(path: str, method: str, uri: str, token: str) -> None:
         "iat": int(time.time()),
         "ath": b64(hashlib.sha256(token.encode()).digest()),
     }
+    if nonce:
+        payload["nonce"] = nonce
     signing_input = b64(json.dumps(header).encode()) + "." + b64(json.dumps(payload).encode())
     r, s = decode_dss_signature(key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
     signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
@@ -66,4 +69,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "keygen":
         keygen(sys.argv[2])
     else:
-        proof(*sys.argv[2:6])
+        proof(*sys.argv[2:7])
