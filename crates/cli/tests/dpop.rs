@@ -117,7 +117,7 @@ fn dpop_proof_answers_a_challenge() {
     let answered = curl("127.0.9.9", &uri, &["-H", &auth, "-H", &ch, "-H", &dpop]);
     assert_eq!(answered.status, 200, "{}", answered.body);
 
-    // The same proof cannot answer another challenge.
+    // The same proof is rejected for another challenge.
     let again = curl("127.0.10.9", &uri, &["-H", &auth]);
     assert_eq!(again.status, 401);
     let second = again.json()["challenge_id"].as_str().unwrap().to_owned();
@@ -185,7 +185,7 @@ fn dpop_enrolment_rejects_private_and_bad_keys() {
 }
 
 #[test]
-fn dpop_bound_token_needs_a_proof_on_every_request() {
+fn dpop_bound_token_needs_proofs() {
     let upstream = Upstream::start();
     let mut gateway = Gateway::new(upstream.addr, "");
     gateway.cli_ok(&["identity", "add", "bound"]);

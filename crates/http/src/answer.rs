@@ -14,7 +14,7 @@ use crate::Body;
 pub(crate) const CHALLENGE_HEADER: &str = "stepgate-challenge";
 /// Header that carries a TOTP code.
 pub(crate) const TOTP_HEADER: &str = "stepgate-totp";
-/// Header of a DPoP proof (RFC 9449) answering a challenge.
+/// Header of a DPoP proof (RFC 9449), for a challenge or a DPoP-bound token.
 pub(crate) const DPOP_HEADER: &str = "dpop";
 
 /// Builds a JSON response with `Cache-Control: no-store`.
