@@ -359,3 +359,63 @@ fn dpop_nonce_and_public_origin() {
     );
     assert_eq!(refused.status, 401, "{}", refused.body);
 }
+
+#[test]
+fn challenge_lists_every_enrolled_factor() {
+    let upstream = Upstream::start();
+    let mut gateway = Gateway::new(upstream.addr, "");
+    let (token, secret) = gateway.enrol("both");
+    let keys = tempfile::tempdir().unwrap();
+    let (key, jwk) = keygen(keys.path(), "both");
+    gateway.cli_ok(&[
+        "factor",
+        "enroll",
+        "dpop",
+        "both",
+        "--jwk",
+        jwk.to_str().unwrap(),
+    ]);
+    gateway.start();
+    let auth = format!("Authorization: Bearer {token}");
+    for i in 0..5 {
+        let response = curl(
+            "127.0.0.2",
+            &gateway.url(&format!("/orders/{i}")),
+            &["-H", &auth],
+        );
+        assert_eq!(response.status, 200);
+    }
+    let challenged = curl("127.0.9.9", &gateway.url("/orders/1"), &["-H", &auth]);
+    assert_eq!(challenged.status, 401);
+    let body = challenged.json();
+    let factors: Vec<&str> = body["factors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|factor| factor["factor"].as_str().unwrap())
+        .collect();
+    assert_eq!(factors, ["totp", "dpop"], "{body}");
+    let www = challenged.header("www-authenticate").unwrap();
+    assert!(
+        www.contains("acr_values=\"urn:stepgate:acr:totp urn:stepgate:acr:dpop\""),
+        "{www}"
+    );
+    // Either factor answers the challenge; here the DPoP key does.
+    let challenge = body["challenge_id"].as_str().unwrap();
+    let uri = gateway.url("/orders/1");
+    let signed = proof(&key, "GET", &uri, &token);
+    let answered = curl(
+        "127.0.9.9",
+        &uri,
+        &[
+            "-H",
+            &auth,
+            "-H",
+            &format!("Stepgate-Challenge: {challenge}"),
+            "-H",
+            &format!("DPoP: {signed}"),
+        ],
+    );
+    assert_eq!(answered.status, 200, "{}", answered.body);
+    assert!(!secret.is_empty());
+}

@@ -489,6 +489,7 @@ impl Engine {
             entry.factor = Some(factor.name().to_owned());
         }
 
+        let satisfying = decision.satisfying;
         match (decision.outcome, decision.step_up) {
             (Outcome::Allow, _) => {
                 entry.event = Some(Event::Allow);
@@ -503,19 +504,25 @@ impl Engine {
                 }))
             }
             (Outcome::StepUp, Some(factor)) => {
+                let factors = if satisfying.is_empty() {
+                    vec![factor]
+                } else {
+                    satisfying
+                };
                 let id = format!("ch_{}", stepgate_core::token::random_id(24));
                 let expires_at = now.saturating_add(self.settings.step_up.challenge_ttl());
                 let challenge = state::Challenge {
                     identity: identity.clone(),
                     scope,
                     network,
-                    factors: vec![factor],
+                    factors: factors.clone(),
                     expires_at,
                 };
                 self.challenges.insert(id.clone(), challenge);
                 entry.event = Some(Event::Challenge);
                 entry.challenge_id = Some(id.clone());
-                entry.factor = Some(factor.name().to_owned());
+                let names: Vec<&str> = factors.iter().map(|factor| factor.name()).collect();
+                entry.factor = Some(names.join(" "));
                 let kinds = assessment
                     .signals
                     .iter()
@@ -524,7 +531,7 @@ impl Engine {
                 let issued = ChallengeIssued {
                     id,
                     identity,
-                    factors: vec![factor],
+                    factors,
                     expires_at,
                     max_age: self.settings.step_up.max_age(),
                     risk: assessment.score,

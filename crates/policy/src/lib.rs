@@ -73,6 +73,9 @@ pub struct PolicyInput<'a> {
 pub struct PolicyDecision {
     pub outcome: Outcome,
     pub step_up: Option<FactorKind>,
+    /// Every offered factor that would permit the request, weakest first;
+    /// the challenge offers them all.
+    pub satisfying: Vec<FactorKind>,
     /// Ids of the policies that decided, such as `low-risk`.
     pub reasons: Vec<String>,
 }
@@ -352,9 +355,12 @@ impl Policy {
             return Ok(PolicyDecision {
                 outcome: Outcome::Allow,
                 step_up: None,
+                satisfying: Vec::new(),
                 reasons: first.1,
             });
         }
+        let mut satisfying = Vec::new();
+        let mut step_up_reasons = None;
         for &factor in FactorKind::ALL
             .iter()
             .filter(|factor| offered.contains(factor))
@@ -364,18 +370,24 @@ impl Policy {
             proved.push((factor, 0));
             let (permitted, reasons) = self.evaluate(input, &proved, &entities)?;
             if permitted {
-                return Ok(PolicyDecision {
-                    outcome: Outcome::StepUp,
-                    step_up: Some(factor),
-                    reasons,
-                });
+                satisfying.push(factor);
+                step_up_reasons.get_or_insert(reasons);
             }
         }
-        Ok(PolicyDecision {
-            outcome: Outcome::Deny,
-            step_up: None,
-            reasons: first.1,
-        })
+        match step_up_reasons {
+            Some(reasons) => Ok(PolicyDecision {
+                outcome: Outcome::StepUp,
+                step_up: satisfying.first().copied(),
+                satisfying,
+                reasons,
+            }),
+            None => Ok(PolicyDecision {
+                outcome: Outcome::Deny,
+                step_up: None,
+                satisfying,
+                reasons: first.1,
+            }),
+        }
     }
 
     fn evaluate(
