@@ -407,6 +407,12 @@ impl Engine {
                     success.event = Some(Event::StepUpSuccess);
                     success.factor = Some(factor.name().to_owned());
                     success.challenge_id = Some(answer.challenge_id.to_owned());
+                    if factor == FactorKind::Dpop
+                        && let Some(binding) = credentials.dpop.get(&identity)
+                    {
+                        // The proof's key is the bound one; name it by thumbprint.
+                        success.detail = Some(format!("dpop key {}", binding.thumbprint));
+                    }
                     step_up_receipt = Some(self.audit.durable(success));
                     stepped_up = Some(factor);
                 }
