@@ -5,6 +5,7 @@
 //! proof is the engine's business.
 
 pub mod dpop;
+pub mod httpsig;
 pub mod jwk;
 
 pub use dpop::{

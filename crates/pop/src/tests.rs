@@ -453,3 +453,241 @@ fn nonces_last_one_to_two_periods() {
     );
     assert_ne!(NonceIssuer::new([8; 32]).current(start), first);
 }
+
+mod httpsig_vectors {
+    use base64::engine::general_purpose::STANDARD;
+
+    use super::*;
+    use crate::httpsig::{
+        Message, SignatureAlgorithm, parse_signature_input, signature_base, signature_bytes,
+        verify_signature,
+    };
+
+    /// A message parsed from the RFC's text form.
+    struct Parsed {
+        method: Option<String>,
+        path: String,
+        query: Option<String>,
+        status: Option<u16>,
+        fields: Vec<(String, String)>,
+    }
+
+    fn parse_message(text: &str) -> Parsed {
+        let head = text.split("\n\n").next().unwrap();
+        let mut lines = head.lines();
+        let start: Vec<&str> = lines.next().unwrap().split(' ').collect();
+        let fields: Vec<(String, String)> = lines
+            .map(|line| {
+                let (name, value) = line.split_once(':').unwrap();
+                (name.to_owned(), value.trim().to_owned())
+            })
+            .collect();
+        if start[0].starts_with("HTTP/") {
+            return Parsed {
+                method: None,
+                path: String::new(),
+                query: None,
+                status: Some(start[1].parse().unwrap()),
+                fields,
+            };
+        }
+        let (path, query) = match start[1].split_once('?') {
+            Some((path, query)) => (path.to_owned(), Some(query.to_owned())),
+            None => (start[1].to_owned(), None),
+        };
+        Parsed {
+            method: Some(start[0].to_owned()),
+            path,
+            query,
+            status: None,
+            fields,
+        }
+    }
+
+    fn public_key(name: &str) -> PublicJwk {
+        let mut jwk = vectors(&format!("rfc9421-keys/{name}.jwk.json"));
+        let object = jwk.as_object_mut().unwrap();
+        for private in ["d", "p", "q", "dp", "dq", "qi", "kid", "alg"] {
+            object.remove(private);
+        }
+        PublicJwk::from_json(&jwk).unwrap()
+    }
+
+    fn header<'a>(headers: &'a str, name: &str) -> &'a str {
+        headers
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name}: ")))
+            .unwrap()
+    }
+
+    #[test]
+    fn appendix_b2_bases_and_signatures() {
+        let vector = vectors("rfc9421-test-cases.json");
+        let mut checked = 0;
+        for case in vector["test_cases"].as_array().unwrap() {
+            let Some(label) = case["label"].as_str() else {
+                continue;
+            };
+            let text = match case["message"].as_str().unwrap() {
+                "test-request" => vector["test_request"].as_str().unwrap(),
+                _ => vector["test_response"].as_str().unwrap(),
+            };
+            let parsed = parse_message(text);
+            let fields: Vec<(&str, &str)> = parsed
+                .fields
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_str()))
+                .collect();
+            let message = Message {
+                method: parsed.method.as_deref(),
+                scheme: "https",
+                authority: "example.com",
+                path: &parsed.path,
+                query: parsed.query.as_deref(),
+                status: parsed.status,
+                fields: &fields,
+            };
+            let headers = case["signature_headers"].as_str().unwrap();
+            let inputs = parse_signature_input(header(headers, "Signature-Input")).unwrap();
+            let input = inputs.iter().find(|input| input.label == label).unwrap();
+            let base = signature_base(&message, input).unwrap();
+            assert_eq!(base, case["signature_base"].as_str().unwrap(), "{label}");
+            let signature = signature_bytes(header(headers, "Signature"), label).unwrap();
+            let algorithm = match case["alg"].as_str().unwrap() {
+                "rsa-pss-sha512" => Some((SignatureAlgorithm::RsaPssSha512, "test-key-rsa-pss")),
+                "ecdsa-p256-sha256" => {
+                    Some((SignatureAlgorithm::EcdsaP256Sha256, "test-key-ecc-p256"))
+                }
+                "ed25519" => Some((SignatureAlgorithm::Ed25519, "test-key-ed25519")),
+                _ => None,
+            };
+            match algorithm {
+                Some((algorithm, key)) => {
+                    let key = public_key(key);
+                    verify_signature(&key, algorithm, input, &base, &signature).unwrap();
+                    // An altered base fails.
+                    let altered = base.replacen("example.com", "example.org", 1);
+                    let altered = if altered == base {
+                        format!("{base} ")
+                    } else {
+                        altered
+                    };
+                    assert_eq!(
+                        verify_signature(&key, algorithm, input, &altered, &signature),
+                        Err(PopError::BadSignature),
+                        "{label}"
+                    );
+                }
+                None => {
+                    // hmac-sha256: the shared secret reproduces the signature.
+                    let secret_text = std::fs::read_to_string(
+                        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                            .join("../../testdata/vectors/rfc9421-keys/test-shared-secret.b64"),
+                    )
+                    .unwrap();
+                    let secret = STANDARD.decode(secret_text.trim()).unwrap();
+                    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret);
+                    aws_lc_rs::hmac::verify(&key, base.as_bytes(), &signature).unwrap();
+                }
+            }
+            checked += 1;
+        }
+        assert_eq!(checked, 6);
+    }
+
+    #[test]
+    fn appendix_b4_transformations() {
+        let vector = vectors("rfc9421-test-cases.json");
+        let cases = vector["test_cases"].as_array().unwrap();
+        let b4 = cases
+            .iter()
+            .find(|case| case["section"] == "RFC 9421 Appendix B.4")
+            .unwrap();
+        let key = public_key("test-key-ed25519");
+        let mut outcomes = Vec::new();
+        for case in b4["transformed_messages"].as_array().unwrap() {
+            let text = case["message"].as_str().unwrap();
+            let parsed = parse_message(text);
+            let fields: Vec<(&str, &str)> = parsed
+                .fields
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_str()))
+                .collect();
+            let host = fields
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case("host"))
+                .map(|(_, value)| *value)
+                .unwrap();
+            let message = Message {
+                method: parsed.method.as_deref(),
+                scheme: "https",
+                authority: host,
+                path: &parsed.path,
+                query: parsed.query.as_deref(),
+                status: None,
+                fields: &fields,
+            };
+            let field = |name: &str| {
+                fields
+                    .iter()
+                    .find(|(field, _)| field.eq_ignore_ascii_case(name))
+                    .map(|(_, value)| *value)
+                    .unwrap()
+            };
+            let input = &parse_signature_input(field("Signature-Input")).unwrap()[0];
+            let signature = signature_bytes(field("Signature"), &input.label).unwrap();
+            let base = signature_base(&message, input).unwrap();
+            let valid =
+                verify_signature(&key, SignatureAlgorithm::Ed25519, input, &base, &signature)
+                    .is_ok();
+            let expected = case["rfc_says_signature_still_valid"].as_bool().unwrap();
+            assert_eq!(valid, expected, "{text}");
+            outcomes.push(valid);
+        }
+        assert!(outcomes.contains(&true));
+        assert!(outcomes.contains(&false));
+    }
+
+    #[test]
+    fn duplicates_and_unknown_parameters_are_rejected() {
+        let twice = r#"sig=("@method");created=1, sig=("@path");created=2"#;
+        assert!(matches!(
+            parse_signature_input(twice),
+            Err(PopError::Malformed(_))
+        ));
+        let component_twice = r#"sig=("@method" "@method");created=1"#;
+        assert!(matches!(
+            parse_signature_input(component_twice),
+            Err(PopError::Malformed(_))
+        ));
+        let unknown = r#"sig=("@method");created=1;color="red""#;
+        assert!(matches!(
+            parse_signature_input(unknown),
+            Err(PopError::Malformed(_))
+        ));
+        let mistyped = r#"sig=("@method");created="yesterday""#;
+        assert!(matches!(
+            parse_signature_input(mistyped),
+            Err(PopError::Malformed(_))
+        ));
+        let not_list = r#"sig="@method""#;
+        assert!(matches!(
+            parse_signature_input(not_list),
+            Err(PopError::Malformed(_))
+        ));
+        let fine = r#"a=("@method");created=1, b=("@path");created=2"#;
+        assert_eq!(parse_signature_input(fine).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn alg_in_the_message_never_chooses_the_algorithm() {
+        let input =
+            &parse_signature_input(r#"sig=();created=1;alg="ecdsa-p256-sha256""#).unwrap()[0];
+        let key = public_key("test-key-ed25519");
+        let refused = verify_signature(&key, SignatureAlgorithm::Ed25519, input, "base", &[0; 64]);
+        assert!(
+            matches!(refused, Err(PopError::Unsupported(_))),
+            "{refused:?}"
+        );
+    }
+}
