@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use serde_json::json;
 use stepgate_config::Config;
-use stepgate_core::{ApiToken, Clock, Identity, IdentityName, SignalKind, SystemClock, TokenId};
+use stepgate_core::{
+    ApiToken, Clock, Identity, IdentityName, SignalKind, SystemClock, Timestamp, TokenId,
+};
 use stepgate_engine::admin_entry;
 use stepgate_factors::totp::{Algorithm, TotpParams, TotpSecret, otpauth_uri};
 use stepgate_policy::Policy;
@@ -292,7 +294,15 @@ pub(crate) fn enroll(path: Option<&Path>, command: EnrollCommand) -> anyhow::Res
             identity,
             jwk,
             require,
-        } => return enroll_dpop(path, &identity, &jwk, require),
+            not_before,
+            not_after,
+        } => {
+            let window = (
+                parse_time("--not-before", not_before.as_deref())?,
+                parse_time("--not-after", not_after.as_deref())?,
+            );
+            return enroll_dpop(path, &identity, &jwk, require, window);
+        }
     };
     let config = load_config(path)?;
     let store = open_store(&config)?;
@@ -326,7 +336,13 @@ fn enroll_dpop(
     identity: &str,
     jwk_path: &Path,
     required: bool,
+    (not_before, not_after): (Option<Timestamp>, Option<Timestamp>),
 ) -> anyhow::Result<ExitCode> {
+    if let (Some(from), Some(until)) = (not_before, not_after)
+        && from > until
+    {
+        bail!("--not-before is after --not-after; the key would never be valid");
+    }
     let text = if jwk_path == Path::new("-") {
         let mut text = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
@@ -355,6 +371,8 @@ fn enroll_dpop(
         jwk: value.to_string(),
         created_at: now,
         required,
+        not_before,
+        not_after,
     };
     let mode = if required {
         ", required on every request"
@@ -539,4 +557,15 @@ fn parse_signal(name: &str) -> anyhow::Result<SignalKind> {
         let names: Vec<&str> = SignalKind::ALL.iter().map(|kind| kind.name()).collect();
         anyhow::anyhow!("unknown signal {name:?}; use one of: {}", names.join(", "))
     })
+}
+
+fn parse_time(flag: &str, text: Option<&str>) -> anyhow::Result<Option<Timestamp>> {
+    text.map(|text| {
+        Timestamp::parse_rfc3339(text).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{flag} {text:?} is not an RFC 3339 time; write it as 2027-01-31T00:00:00Z"
+            )
+        })
+    })
+    .transpose()
 }

@@ -176,6 +176,12 @@ enum EnrollCommand {
         /// `Bearer` is refused.
         #[arg(long)]
         require: bool,
+        /// The key is valid from this RFC 3339 time on.
+        #[arg(long, value_name = "TIME")]
+        not_before: Option<String>,
+        /// The key is valid until this RFC 3339 time.
+        #[arg(long, value_name = "TIME")]
+        not_after: Option<String>,
     },
 }
 

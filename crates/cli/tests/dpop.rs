@@ -419,3 +419,82 @@ fn challenge_lists_every_enrolled_factor() {
     assert_eq!(answered.status, 200, "{}", answered.body);
     assert!(!secret.is_empty());
 }
+
+#[test]
+fn dpop_key_outside_its_window_is_refused() {
+    let upstream = Upstream::start();
+    let mut gateway = Gateway::new(upstream.addr, "");
+    gateway.cli_ok(&["identity", "add", "expired"]);
+    let token = gateway
+        .cli_ok(&["token", "issue", "expired"])
+        .trim()
+        .to_owned();
+    let keys = tempfile::tempdir().unwrap();
+    let (key, jwk) = keygen(keys.path(), "old");
+    let jwk = jwk.to_str().unwrap();
+    let backwards = gateway.cli(&[
+        "factor",
+        "enroll",
+        "dpop",
+        "expired",
+        "--jwk",
+        jwk,
+        "--not-before",
+        "2030-01-01T00:00:00Z",
+        "--not-after",
+        "2020-01-01T00:00:00Z",
+    ]);
+    assert!(String::from_utf8_lossy(&backwards.stderr).contains("would never be valid"));
+    let bad_time = gateway.cli(&[
+        "factor",
+        "enroll",
+        "dpop",
+        "expired",
+        "--jwk",
+        jwk,
+        "--not-after",
+        "soon",
+    ]);
+    assert!(String::from_utf8_lossy(&bad_time.stderr).contains("is not an RFC 3339 time"));
+    gateway.cli_ok(&[
+        "factor",
+        "enroll",
+        "dpop",
+        "expired",
+        "--jwk",
+        jwk,
+        "--not-after",
+        "2020-01-01T00:00:00Z",
+    ]);
+    gateway.start();
+    let auth = format!("Authorization: Bearer {token}");
+    for i in 0..5 {
+        let response = curl(
+            "127.0.0.2",
+            &gateway.url(&format!("/orders/{i}")),
+            &["-H", &auth],
+        );
+        assert_eq!(response.status, 200);
+    }
+    let uri = gateway.url("/orders/1");
+    let challenged = curl("127.0.9.9", &uri, &["-H", &auth]);
+    let challenge = challenged.json()["challenge_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let signed = proof(&key, "GET", &uri, &token);
+    let refused = curl(
+        "127.0.9.9",
+        &uri,
+        &[
+            "-H",
+            &auth,
+            "-H",
+            &format!("Stepgate-Challenge: {challenge}"),
+            "-H",
+            &format!("DPoP: {signed}"),
+        ],
+    );
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.json()["reason"], "key_expired", "{}", refused.body);
+}

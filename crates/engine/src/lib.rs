@@ -674,6 +674,10 @@ impl Engine {
         let (Some(binding), Some(dpop)) = (binding, input.dpop) else {
             return Err(AuthFailure::DpopInvalid);
         };
+        if !binding.valid_at(now) {
+            tracing::info!(identity = %identity, "DPoP key outside its validity window");
+            return Err(AuthFailure::DpopInvalid);
+        }
         let token = input
             .authorization
             .and_then(|header| header.split_once(' '))

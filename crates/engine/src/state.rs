@@ -33,6 +33,16 @@ pub(crate) struct DpopBinding {
     pub(crate) thumbprint: String,
     /// Every request must carry a proof by this key.
     pub(crate) required: bool,
+    pub(crate) not_before: Option<Timestamp>,
+    pub(crate) not_after: Option<Timestamp>,
+}
+
+impl DpopBinding {
+    /// True when the key may be used at `now`.
+    pub(crate) fn valid_at(&self, now: Timestamp) -> bool {
+        self.not_before.is_none_or(|from| now >= from)
+            && self.not_after.is_none_or(|until| now <= until)
+    }
 }
 
 pub(crate) struct TokenEntry {
@@ -91,6 +101,8 @@ impl Credentials {
                 let binding = DpopBinding {
                     thumbprint: key.thumbprint,
                     required: key.required,
+                    not_before: key.not_before,
+                    not_after: key.not_after,
                 };
                 (key.identity, binding)
             })

@@ -51,6 +51,8 @@ pub enum StepUpFailure {
     WrongKey,
     #[error("DPoP proof without the current nonce: sign a new proof with the DPoP-Nonce value")]
     DpopNonce,
+    #[error("the identity's DPoP key is outside its validity window: enrol a current key")]
+    KeyExpired,
 }
 
 impl StepUpFailure {
@@ -87,6 +89,7 @@ impl StepUpFailure {
             StepUpFailure::InvalidProof(_) => "invalid_proof",
             StepUpFailure::WrongKey => "wrong_key",
             StepUpFailure::DpopNonce => "use_dpop_nonce",
+            StepUpFailure::KeyExpired => "key_expired",
         }
     }
 }
@@ -159,6 +162,9 @@ impl Engine {
                 .dpop
                 .get(identity)
                 .ok_or(StepUpFailure::NotEnrolled)?;
+            if !bound.valid_at(now) {
+                return Err(StepUpFailure::KeyExpired);
+            }
             let nonces = self.accepted_nonces(now);
             let target = ProofTarget {
                 method: &facts.method,

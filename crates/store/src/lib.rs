@@ -123,6 +123,10 @@ pub struct DpopKeyRecord {
     /// True when every request of the identity must carry a DPoP proof
     /// (`Authorization: DPoP`), so its token alone is refused.
     pub required: bool,
+    /// The key is valid from this time on, when set.
+    pub not_before: Option<Timestamp>,
+    /// The key is valid until this time, when set.
+    pub not_after: Option<Timestamp>,
 }
 
 /// A signal an operator accepted as normal for one identity.

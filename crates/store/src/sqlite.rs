@@ -67,6 +67,10 @@ CREATE TABLE dpop_keys (
     r#"
 ALTER TABLE dpop_keys ADD COLUMN required INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+ALTER TABLE dpop_keys ADD COLUMN not_before INTEGER;
+ALTER TABLE dpop_keys ADD COLUMN not_after INTEGER;
+"#,
 ];
 
 /// The SQLite store: one file, `stepgate.db`, in the data directory.
@@ -320,7 +324,7 @@ impl Store for SqliteStore {
             let mut dpop = Vec::new();
             {
                 let mut statement =
-                    tx.prepare("SELECT identity, thumbprint, jwk, created_at, required FROM dpop_keys ORDER BY identity")?;
+                    tx.prepare("SELECT identity, thumbprint, jwk, created_at, required, not_before, not_after FROM dpop_keys ORDER BY identity")?;
                 let rows = statement.query_map([], |row| {
                     Ok((
                         row.get::<_, String>(0)?,
@@ -328,16 +332,20 @@ impl Store for SqliteStore {
                         row.get::<_, String>(2)?,
                         row.get::<_, i64>(3)?,
                         row.get::<_, bool>(4)?,
+                        row.get::<_, Option<i64>>(5)?,
+                        row.get::<_, Option<i64>>(6)?,
                     ))
                 })?;
                 for row in rows {
-                    let (identity, thumbprint, jwk, created_at, required) = row?;
+                    let (identity, thumbprint, jwk, created_at, required, not_before, not_after) = row?;
                     dpop.push(DpopKeyRecord {
                         identity: parse_name(identity)?,
                         thumbprint,
                         jwk,
                         created_at: Timestamp(created_at),
                         required,
+                        not_before: not_before.map(Timestamp),
+                        not_after: not_after.map(Timestamp),
                     });
                 }
             }
@@ -446,8 +454,18 @@ impl Store for SqliteStore {
                 return Err(StoreError::IdentityNotFound(key.identity.to_string()));
             }
             tx.execute(
-                "INSERT OR REPLACE INTO dpop_keys (identity, thumbprint, jwk, created_at, required) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![key.identity.as_str(), key.thumbprint, key.jwk, key.created_at.0, key.required],
+                "INSERT OR REPLACE INTO dpop_keys \
+                 (identity, thumbprint, jwk, created_at, required, not_before, not_after) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    key.identity.as_str(),
+                    key.thumbprint,
+                    key.jwk,
+                    key.created_at.0,
+                    key.required,
+                    key.not_before.map(|at| at.0),
+                    key.not_after.map(|at| at.0)
+                ],
             )?;
             Ok(())
         })
