@@ -65,9 +65,10 @@ enum Command {
         /// Also write the summary as JSON to this file.
         #[arg(long, value_name = "FILE")]
         summary: Option<PathBuf>,
-        /// What a step-up leads to, since nobody answers one in a replay:
-        /// `fail` (challenged events teach nothing), `pass` (they teach the
-        /// baseline) or `labels` (events labelled normal pass, attacks fail).
+        /// Outcome assumed for step-ups, because no client responds to a
+        /// challenge in a replay: `fail` (challenged events teach nothing),
+        /// `pass` (they teach the baseline) or `labels` (events labelled
+        /// normal pass, attacks fail).
         #[arg(long, value_enum, default_value_t = StepUpsArg::Fail)]
         step_ups: StepUpsArg,
         /// Files or directories of recorded events.
@@ -163,9 +164,8 @@ enum EnrollCommand {
         #[arg(long, default_value = "stepgate")]
         issuer: String,
     },
-    /// Bind (or replace) a DPoP key (RFC 9449): step-ups can then be
-    /// answered with a DPoP proof signed by it. Prints the key's RFC 7638
-    /// thumbprint.
+    /// Bind (or replace) a DPoP key (RFC 9449), so that a DPoP proof signed
+    /// by it meets a step-up. Prints the key's RFC 7638 thumbprint.
     Dpop {
         identity: String,
         /// The public key as a JWK (JSON); `-` reads standard input.

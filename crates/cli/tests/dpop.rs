@@ -37,15 +37,24 @@ fn proof(key: &Path, method: &str, uri: &str, token: &str) -> String {
     client(&["proof", key.to_str().unwrap(), method, uri, token])
 }
 
+/// Makes five allowed requests from 127.0.0.2, the identity's learning
+/// period.
+fn learn(gateway: &Gateway, auth: &str) {
+    for i in 0..5 {
+        let response = curl(
+            "127.0.0.2",
+            &gateway.url(&format!("/orders/{i}")),
+            &["-H", auth],
+        );
+        assert_eq!(response.status, 200, "{}", response.body);
+    }
+}
+
 #[test]
 fn dpop_proof_answers_a_challenge() {
     let upstream = Upstream::start();
     let mut gateway = Gateway::new(upstream.addr, "");
-    gateway.cli_ok(&["identity", "add", "signer"]);
-    let token = gateway
-        .cli_ok(&["token", "issue", "signer"])
-        .trim()
-        .to_owned();
+    let token = gateway.add_with_token("signer");
     let keys = tempfile::tempdir().unwrap();
     let (key, jwk) = keygen(keys.path(), "bot");
     let thumbprint = gateway.cli_ok(&[
@@ -59,14 +68,7 @@ fn dpop_proof_answers_a_challenge() {
     assert_eq!(thumbprint.trim().len(), 43, "{thumbprint}");
     gateway.start();
     let auth = format!("Authorization: Bearer {token}");
-    for i in 0..5 {
-        let response = curl(
-            "127.0.0.2",
-            &gateway.url(&format!("/orders/{i}")),
-            &["-H", &auth],
-        );
-        assert_eq!(response.status, 200);
-    }
+    learn(&gateway, &auth);
 
     // A new network is challenged, with DPoP as the factor on offer.
     let challenged = curl("127.0.9.9", &gateway.url("/orders/1"), &["-H", &auth]);
@@ -188,11 +190,7 @@ fn dpop_enrolment_rejects_private_and_bad_keys() {
 fn dpop_bound_token_needs_proofs() {
     let upstream = Upstream::start();
     let mut gateway = Gateway::new(upstream.addr, "");
-    gateway.cli_ok(&["identity", "add", "bound"]);
-    let token = gateway
-        .cli_ok(&["token", "issue", "bound"])
-        .trim()
-        .to_owned();
+    let token = gateway.add_with_token("bound");
     let keys = tempfile::tempdir().unwrap();
     let (key, jwk) = keygen(keys.path(), "bound");
     gateway.cli_ok(&[
@@ -255,18 +253,18 @@ fn dpop_bound_token_needs_proofs() {
     assert_eq!(other_key.status, 401);
 
     let audit = gateway.audit();
-    let refusals: Vec<&str> = audit
+    let rejections: Vec<&str> = audit
         .iter()
         .filter(|record| record["event"] == "auth_failure")
         .filter_map(|record| record["detail"].as_str())
         .collect();
     assert!(
-        refusals.contains(&"token is DPoP-bound and came without a DPoP proof"),
-        "{refusals:?}"
+        rejections.contains(&"token is DPoP-bound and came without a DPoP proof"),
+        "{rejections:?}"
     );
     assert!(
-        refusals.contains(&"DPoP proof missing, invalid or by another key"),
-        "{refusals:?}"
+        rejections.contains(&"DPoP proof missing, invalid or by another key"),
+        "{rejections:?}"
     );
 }
 
@@ -286,11 +284,7 @@ fn dpop_nonce_and_public_origin() {
         format!("{text}\n[step_up]\ndpop_nonce = true\n"),
     )
     .unwrap();
-    gateway.cli_ok(&["identity", "add", "bound"]);
-    let token = gateway
-        .cli_ok(&["token", "issue", "bound"])
-        .trim()
-        .to_owned();
+    let token = gateway.add_with_token("bound");
     let keys = tempfile::tempdir().unwrap();
     let (key, jwk) = keygen(keys.path(), "bound");
     gateway.cli_ok(&[
@@ -308,20 +302,25 @@ fn dpop_nonce_and_public_origin() {
 
     // Without a nonce: 401 use_dpop_nonce, with the nonce to use.
     let first = proof(&key, "GET", public, &token);
-    let asked = curl(
+    let nonce_required = curl(
         "127.0.0.2",
         &gateway.url("/orders/1"),
         &["-H", &auth, "-H", &format!("DPoP: {first}")],
     );
-    assert_eq!(asked.status, 401, "{}", asked.body);
-    assert_eq!(asked.json()["error"], "use_dpop_nonce", "{}", asked.body);
+    assert_eq!(nonce_required.status, 401, "{}", nonce_required.body);
+    assert_eq!(
+        nonce_required.json()["error"],
+        "use_dpop_nonce",
+        "{}",
+        nonce_required.body
+    );
     assert!(
-        asked
+        nonce_required
             .header("www-authenticate")
             .unwrap()
             .contains("use_dpop_nonce")
     );
-    let nonce = asked
+    let nonce = nonce_required
         .header("dpop-nonce")
         .expect("DPoP-Nonce header")
         .to_owned();
@@ -352,12 +351,12 @@ fn dpop_nonce_and_public_origin() {
         &token,
         &nonce,
     ]);
-    let refused = curl(
+    let rejected = curl(
         "127.0.0.2",
         &gateway.url("/orders/1"),
         &["-H", &auth, "-H", &format!("DPoP: {local}")],
     );
-    assert_eq!(refused.status, 401, "{}", refused.body);
+    assert_eq!(rejected.status, 401, "{}", rejected.body);
 }
 
 #[test]
@@ -377,14 +376,7 @@ fn challenge_lists_every_enrolled_factor() {
     ]);
     gateway.start();
     let auth = format!("Authorization: Bearer {token}");
-    for i in 0..5 {
-        let response = curl(
-            "127.0.0.2",
-            &gateway.url(&format!("/orders/{i}")),
-            &["-H", &auth],
-        );
-        assert_eq!(response.status, 200);
-    }
+    learn(&gateway, &auth);
     let challenged = curl("127.0.9.9", &gateway.url("/orders/1"), &["-H", &auth]);
     assert_eq!(challenged.status, 401);
     let body = challenged.json();
@@ -400,7 +392,7 @@ fn challenge_lists_every_enrolled_factor() {
         www.contains("acr_values=\"urn:stepgate:acr:totp urn:stepgate:acr:dpop\""),
         "{www}"
     );
-    // Either factor answers the challenge; here the DPoP key does.
+    // Either factor meets the challenge. Here the DPoP key does.
     let challenge = body["challenge_id"].as_str().unwrap();
     let uri = gateway.url("/orders/1");
     let signed = proof(&key, "GET", &uri, &token);
@@ -424,11 +416,7 @@ fn challenge_lists_every_enrolled_factor() {
 fn dpop_key_outside_its_window_is_refused() {
     let upstream = Upstream::start();
     let mut gateway = Gateway::new(upstream.addr, "");
-    gateway.cli_ok(&["identity", "add", "expired"]);
-    let token = gateway
-        .cli_ok(&["token", "issue", "expired"])
-        .trim()
-        .to_owned();
+    let token = gateway.add_with_token("expired");
     let keys = tempfile::tempdir().unwrap();
     let (key, jwk) = keygen(keys.path(), "old");
     let jwk = jwk.to_str().unwrap();
@@ -468,14 +456,7 @@ fn dpop_key_outside_its_window_is_refused() {
     ]);
     gateway.start();
     let auth = format!("Authorization: Bearer {token}");
-    for i in 0..5 {
-        let response = curl(
-            "127.0.0.2",
-            &gateway.url(&format!("/orders/{i}")),
-            &["-H", &auth],
-        );
-        assert_eq!(response.status, 200);
-    }
+    learn(&gateway, &auth);
     let uri = gateway.url("/orders/1");
     let challenged = curl("127.0.9.9", &uri, &["-H", &auth]);
     let challenge = challenged.json()["challenge_id"]
@@ -483,7 +464,7 @@ fn dpop_key_outside_its_window_is_refused() {
         .unwrap()
         .to_owned();
     let signed = proof(&key, "GET", &uri, &token);
-    let refused = curl(
+    let rejected = curl(
         "127.0.9.9",
         &uri,
         &[
@@ -495,6 +476,11 @@ fn dpop_key_outside_its_window_is_refused() {
             &format!("DPoP: {signed}"),
         ],
     );
-    assert_eq!(refused.status, 401);
-    assert_eq!(refused.json()["reason"], "key_expired", "{}", refused.body);
+    assert_eq!(rejected.status, 401);
+    assert_eq!(
+        rejected.json()["reason"],
+        "key_expired",
+        "{}",
+        rejected.body
+    );
 }

@@ -733,8 +733,8 @@ fn audit_failure_fails_closed() {
 fn trusted_proxy_names_client() {
     let upstream = Upstream::start();
     let mut gateway = Gateway::new(upstream.addr, "");
+    gateway.trust_proxy("127.0.0.1");
     let text = std::fs::read_to_string(&gateway.config).unwrap();
-    let text = text.replace("trusted_proxies = []", "trusted_proxies = [\"127.0.0.1\"]");
     std::fs::write(
         &gateway.config,
         format!("{text}\n[step_up]\ninclude_reasons = true\n"),

@@ -167,12 +167,7 @@ fn impossible_travel_with_geoip_test_databases() {
         "\n[risk.weights]\nnew_network = 0\nnew_country = 0\nnew_asn = 0\nconcurrent_sessions = 0\n",
         &top,
     );
-    let text = std::fs::read_to_string(&gateway.config).unwrap();
-    std::fs::write(
-        &gateway.config,
-        text.replace("trusted_proxies = []", "trusted_proxies = [\"127.0.0.1\"]"),
-    )
-    .unwrap();
+    gateway.trust_proxy("127.0.0.1");
     let (token, _) = gateway.enrol("roamer");
     gateway.start();
     let auth = bearer(&token);
@@ -307,12 +302,7 @@ fn accepted_signal_stops_challenging() {
 fn unspecified_forwarded_address_uses_peer() {
     let upstream = Upstream::start();
     let mut gateway = gateway(&upstream, "", "");
-    let text = std::fs::read_to_string(&gateway.config).unwrap();
-    std::fs::write(
-        &gateway.config,
-        text.replace("trusted_proxies = []", "trusted_proxies = [\"127.0.0.1\"]"),
-    )
-    .unwrap();
+    gateway.trust_proxy("127.0.0.1");
     let (token, _) = gateway.enrol("forwarded");
     gateway.start();
     let auth = bearer(&token);
@@ -324,7 +314,7 @@ fn unspecified_forwarded_address_uses_peer() {
         5,
     );
     // 0.0.0.0 would mean "no network" to the engine and switch the network
-    // signals off. The peer stands in for it, and its network is new.
+    // signals off. The peer is used instead, and its network is new.
     for header in ["X-Forwarded-For: 0.0.0.0", "Forwarded: for=\"[::]\""] {
         let response = curl(
             "127.0.0.1",

@@ -139,7 +139,7 @@ pub struct GatewayConfig {
 }
 
 impl GatewayConfig {
-    /// The public origin without a trailing slash.
+    /// Returns the public origin without a trailing slash.
     pub fn origin(&self) -> String {
         match &self.public_origin {
             Some(origin) => origin.trim_end_matches('/').to_owned(),

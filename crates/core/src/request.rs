@@ -97,7 +97,7 @@ pub struct RequestFacts {
     /// access key id; never the secret.
     pub credential: Option<String>,
     /// Place and owner of `client_addr`, when a GeoIP database or the
-    /// configuration knows them.
+    /// configuration has them.
     pub location: Option<Arc<Location>>,
 }
 

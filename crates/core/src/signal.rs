@@ -127,8 +127,8 @@ impl fmt::Display for SignalKind {
     }
 }
 
-/// What a signal was based on: named values such as the networks seen or
-/// the usual rate. The `value` entry, when present, is what an operator
+/// Named values a signal was based on, such as the networks seen or the
+/// usual rate. The `value` entry, when present, is what an operator
 /// passes to `stepgate baseline accept` to accept the signal as normal.
 pub type Evidence = BTreeMap<String, serde_json::Value>;
 

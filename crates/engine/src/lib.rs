@@ -63,7 +63,7 @@ pub struct StepUpAnswer<'a> {
     pub dpop: Option<DpopAnswer<'a>>,
 }
 
-/// A DPoP proof answering a challenge.
+/// The DPoP proofs of a request, for a challenge or a DPoP-bound token.
 #[derive(Clone, Copy, Debug)]
 pub struct DpopAnswer<'a> {
     /// Every `DPoP` header of the request; exactly one is accepted.
@@ -141,7 +141,7 @@ pub struct Allowed {
 }
 
 impl Allowed {
-    /// The kinds of signal the request raised, for metrics.
+    /// Returns the kinds of signal the request raised, for metrics.
     pub fn signals(&self) -> impl Iterator<Item = SignalKind> + '_ {
         self.entry.signals.iter().map(|signal| signal.kind)
     }
@@ -257,14 +257,14 @@ impl Engine {
         }
     }
 
-    /// Requires server-provided nonces in DPoP proofs, as
-    /// `step_up.dpop_nonce` asks.
+    /// Requires server-provided nonces in DPoP proofs
+    /// (`step_up.dpop_nonce`).
     pub fn with_dpop_nonces(mut self, issuer: stepgate_pop::NonceIssuer) -> Self {
         self.dpop_nonces = Some(issuer);
         self
     }
 
-    /// The DPoP nonce to hand out now, when nonces are required.
+    /// Returns the DPoP nonce to hand out now, when nonces are required.
     pub fn dpop_nonce(&self) -> Option<String> {
         self.dpop_nonces
             .as_ref()
@@ -370,8 +370,8 @@ impl Engine {
             }
         };
         entry.identity = Some(identity.to_string());
-        // A proof answering a challenge is checked with the answer; any
-        // other proof is checked here, for DPoP-bound tokens.
+        // A proof sent with a challenge response is checked with that
+        // response. Any other proof is checked here, for DPoP-bound tokens.
         let answers_with_dpop = input.answer.is_some_and(|answer| answer.dpop.is_some());
         let proved_dpop = if answers_with_dpop {
             false
@@ -387,7 +387,7 @@ impl Engine {
                     );
                     entry.event = Some(Event::AuthFailure);
                     entry.detail = Some(failure.as_str().to_owned());
-                    tracing::info!(identity = %identity, reason = failure.as_str(), "DPoP-bound token refused");
+                    tracing::info!(identity = %identity, reason = failure.as_str(), "DPoP-bound token rejected");
                     return Verdict::Unauthenticated(failure, self.audit.durable(entry));
                 }
             }
@@ -400,7 +400,7 @@ impl Engine {
         let mut stepped_up = None;
         let mut step_up_receipt = None;
         if let Some(answer) = input.answer {
-            let token = bearer_token(input.authorization);
+            let token = presented_token(input.authorization).map(|(_, token)| token);
             match self.answer_challenge(&credentials, &identity, &input.facts, answer, token, now) {
                 Ok(factor) => {
                     let mut success = entry.clone();
@@ -446,9 +446,9 @@ impl Engine {
         let (assessment, learning) = self.risk.with(&identity, |state| {
             let assessment = scorer.assess(&state.baseline, &state.failures, accepted, facts);
             let learning = scorer.in_learning(&state.baseline);
-            // The rate and the credential's sources change on every request;
-            // they are saved with the next learned request rather than
-            // marking the baseline for every flush.
+            // The rate and the credential's sources change on every request.
+            // They are saved with the next learned request, so observing
+            // alone does not mark the baseline for the next flush.
             scorer.observe(&mut state.baseline, facts);
             (assessment, learning)
         });
@@ -660,10 +660,8 @@ impl Engine {
         input: &RequestInput<'_>,
         now: Timestamp,
     ) -> Result<bool, AuthFailure> {
-        let scheme_dpop = input
-            .authorization
-            .and_then(|header| header.split_once(' '))
-            .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("DPoP"));
+        let presented = presented_token(input.authorization);
+        let scheme_dpop = presented.is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("DPoP"));
         let binding = credentials.dpop.get(identity);
         if !scheme_dpop {
             return match binding {
@@ -674,46 +672,17 @@ impl Engine {
         let (Some(binding), Some(dpop)) = (binding, input.dpop) else {
             return Err(AuthFailure::DpopInvalid);
         };
-        if !binding.valid_at(now) {
-            tracing::info!(identity = %identity, "DPoP key outside its validity window");
-            return Err(AuthFailure::DpopInvalid);
-        }
-        let token = input
-            .authorization
-            .and_then(|header| header.split_once(' '))
-            .map(|(_, token)| token.trim_matches(' '));
-        let nonces = self.accepted_nonces(now);
-        let target = stepgate_pop::ProofTarget {
-            method: &input.facts.method,
-            uri: dpop.uri,
-            access_token: token,
-            nonces: &nonces,
-            now,
-        };
-        let proof = stepgate_pop::verify_proof(
-            dpop.proofs,
-            &target,
-            stepgate_pop::DpopWindow::default(),
-            &self.dpop_replays,
-        )
-        .map_err(|err| {
-            tracing::info!(identity = %identity, error = %err, "DPoP proof rejected");
-            match err {
-                stepgate_pop::PopError::Nonce(_) => AuthFailure::DpopNonce,
-                _ => AuthFailure::DpopInvalid,
+        let token = presented.map(|(_, token)| token);
+        match self.verify_bound_proof(binding, dpop, &input.facts.method, token, now) {
+            Ok(_) => Ok(true),
+            Err(rejection) => {
+                tracing::info!(identity = %identity, reason = ?rejection, "DPoP proof rejected");
+                Err(match rejection {
+                    stepup::DpopRejection::Nonce => AuthFailure::DpopNonce,
+                    _ => AuthFailure::DpopInvalid,
+                })
             }
-        })?;
-        use subtle::ConstantTimeEq;
-        if !bool::from(
-            proof
-                .thumbprint
-                .as_bytes()
-                .ct_eq(binding.thumbprint.as_bytes()),
-        ) {
-            tracing::info!(identity = %identity, dpop.jkt = %proof.thumbprint, "DPoP proof by another key");
-            return Err(AuthFailure::DpopInvalid);
         }
-        Ok(true)
     }
 
     fn record_failure(
@@ -778,11 +747,12 @@ pub fn evaluate_policy(
     policy.decide(&input, offered)
 }
 
-/// The token of a `Bearer` authorization header.
-fn bearer_token(authorization: Option<&str>) -> Option<&str> {
+/// Splits an `Authorization` header of the `Bearer` or `DPoP` scheme into
+/// the scheme and the token.
+fn presented_token(authorization: Option<&str>) -> Option<(&str, &str)> {
     let (scheme, value) = authorization?.split_once(' ')?;
     (scheme.eq_ignore_ascii_case("Bearer") || scheme.eq_ignore_ascii_case("DPoP"))
-        .then(|| value.trim_matches(' '))
+        .then(|| (scheme, value.trim_matches(' ')))
 }
 
 fn request_entry(input: &RequestInput<'_>, now: Timestamp) -> Entry {

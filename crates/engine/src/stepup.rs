@@ -5,10 +5,24 @@ use stepgate_core::{FactorKind, Grant, IdentityName, Network, RequestFacts, Time
 use stepgate_factors::totp::{self, Verification};
 use stepgate_risk::FailureKind;
 
-use stepgate_pop::{DpopWindow, ProofTarget, verify_proof};
+use stepgate_pop::{DpopWindow, PopError, ProofTarget, VerifiedProof, verify_proof};
 use subtle::ConstantTimeEq;
 
-use crate::state::{Challenge, Credentials};
+use crate::DpopAnswer;
+use crate::state::{Challenge, Credentials, DpopBinding};
+
+/// Reason a DPoP proof by an identity's bound key did not pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum DpopRejection {
+    /// The bound key is outside its validity window.
+    KeyExpired,
+    /// The proof lacks a current server nonce.
+    Nonce,
+    /// The proof failed a check of RFC 9449; the reason names it.
+    Invalid(String),
+    /// The proof was signed by a key other than the bound one.
+    WrongKey,
+}
 use crate::{Engine, StepUpAnswer};
 
 /// Steps of clock drift accepted on each side of the current TOTP step.
@@ -162,35 +176,14 @@ impl Engine {
                 .dpop
                 .get(identity)
                 .ok_or(StepUpFailure::NotEnrolled)?;
-            if !bound.valid_at(now) {
-                return Err(StepUpFailure::KeyExpired);
-            }
-            let nonces = self.accepted_nonces(now);
-            let target = ProofTarget {
-                method: &facts.method,
-                uri: dpop.uri,
-                access_token: token,
-                nonces: &nonces,
-                now,
-            };
-            let proof = verify_proof(
-                dpop.proofs,
-                &target,
-                DpopWindow::default(),
-                &self.dpop_replays,
-            )
-            .map_err(|err| match err {
-                stepgate_pop::PopError::Nonce(_) => StepUpFailure::DpopNonce,
-                other => StepUpFailure::InvalidProof(other.to_string()),
-            })?;
-            if !bool::from(
-                proof
-                    .thumbprint
-                    .as_bytes()
-                    .ct_eq(bound.thumbprint.as_bytes()),
-            ) {
-                return Err(StepUpFailure::WrongKey);
-            }
+            let proof = self
+                .verify_bound_proof(bound, dpop, &facts.method, token, now)
+                .map_err(|rejection| match rejection {
+                    DpopRejection::KeyExpired => StepUpFailure::KeyExpired,
+                    DpopRejection::Nonce => StepUpFailure::DpopNonce,
+                    DpopRejection::Invalid(reason) => StepUpFailure::InvalidProof(reason),
+                    DpopRejection::WrongKey => StepUpFailure::WrongKey,
+                })?;
             tracing::info!(identity = %identity, dpop.jkt = %proof.thumbprint, dpop.alg = proof.algorithm.name(), "DPoP proof accepted");
             return self.grant(
                 identity,
@@ -255,6 +248,48 @@ impl Engine {
             FactorKind::Totp,
             now,
         )
+    }
+
+    /// Verifies a DPoP proof by an identity's bound key: the key's validity
+    /// window, every RFC 9449 check (with the current nonces when they are
+    /// required), then the proof key's thumbprint against the bound one.
+    pub(crate) fn verify_bound_proof(
+        &self,
+        binding: &DpopBinding,
+        dpop: DpopAnswer<'_>,
+        method: &str,
+        token: Option<&str>,
+        now: Timestamp,
+    ) -> Result<VerifiedProof, DpopRejection> {
+        if !binding.valid_at(now) {
+            return Err(DpopRejection::KeyExpired);
+        }
+        let nonces = self.accepted_nonces(now);
+        let target = ProofTarget {
+            method,
+            uri: dpop.uri,
+            access_token: token,
+            nonces: &nonces,
+            now,
+        };
+        let proof = verify_proof(
+            dpop.proofs,
+            &target,
+            DpopWindow::default(),
+            &self.dpop_replays,
+        )
+        .map_err(|err| match err {
+            PopError::Nonce(_) => DpopRejection::Nonce,
+            other => DpopRejection::Invalid(other.to_string()),
+        })?;
+        let same_key = proof
+            .thumbprint
+            .as_bytes()
+            .ct_eq(binding.thumbprint.as_bytes());
+        if !bool::from(same_key) {
+            return Err(DpopRejection::WrongKey);
+        }
+        Ok(proof)
     }
 
     /// Consumes the answered challenge and stores the grant it earns.

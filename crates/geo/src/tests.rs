@@ -20,7 +20,8 @@ fn geo(asn: bool, city: bool, anonymous: bool) -> Geo {
     Geo::open(&sources).unwrap()
 }
 
-/// The records each test database was built from, as (network, record).
+/// Reads the records each test database was built from, as (network,
+/// record).
 fn source(name: &str) -> Vec<(IpNet, Value)> {
     let text = std::fs::read_to_string(testdata(name)).unwrap();
     let entries: Vec<serde_json::Map<String, Value>> = serde_json::from_str(&text).unwrap();
@@ -31,8 +32,8 @@ fn source(name: &str) -> Vec<(IpNet, Value)> {
         .collect()
 }
 
-/// For the first address of every source network, the record of the most
-/// specific network that holds it: what a correct reader must answer.
+/// Returns, for the first address of every source network, the record of
+/// the most specific network that contains it: the expected lookup result.
 fn expectations(name: &str) -> Vec<(IpAddr, Value)> {
     let records = source(name);
     records
@@ -148,7 +149,7 @@ fn combined_lookup_and_listed_networks() {
     );
     // Nowhere at all.
     assert_eq!(geo.lookup("127.0.0.1".parse().unwrap()), None);
-    // The memo answers the same as the databases.
+    // The memo returns the same as the databases.
     let addr: IpAddr = "89.160.20.112".parse().unwrap();
     assert_eq!(geo.locate(addr).as_deref(), Some(&linkoping));
     assert_eq!(geo.locate(addr).as_deref(), Some(&linkoping));

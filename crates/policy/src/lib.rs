@@ -125,8 +125,8 @@ struct DecisionKey {
 }
 
 impl DecisionKey {
-    /// The key of a request, with the inputs no policy reads left at a
-    /// fixed value.
+    /// Builds the key of a request, with the inputs no policy reads left at
+    /// a fixed value.
     fn new(input: &PolicyInput<'_>, offered: &[FactorKind], relevance: Relevance) -> Self {
         let principal = relevance.principal;
         let resource = relevance.resource;

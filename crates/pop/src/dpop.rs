@@ -352,12 +352,13 @@ impl NonceIssuer {
         URL_SAFE_NO_PAD.encode(&tag.as_ref()[..18])
     }
 
-    /// The nonce to hand out at `now`.
+    /// Returns the nonce to hand out at `now`.
     pub fn current(&self, now: Timestamp) -> String {
         self.nonce_for(now.as_secs().div_euclid(NONCE_PERIOD_SECS))
     }
 
-    /// The nonces a proof may carry at `now`: the current and the previous.
+    /// Returns the nonces a proof may carry at `now`: the current and the
+    /// previous one.
     pub fn accepted(&self, now: Timestamp) -> [String; 2] {
         let period = now.as_secs().div_euclid(NONCE_PERIOD_SECS);
         [self.nonce_for(period), self.nonce_for(period - 1)]

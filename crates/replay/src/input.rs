@@ -33,6 +33,17 @@ pub struct Skip {
     pub not_a_request: bool,
 }
 
+impl Skip {
+    /// Creates the skip of something that could not be read or replayed.
+    pub fn unreadable(place: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            place: place.into(),
+            reason: reason.into(),
+            not_a_request: false,
+        }
+    }
+}
+
 /// File name endings read when walking a directory.
 const EVENT_FILE_ENDINGS: &[&str] = &[".json", ".jsonl", ".ndjson", ".log", ".gz"];
 
@@ -40,7 +51,8 @@ const EVENT_FILE_ENDINGS: &[&str] = &[".json", ".jsonl", ".ndjson", ".log", ".gz
 /// files of a few megabytes; a larger one is skipped, not loaded.
 pub const MAX_DOCUMENT_BYTES: u64 = 256 * 1024 * 1024;
 
-/// Longest line read; a longer one is skipped without being held in memory.
+/// Maximum length of a line read. A longer one is skipped without being
+/// kept in memory.
 pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Bytes looked at to tell a document from one event per line.
@@ -57,8 +69,8 @@ pub struct Discovered {
 /// each (a symbolic link back to a directory already walked is left out),
 /// keeping files that end in `.json`, `.jsonl`, `.ndjson`, `.log` or `.gz`.
 /// The files are ordered by the time of their first event, then their path,
-/// so that events arrive roughly in time order; a CloudTrail file name's
-/// time (`..._20240301T1005Z_...`) stands in for its first event.
+/// so that events arrive roughly in time order. The time in a CloudTrail
+/// file name (`..._20240301T1005Z_...`) is used as its first event's.
 ///
 /// A path given on the command line that cannot be read is an error;
 /// unreadable entries below it are skipped.
@@ -92,11 +104,10 @@ fn walk(dir: &Path, walked: &mut HashSet<PathBuf>, found: &mut Discovered) {
     let canonical = match std::fs::canonicalize(dir) {
         Ok(canonical) => canonical,
         Err(err) => {
-            found.skipped.push(Skip {
-                place: dir.display().to_string(),
-                reason: format!("cannot read directory: {err}"),
-                not_a_request: false,
-            });
+            found.skipped.push(Skip::unreadable(
+                dir.display().to_string(),
+                format!("cannot read directory: {err}"),
+            ));
             return;
         }
     };
@@ -106,11 +117,10 @@ fn walk(dir: &Path, walked: &mut HashSet<PathBuf>, found: &mut Discovered) {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(err) => {
-            found.skipped.push(Skip {
-                place: dir.display().to_string(),
-                reason: format!("cannot read directory: {err}"),
-                not_a_request: false,
-            });
+            found.skipped.push(Skip::unreadable(
+                dir.display().to_string(),
+                format!("cannot read directory: {err}"),
+            ));
             return;
         }
     };
@@ -237,11 +247,7 @@ pub fn read_file(
     skip: &mut dyn FnMut(Skip),
 ) {
     let name = path.display().to_string();
-    let unreadable = |err: io::Error| Skip {
-        place: name.clone(),
-        reason: format!("cannot read: {err}"),
-        not_a_request: false,
-    };
+    let unreadable = |err: io::Error| Skip::unreadable(name.clone(), format!("cannot read: {err}"));
     let mut reader = match open(path) {
         Ok(reader) => reader,
         Err(err) => return skip(unreadable(err)),
@@ -258,22 +264,17 @@ pub fn read_file(
             return skip(unreadable(err));
         }
         if bytes.len() as u64 > MAX_DOCUMENT_BYTES {
-            return skip(Skip {
-                place: name,
-                reason: format!(
+            return skip(Skip::unreadable(
+                name,
+                format!(
                     "document larger than {} MiB; split it or write one record per line",
                     MAX_DOCUMENT_BYTES / (1024 * 1024)
                 ),
-                not_a_request: false,
-            });
+            ));
         }
         match String::from_utf8(bytes) {
             Ok(text) => read_documents(&name, &text, event, skip),
-            Err(err) => skip(Skip {
-                place: name,
-                reason: format!("not UTF-8 text: {err}"),
-                not_a_request: false,
-            }),
+            Err(err) => skip(Skip::unreadable(name, format!("not UTF-8 text: {err}"))),
         }
     } else {
         read_lines(&name, reader, format, event, skip);
@@ -301,30 +302,34 @@ fn read_documents(
             None => return,
             Some(Ok(document)) => document,
             Some(Err(err)) => {
-                return skip(Skip {
-                    place: name.to_owned(),
-                    reason: format!("not a valid CloudTrail file: {err}"),
-                    not_a_request: false,
-                });
+                return skip(Skip::unreadable(
+                    name.to_owned(),
+                    format!("not a valid CloudTrail file: {err}"),
+                ));
             }
         };
         for raw in &document.records {
             count += 1;
-            let place = || format!("{name} record {count}");
-            match cloudtrail::parse_record(raw.get()) {
-                Ok(Ok(parsed)) => event(parsed),
-                Ok(Err(err)) => skip(Skip {
-                    place: place(),
-                    reason: err.to_string(),
-                    not_a_request: false,
-                }),
-                Err(err) => skip(Skip {
-                    place: place(),
-                    reason: format!("not a CloudTrail record: {err}"),
-                    not_a_request: false,
-                }),
-            }
+            read_record(raw.get(), || format!("{name} record {count}"), event, skip);
         }
+    }
+}
+
+/// Reads one CloudTrail record, handing it to `event` or, with the place
+/// `place` names, to `skip`.
+fn read_record(
+    text: &str,
+    place: impl FnOnce() -> String,
+    event: &mut dyn FnMut(Event),
+    skip: &mut dyn FnMut(Skip),
+) {
+    match cloudtrail::parse_record(text) {
+        Ok(Ok(parsed)) => event(parsed),
+        Ok(Err(err)) => skip(Skip::unreadable(place(), err.to_string())),
+        Err(err) => skip(Skip::unreadable(
+            place(),
+            format!("not a CloudTrail record: {err}"),
+        )),
     }
 }
 
@@ -380,29 +385,20 @@ fn read_lines(
             Ok(false) => return,
             Ok(true) => {}
             Err(err) => {
-                return skip(Skip {
-                    place: place(),
-                    reason: format!("cannot read: {err}"),
-                    not_a_request: false,
-                });
+                return skip(Skip::unreadable(place(), format!("cannot read: {err}")));
             }
         }
         if too_long {
-            skip(Skip {
-                place: place(),
-                reason: format!("line longer than {} MiB", MAX_LINE_BYTES / (1024 * 1024)),
-                not_a_request: false,
-            });
+            skip(Skip::unreadable(
+                place(),
+                format!("line longer than {} MiB", MAX_LINE_BYTES / (1024 * 1024)),
+            ));
             continue;
         }
         let text = match std::str::from_utf8(&line) {
             Ok(text) => text.trim(),
             Err(err) => {
-                skip(Skip {
-                    place: place(),
-                    reason: format!("not UTF-8 text: {err}"),
-                    not_a_request: false,
-                });
+                skip(Skip::unreadable(place(), format!("not UTF-8 text: {err}")));
                 continue;
             }
         };
@@ -413,19 +409,7 @@ fn read_lines(
             Format::CloudTrail if text.contains("\"Records\"") && text.starts_with('{') => {
                 read_documents(&place(), text, event, skip);
             }
-            Format::CloudTrail => match cloudtrail::parse_record(text) {
-                Ok(Ok(parsed)) => event(parsed),
-                Ok(Err(err)) => skip(Skip {
-                    place: place(),
-                    reason: err.to_string(),
-                    not_a_request: false,
-                }),
-                Err(err) => skip(Skip {
-                    place: place(),
-                    reason: format!("not a CloudTrail record: {err}"),
-                    not_a_request: false,
-                }),
-            },
+            Format::CloudTrail => read_record(text, place, event, skip),
             Format::Jsonl => match jsonl::parse_line(text) {
                 Ok(Ok(parsed)) => event(parsed),
                 Ok(Err(err)) => skip(Skip {
@@ -433,11 +417,10 @@ fn read_lines(
                     reason: err.to_string(),
                     not_a_request: matches!(err, jsonl::LineError::NotARequest { .. }),
                 }),
-                Err(err) => skip(Skip {
-                    place: place(),
-                    reason: format!("not a JSON object: {err}"),
-                    not_a_request: false,
-                }),
+                Err(err) => skip(Skip::unreadable(
+                    place(),
+                    format!("not a JSON object: {err}"),
+                )),
             },
         }
     }
@@ -532,7 +515,7 @@ mod tests {
     }
 
     #[test]
-    fn directories_are_walked_once_and_sorted_by_first_event() {
+    fn directories_walked_once_sorted() {
         let dir = tempfile::tempdir().unwrap();
         let sub = dir.path().join("a");
         std::fs::create_dir(&sub).unwrap();

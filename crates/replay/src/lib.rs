@@ -30,7 +30,8 @@ pub use report::{Label, Labels, MAX_KEPT_SKIPS, Report};
 /// many newer ones is replayed when it arrives, out of order.
 pub const REORDER_CAPACITY: usize = 65_536;
 
-/// Outcome assumed for step-ups, which no client answers in a replay.
+/// Outcome assumed for step-ups, because no client responds to a challenge
+/// in a replay.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum StepUps {
     /// Every step-up fails: a challenged event teaches nothing, as when the

@@ -108,8 +108,8 @@ pub struct Detection {
     pub normal_challenged: u64,
     pub unlabelled: u64,
     /// Events of the identity from its first attack event to the first
-    /// step-up or denial at or after it: 0 when the first attack event was
-    /// caught; absent when none was.
+    /// step-up or denial at or after it. It is 0 when the first attack event
+    /// was caught, and absent when none was.
     pub events_to_first_challenge: Option<u64>,
     #[serde(skip)]
     since_first_attack: Option<u64>,

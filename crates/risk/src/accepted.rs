@@ -41,7 +41,7 @@ impl Accepted {
 /// Checks a value given to `stepgate baseline accept` against what the
 /// signal puts in its evidence, and returns it in that form: an address
 /// becomes its network, `64500` becomes `AS64500`, a country code is upper
-/// case. The error says what to write instead.
+/// case. The error names what to write instead.
 pub fn accept_value(kind: SignalKind, value: &str) -> Result<String, String> {
     let value = value.trim();
     if value == ANY_VALUE {

@@ -518,7 +518,7 @@ fn slow_drift_of_the_rate_is_learned() {
         minute += 1;
     }
     assert_eq!(raised, 0);
-    // Four times the drifted rate still stands out.
+    // Four times the drifted rate is still a burst.
     let mut burst = false;
     for second in 0..160 {
         let request = facts(

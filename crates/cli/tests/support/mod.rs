@@ -93,7 +93,7 @@ impl Upstream {
                                     )
                                 })
                                 .collect();
-                            // `/big/N` answers N bytes, for data-volume tests.
+                            // `/big/N` returns N bytes, for data-volume tests.
                             let size = parts
                                 .uri
                                 .path()
@@ -226,6 +226,22 @@ learning_requests = 5
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// Lets `proxy` name the client in forwarded headers.
+    pub fn trust_proxy(&self, proxy: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let text = text.replace(
+            "trusted_proxies = []",
+            &format!("trusted_proxies = [\"{proxy}\"]"),
+        );
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    /// Adds an identity with a token and no factor; returns the token.
+    pub fn add_with_token(&self, name: &str) -> String {
+        self.cli_ok(&["identity", "add", name]);
+        self.cli_ok(&["token", "issue", name]).trim().to_owned()
     }
 
     /// Adds an identity with a token and a TOTP factor; returns the token
