@@ -17,18 +17,48 @@ pub enum FactorKind {
     Totp,
     /// A DPoP proof (RFC 9449) signed by the identity's bound key.
     Dpop,
+    /// A client certificate (RFC 8705) bound to the identity, presented on
+    /// the request's TLS connection.
+    Certificate,
+    /// An HTTP message signature (RFC 9421) by one of the identity's
+    /// enrolled signing keys, such as a key inside an HSM.
+    Signature,
 }
 
 impl FactorKind {
     /// Every factor kind, weakest first; the step-up search tries them in
     /// this order.
-    pub const ALL: [FactorKind; 2] = [FactorKind::Totp, FactorKind::Dpop];
+    pub const ALL: [FactorKind; 4] = [
+        FactorKind::Totp,
+        FactorKind::Dpop,
+        FactorKind::Certificate,
+        FactorKind::Signature,
+    ];
 
     /// The name used in policies (`context.proved.totp`) and audit records.
     pub fn name(self) -> &'static str {
         match self {
             FactorKind::Totp => "totp",
             FactorKind::Dpop => "dpop",
+            FactorKind::Certificate => "certificate",
+            FactorKind::Signature => "signature",
+        }
+    }
+
+    /// Reads a factor name as [`FactorKind::name`] writes it.
+    pub fn from_name(name: &str) -> Option<FactorKind> {
+        FactorKind::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+
+    /// Assurance strength, which policies read as `context.assurance`: 1 for
+    /// a shared secret, 2 for a software-held private key, 3 for a signing
+    /// key enrolled for message signatures, which is meant to live in an
+    /// HSM.
+    pub fn strength(self) -> u8 {
+        match self {
+            FactorKind::Totp => 1,
+            FactorKind::Dpop | FactorKind::Certificate => 2,
+            FactorKind::Signature => 3,
         }
     }
 
@@ -37,6 +67,8 @@ impl FactorKind {
         match self {
             FactorKind::Totp => "urn:stepgate:acr:totp",
             FactorKind::Dpop => "urn:stepgate:acr:dpop",
+            FactorKind::Certificate => "urn:stepgate:acr:mtls",
+            FactorKind::Signature => "urn:stepgate:acr:httpsig",
         }
     }
 }

@@ -563,6 +563,11 @@ fn context(
             .map(|(kind, age)| (kind.name().to_owned(), RestrictedExpression::new_long(*age))),
     )
     .map_err(|err| PolicyError::Request(err.to_string()))?;
+    let assurance = proved
+        .iter()
+        .map(|(kind, _)| kind.strength())
+        .max()
+        .unwrap_or(0);
     let signals = RestrictedExpression::new_set(
         input
             .signals
@@ -576,6 +581,10 @@ fn context(
         ),
         ("signals".to_owned(), signals),
         ("proved".to_owned(), proved_record),
+        (
+            "assurance".to_owned(),
+            RestrictedExpression::new_long(i64::from(assurance)),
+        ),
         ("source_ip".to_owned(), source_ip),
         (
             "hour".to_owned(),

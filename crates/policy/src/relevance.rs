@@ -116,7 +116,7 @@ impl Relevance {
         match attr {
             "risk" => self.risk = true,
             "signals" => self.signals = true,
-            "proved" => self.proved = true,
+            "proved" | "assurance" => self.proved = true,
             "source_ip" => self.source_ip = true,
             "hour" => self.hour = true,
             "weekday" => self.weekday = true,

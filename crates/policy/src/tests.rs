@@ -33,7 +33,7 @@ fn decide(policy: &Policy, input: &PolicyInput<'_>) -> PolicyDecision {
 #[test]
 fn default_policy_validates() {
     let policy = Policy::default_policy().unwrap();
-    assert_eq!(policy.policy_count(), 5);
+    assert_eq!(policy.policy_count(), 6);
 }
 
 #[test]
@@ -61,6 +61,44 @@ fn recent_totp_allows_medium_risk() {
     let stale = [(FactorKind::Totp, 301)];
     let decision = decide(&policy, &input(Action::Read, 40, &stale, None));
     assert_eq!(decision.outcome, Outcome::StepUp);
+}
+
+#[test]
+fn challenge_lists_every_satisfying_factor_weakest_first() {
+    let policy = Policy::default_policy().unwrap();
+    let decision = decide(&policy, &input(Action::Read, 40, &[], None));
+    assert_eq!(decision.satisfying, FactorKind::ALL.to_vec());
+    let offered = [FactorKind::Signature, FactorKind::Certificate];
+    let decision = policy
+        .decide(&input(Action::Read, 40, &[], None), &offered)
+        .unwrap();
+    assert_eq!(
+        decision.satisfying,
+        vec![FactorKind::Certificate, FactorKind::Signature]
+    );
+    assert_eq!(decision.step_up, Some(FactorKind::Certificate));
+}
+
+#[test]
+fn policy_can_ask_for_a_hardware_held_key() {
+    let text = r#"
+        @id("base") permit (principal, action, resource);
+        @id("writes-need-hsm")
+        forbid (principal, action == Stepgate::Action::"write", resource)
+        unless { context.assurance >= 3 };
+    "#;
+    let policy = Policy::new(text, "hsm.cedar").unwrap();
+    let decision = decide(&policy, &input(Action::Write, 0, &[], None));
+    assert_eq!(decision.outcome, Outcome::StepUp);
+    assert_eq!(decision.satisfying, vec![FactorKind::Signature]);
+    let totp = [(FactorKind::Totp, 5), (FactorKind::Dpop, 5)];
+    let decision = decide(&policy, &input(Action::Write, 0, &totp, None));
+    assert_eq!(decision.satisfying, vec![FactorKind::Signature]);
+    let signed = [(FactorKind::Signature, 5)];
+    let decision = decide(&policy, &input(Action::Write, 0, &signed, None));
+    assert_eq!(decision.outcome, Outcome::Allow);
+    let decision = decide(&policy, &input(Action::Read, 0, &[], None));
+    assert_eq!(decision.outcome, Outcome::Allow);
 }
 
 #[test]

@@ -364,6 +364,35 @@ pub enum SignatureAlgorithm {
 }
 
 impl SignatureAlgorithm {
+    /// Every algorithm, in the order [`SignatureAlgorithm::name`] lists them.
+    pub const ALL: [SignatureAlgorithm; 4] = [
+        SignatureAlgorithm::Ed25519,
+        SignatureAlgorithm::EcdsaP256Sha256,
+        SignatureAlgorithm::EcdsaP384Sha384,
+        SignatureAlgorithm::RsaPssSha512,
+    ];
+
+    /// Reads an RFC 9421 algorithm name.
+    pub fn from_name(name: &str) -> Option<SignatureAlgorithm> {
+        Self::ALL.into_iter().find(|alg| alg.name() == name)
+    }
+
+    /// The algorithm a key of this type signs with.
+    pub fn for_key(key: &crate::PublicJwk) -> SignatureAlgorithm {
+        match key {
+            crate::PublicJwk::Ed25519 { .. } => SignatureAlgorithm::Ed25519,
+            crate::PublicJwk::Ec {
+                curve: crate::Curve::P256,
+                ..
+            } => SignatureAlgorithm::EcdsaP256Sha256,
+            crate::PublicJwk::Ec {
+                curve: crate::Curve::P384,
+                ..
+            } => SignatureAlgorithm::EcdsaP384Sha384,
+            crate::PublicJwk::Rsa { .. } => SignatureAlgorithm::RsaPssSha512,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             SignatureAlgorithm::Ed25519 => "ed25519",

@@ -1,18 +1,24 @@
 //! Proof-of-possession factors a machine can satisfy: JSON Web Keys and
-//! their thumbprints (RFC 7517, RFC 7638) and DPoP proofs (RFC 9449).
+//! their thumbprints (RFC 7517, RFC 7638), DPoP proofs (RFC 9449), HTTP
+//! message signatures (RFC 9421) with content digests (RFC 9530).
 //!
 //! The crate only verifies; where keys are bound and which requests need a
 //! proof is the engine's business.
 
+pub mod digest;
 pub mod dpop;
 pub mod httpsig;
 pub mod jwk;
+pub mod spki;
 
+pub use digest::{content_digest, verify_content_digest};
 pub use dpop::{
     DpopWindow, NONCE_PERIOD_SECS, NonceIssuer, ProofTarget, ReplayCache, VerifiedProof, same_uri,
     verify_proof,
 };
+pub use httpsig::SignatureAlgorithm;
 pub use jwk::{Algorithm, Curve, PublicJwk};
+pub use spki::public_key_from_pem;
 
 /// Reason a proof or key was rejected. Messages name the check that failed
 /// and never contain key material or tokens.

@@ -691,3 +691,96 @@ mod httpsig_vectors {
         );
     }
 }
+
+mod content_digest {
+    use crate::{PopError, content_digest, verify_content_digest};
+
+    // RFC 9530 §2 and Appendix B.
+    const BODY: &[u8] = b"{\"hello\": \"world\"}";
+    const SHA256: &str = "sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:";
+    const SHA512: &str = "sha-512=:WZDPaVn/7XgHaAy8pmojAkGWoRx2UFChF41A2svX+TaPm+AbwAgBWnrIiYllu7BNNyealdVLvRwEmTHWXvJwew==:";
+
+    #[test]
+    fn rfc9530_examples() {
+        assert_eq!(content_digest(BODY), SHA256);
+        verify_content_digest(SHA256, BODY).unwrap();
+        verify_content_digest(SHA512, BODY).unwrap();
+        verify_content_digest(&format!("{SHA256}, {SHA512}"), BODY).unwrap();
+    }
+
+    #[test]
+    fn changed_body_fails() {
+        let err = verify_content_digest(SHA256, b"{\"hello\": \"World\"}").unwrap_err();
+        assert!(matches!(err, PopError::WrongTarget(_)), "{err}");
+        // One matching member does not excuse another that does not match.
+        let mixed = format!("{SHA256}, sha-512=:{}:", "A".repeat(88));
+        assert!(verify_content_digest(&mixed, BODY).is_err());
+    }
+
+    #[test]
+    fn unknown_or_malformed_values_fail() {
+        assert!(matches!(
+            verify_content_digest("md5=:AAAA:", BODY),
+            Err(PopError::Unsupported(_))
+        ));
+        assert!(verify_content_digest("sha-256=abc", BODY).is_err());
+        assert!(verify_content_digest("sha-256=:not base64!:", BODY).is_err());
+        assert!(verify_content_digest("", BODY).is_err());
+    }
+}
+
+mod spki {
+    use crate::{PopError, PublicJwk, public_key_from_pem};
+
+    // RFC 9421 Appendix B.1.2 and B.1.4 public keys.
+    const P256: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEqIVYZVLCrPZHGHjP17CTW0/+D9Lf
+w0EkjqF7xB4FivAxzic30tMM4GF+hR6Dxh71Z50VGGdldkkDXZCnTNnoXQ==
+-----END PUBLIC KEY-----
+";
+    const ED25519: &str = "-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAJrQLj5P/89iXES9+vFgrIy29clF9CC/oPPsw3c5D0bs=
+-----END PUBLIC KEY-----
+";
+
+    fn jwk(file: &str) -> PublicJwk {
+        let path = format!(
+            "{}/../../testdata/vectors/rfc9421-keys/{file}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        // The RFC's keys include the private part.
+        value.as_object_mut().unwrap().remove("d");
+        PublicJwk::from_json(&value).unwrap()
+    }
+
+    #[test]
+    fn pem_keys_match_the_rfc_jwks() {
+        assert_eq!(
+            public_key_from_pem(P256).unwrap(),
+            jwk("test-key-ecc-p256.jwk.json")
+        );
+        assert_eq!(
+            public_key_from_pem(ED25519).unwrap(),
+            jwk("test-key-ed25519.jwk.json")
+        );
+    }
+
+    #[test]
+    fn private_and_broken_pems_are_refused() {
+        let private = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJ+DYvh6SEqVTm50DFtMDoQikTmiCqirVv9mWG9qfSnF\n-----END PRIVATE KEY-----\n";
+        assert!(matches!(
+            public_key_from_pem(private),
+            Err(PopError::PrivateKey(_))
+        ));
+        assert!(public_key_from_pem("not a pem").is_err());
+        let cut = P256.replace(
+            "w0EkjqF7xB4FivAxzic30tMM4GF+hR6Dxh71Z50VGGdldkkDXZCnTNnoXQ==\n",
+            "",
+        );
+        assert!(public_key_from_pem(&cut).is_err());
+        let extra = P256.replace("XQ==", "XQAA");
+        assert!(public_key_from_pem(&extra).is_err());
+    }
+}

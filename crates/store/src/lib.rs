@@ -109,6 +109,41 @@ pub struct Snapshot {
     pub totp: Vec<TotpRecord>,
     pub accepted: Vec<AcceptedSignal>,
     pub dpop: Vec<DpopKeyRecord>,
+    pub signature_keys: Vec<SignatureKeyRecord>,
+    pub certificates: Vec<CertificateBindingRecord>,
+}
+
+/// A public key that signs HTTP messages (RFC 9421) for an identity. An
+/// identity may have several, so a new key can be enrolled before the old
+/// one is removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignatureKeyRecord {
+    pub identity: IdentityName,
+    /// The `keyid` signatures name; by default the RFC 7638 thumbprint.
+    pub key_id: String,
+    /// RFC 9421 algorithm name, fixed at enrolment, such as `ed25519`.
+    pub algorithm: String,
+    /// The public JWK.
+    pub jwk: String,
+    pub created_at: Timestamp,
+    pub not_before: Option<Timestamp>,
+    pub not_after: Option<Timestamp>,
+}
+
+/// A rule that binds client certificates to an identity (RFC 8705).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateBindingRecord {
+    pub identity: IdentityName,
+    /// `x5t#S256`, `subject` or `san`.
+    pub rule: String,
+    /// The thumbprint, subject or subject alternative name to match.
+    pub value: String,
+    /// True when the identity's token is refused on a connection without a
+    /// matching certificate.
+    pub required: bool,
+    pub created_at: Timestamp,
+    pub not_before: Option<Timestamp>,
+    pub not_after: Option<Timestamp>,
 }
 
 /// A DPoP public key bound to an identity.
@@ -161,6 +196,36 @@ pub trait Store: Send + Sync {
 
     /// Binds (or replaces) the identity's DPoP key.
     fn enroll_dpop(&self, key: &DpopKeyRecord, audit: Entry) -> Result<(), StoreError>;
+
+    /// Enrols (or replaces, by key id) a message-signing key.
+    fn enroll_signature_key(
+        &self,
+        key: &SignatureKeyRecord,
+        audit: Entry,
+    ) -> Result<(), StoreError>;
+    /// Removes a message-signing key; false (and nothing written) when the
+    /// identity has no key with that id.
+    fn remove_signature_key(
+        &self,
+        identity: &IdentityName,
+        key_id: &str,
+        audit: Entry,
+    ) -> Result<bool, StoreError>;
+
+    /// Adds (or replaces) a certificate binding.
+    fn bind_certificate(
+        &self,
+        binding: &CertificateBindingRecord,
+        audit: Entry,
+    ) -> Result<(), StoreError>;
+    /// Removes a certificate binding; false when there was none.
+    fn unbind_certificate(
+        &self,
+        identity: &IdentityName,
+        rule: &str,
+        value: &str,
+        audit: Entry,
+    ) -> Result<bool, StoreError>;
 
     /// Records that a signal is normal for an identity.
     fn accept_signal(&self, accepted: &AcceptedSignal, audit: Entry) -> Result<(), StoreError>;

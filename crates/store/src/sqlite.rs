@@ -7,7 +7,10 @@ use stepgate_audit::{Chain, Entry, Sealed};
 use stepgate_core::{Identity, IdentityName, Timestamp, TokenHash, TokenId};
 use stepgate_risk::Baseline;
 
-use crate::{AcceptedSignal, DpopKeyRecord, Snapshot, Store, StoreError, TokenRecord, TotpRecord};
+use crate::{
+    AcceptedSignal, CertificateBindingRecord, DpopKeyRecord, SignatureKeyRecord, Snapshot, Store,
+    StoreError, TokenRecord, TotpRecord,
+};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts the
 /// ones applied. Never edit a released entry: append a new one.
@@ -70,6 +73,28 @@ ALTER TABLE dpop_keys ADD COLUMN required INTEGER NOT NULL DEFAULT 0;
     r#"
 ALTER TABLE dpop_keys ADD COLUMN not_before INTEGER;
 ALTER TABLE dpop_keys ADD COLUMN not_after INTEGER;
+"#,
+    r#"
+CREATE TABLE signature_keys (
+    identity TEXT NOT NULL REFERENCES identities(name),
+    key_id TEXT NOT NULL,
+    algorithm TEXT NOT NULL,
+    jwk TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    not_before INTEGER,
+    not_after INTEGER,
+    PRIMARY KEY (identity, key_id)
+);
+CREATE TABLE certificate_bindings (
+    identity TEXT NOT NULL REFERENCES identities(name),
+    rule TEXT NOT NULL,
+    value TEXT NOT NULL,
+    required INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    not_before INTEGER,
+    not_after INTEGER,
+    PRIMARY KEY (identity, rule, value)
+);
 "#,
 ];
 
@@ -141,6 +166,29 @@ impl SqliteStore {
             append(&tx, vec![audit])?;
             tx.commit()?;
             Ok(())
+        })
+    }
+
+    /// Like `admin_change`, for a change that may find nothing to do: when
+    /// `change` returns false the transaction rolls back and neither the
+    /// revision nor the audit trail moves.
+    fn admin_change_if(
+        &self,
+        audit: Entry,
+        change: impl FnOnce(&Transaction<'_>) -> Result<bool, StoreError>,
+    ) -> Result<bool, StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if !change(&tx)? {
+                return Ok(false);
+            }
+            tx.execute(
+                "UPDATE meta SET value = value + 1 WHERE key = 'revision'",
+                [],
+            )?;
+            append(&tx, vec![audit])?;
+            tx.commit()?;
+            Ok(true)
         })
     }
 }
@@ -349,6 +397,68 @@ impl Store for SqliteStore {
                     });
                 }
             }
+            let mut signature_keys = Vec::new();
+            {
+                let mut statement = tx.prepare(
+                    "SELECT identity, key_id, algorithm, jwk, created_at, not_before, not_after \
+                     FROM signature_keys ORDER BY identity, created_at, key_id",
+                )?;
+                let rows = statement.query_map([], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, String>(3)?,
+                        row.get::<_, i64>(4)?,
+                        row.get::<_, Option<i64>>(5)?,
+                        row.get::<_, Option<i64>>(6)?,
+                    ))
+                })?;
+                for row in rows {
+                    let (identity, key_id, algorithm, jwk, created_at, not_before, not_after) =
+                        row?;
+                    signature_keys.push(SignatureKeyRecord {
+                        identity: parse_name(identity)?,
+                        key_id,
+                        algorithm,
+                        jwk,
+                        created_at: Timestamp(created_at),
+                        not_before: not_before.map(Timestamp),
+                        not_after: not_after.map(Timestamp),
+                    });
+                }
+            }
+            let mut certificates = Vec::new();
+            {
+                let mut statement = tx.prepare(
+                    "SELECT identity, rule, value, required, created_at, not_before, not_after \
+                     FROM certificate_bindings ORDER BY identity, created_at, rule, value",
+                )?;
+                let rows = statement.query_map([], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, bool>(3)?,
+                        row.get::<_, i64>(4)?,
+                        row.get::<_, Option<i64>>(5)?,
+                        row.get::<_, Option<i64>>(6)?,
+                    ))
+                })?;
+                for row in rows {
+                    let (identity, rule, value, required, created_at, not_before, not_after) =
+                        row?;
+                    certificates.push(CertificateBindingRecord {
+                        identity: parse_name(identity)?,
+                        rule,
+                        value,
+                        required,
+                        created_at: Timestamp(created_at),
+                        not_before: not_before.map(Timestamp),
+                        not_after: not_after.map(Timestamp),
+                    });
+                }
+            }
             Ok(Snapshot {
                 revision,
                 identities,
@@ -356,6 +466,8 @@ impl Store for SqliteStore {
                 totp,
                 accepted,
                 dpop,
+                signature_keys,
+                certificates,
             })
         })
     }
@@ -468,6 +580,91 @@ impl Store for SqliteStore {
                 ],
             )?;
             Ok(())
+        })
+    }
+
+    fn enroll_signature_key(
+        &self,
+        key: &SignatureKeyRecord,
+        audit: Entry,
+    ) -> Result<(), StoreError> {
+        self.admin_change(audit, |tx| {
+            if !identity_exists(tx, &key.identity)? {
+                return Err(StoreError::IdentityNotFound(key.identity.to_string()));
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO signature_keys \
+                 (identity, key_id, algorithm, jwk, created_at, not_before, not_after) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    key.identity.as_str(),
+                    key.key_id,
+                    key.algorithm,
+                    key.jwk,
+                    key.created_at.0,
+                    key.not_before.map(|at| at.0),
+                    key.not_after.map(|at| at.0)
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn remove_signature_key(
+        &self,
+        identity: &IdentityName,
+        key_id: &str,
+        audit: Entry,
+    ) -> Result<bool, StoreError> {
+        self.admin_change_if(audit, |tx| {
+            let removed = tx.execute(
+                "DELETE FROM signature_keys WHERE identity = ?1 AND key_id = ?2",
+                params![identity.as_str(), key_id],
+            )?;
+            Ok(removed > 0)
+        })
+    }
+
+    fn bind_certificate(
+        &self,
+        binding: &CertificateBindingRecord,
+        audit: Entry,
+    ) -> Result<(), StoreError> {
+        self.admin_change(audit, |tx| {
+            if !identity_exists(tx, &binding.identity)? {
+                return Err(StoreError::IdentityNotFound(binding.identity.to_string()));
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO certificate_bindings \
+                 (identity, rule, value, required, created_at, not_before, not_after) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    binding.identity.as_str(),
+                    binding.rule,
+                    binding.value,
+                    binding.required,
+                    binding.created_at.0,
+                    binding.not_before.map(|at| at.0),
+                    binding.not_after.map(|at| at.0)
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn unbind_certificate(
+        &self,
+        identity: &IdentityName,
+        rule: &str,
+        value: &str,
+        audit: Entry,
+    ) -> Result<bool, StoreError> {
+        self.admin_change_if(audit, |tx| {
+            let removed = tx.execute(
+                "DELETE FROM certificate_bindings WHERE identity = ?1 AND rule = ?2 AND value = ?3",
+                params![identity.as_str(), rule, value],
+            )?;
+            Ok(removed > 0)
         })
     }
 
