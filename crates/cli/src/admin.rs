@@ -17,7 +17,7 @@ use stepgate_store::{AcceptedSignal, SqliteStore, Store, TokenRecord, TotpRecord
 
 use crate::{
     AuditCommand, BaselineCommand, EnrollCommand, IdentityCommand, ListFormat, PolicyCommand,
-    TokenCommand, load_config,
+    RemoveCommand, TokenCommand, load_config,
 };
 
 /// Opens the store named by the configuration, creating the data directory.
@@ -303,6 +303,19 @@ pub(crate) fn enroll(path: Option<&Path>, command: EnrollCommand) -> anyhow::Res
             );
             return enroll_dpop(path, &identity, &jwk, require, window);
         }
+        EnrollCommand::Signature {
+            identity,
+            key,
+            key_id,
+            not_before,
+            not_after,
+        } => {
+            let window = (
+                parse_time("--not-before", not_before.as_deref())?,
+                parse_time("--not-after", not_after.as_deref())?,
+            );
+            return enroll_signature(path, &identity, &key, key_id, window);
+        }
     };
     let config = load_config(path)?;
     let store = open_store(&config)?;
@@ -343,15 +356,7 @@ fn enroll_dpop(
     {
         bail!("--not-before is after --not-after; the key would never be valid");
     }
-    let text = if jwk_path == Path::new("-") {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-            .context("cannot read the JWK from standard input")?;
-        text
-    } else {
-        std::fs::read_to_string(jwk_path)
-            .with_context(|| format!("cannot read JWK file {}", jwk_path.display()))?
-    };
+    let text = read_key_file(jwk_path, "JWK")?;
     let value: serde_json::Value = serde_json::from_str(&text).with_context(|| {
         format!(
             "{} is not JSON; give the public key as a JWK such as {{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":...,\"y\":...}}",
@@ -384,6 +389,123 @@ fn enroll_dpop(
     println!("{thumbprint}");
     eprintln!("bound DPoP key {thumbprint} to identity {name}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reads a key file, or standard input for `-`.
+fn read_key_file(path: &Path, what: &str) -> anyhow::Result<String> {
+    if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .with_context(|| format!("cannot read the {what} from standard input"))?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {what} file {}", path.display()))
+    }
+}
+
+fn enroll_signature(
+    path: Option<&Path>,
+    identity: &str,
+    key_path: &Path,
+    key_id: Option<String>,
+    (not_before, not_after): (Option<Timestamp>, Option<Timestamp>),
+) -> anyhow::Result<ExitCode> {
+    if let (Some(from), Some(until)) = (not_before, not_after)
+        && from > until
+    {
+        bail!("--not-before is after --not-after; the key would never be valid");
+    }
+    let text = read_key_file(key_path, "public key")?;
+    let key = if text.trim_start().starts_with('{') {
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", key_path.display()))?;
+        stepgate_pop::PublicJwk::from_json(&value)
+    } else {
+        stepgate_pop::public_key_from_pem(&text)
+    }
+    .map_err(|err| {
+        anyhow::anyhow!(
+            "{}: {err}; give the public key as PEM (-----BEGIN PUBLIC KEY-----) or as a JWK",
+            key_path.display()
+        )
+    })?;
+    let algorithm = stepgate_pop::SignatureAlgorithm::for_key(&key);
+    let key_id = match key_id {
+        Some(id) if id.is_empty() || id.len() > 256 || id.chars().any(|c| c.is_control()) => {
+            bail!("--key-id {id:?} must be 1 to 256 printable characters")
+        }
+        Some(id) => id,
+        None => key.thumbprint(),
+    };
+    let config = load_config(path)?;
+    let store = open_store(&config)?;
+    let now = SystemClock.now();
+    let name = parse_name(identity)?;
+    let record = stepgate_store::SignatureKeyRecord {
+        identity: name.clone(),
+        key_id: key_id.clone(),
+        algorithm: algorithm.name().to_owned(),
+        jwk: public_jwk_json(&key).to_string(),
+        created_at: now,
+        not_before,
+        not_after,
+    };
+    let detail = format!(
+        "factor enroll signature for {name} (key {key_id}, {}, jkt {})",
+        algorithm.name(),
+        key.thumbprint()
+    );
+    store.enroll_signature_key(&record, admin_entry(now, &actor(), Some(&name), detail))?;
+    println!("{key_id}");
+    eprintln!(
+        "enrolled signing key {key_id} ({}) for identity {name}",
+        algorithm.name()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The public members of a key as a JWK.
+fn public_jwk_json(key: &stepgate_pop::PublicJwk) -> serde_json::Value {
+    match key {
+        stepgate_pop::PublicJwk::Ec { curve, x, y, .. } => {
+            let crv = match curve {
+                stepgate_pop::Curve::P256 => "P-256",
+                stepgate_pop::Curve::P384 => "P-384",
+            };
+            json!({"kty": "EC", "crv": crv, "x": x, "y": y})
+        }
+        stepgate_pop::PublicJwk::Ed25519 { x, .. } => {
+            json!({"kty": "OKP", "crv": "Ed25519", "x": x})
+        }
+        stepgate_pop::PublicJwk::Rsa { n_text, e_text, .. } => {
+            json!({"kty": "RSA", "n": n_text, "e": e_text})
+        }
+    }
+}
+
+pub(crate) fn remove_factor(
+    path: Option<&Path>,
+    command: RemoveCommand,
+) -> anyhow::Result<ExitCode> {
+    let RemoveCommand::Signature { identity, key_id } = command;
+    let config = load_config(path)?;
+    let store = open_store(&config)?;
+    let now = SystemClock.now();
+    let name = parse_name(&identity)?;
+    let detail = format!("factor remove signature for {name} (key {key_id})");
+    if store.remove_signature_key(
+        &name,
+        &key_id,
+        admin_entry(now, &actor(), Some(&name), detail),
+    )? {
+        eprintln!("removed signing key {key_id} of identity {name}");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        bail!(
+            "identity {name} has no signing key {key_id}; `stepgate audit export` lists enrolments"
+        )
+    }
 }
 
 pub(crate) fn policy(command: PolicyCommand) -> anyhow::Result<ExitCode> {

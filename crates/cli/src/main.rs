@@ -144,6 +144,21 @@ enum FactorCommand {
     /// Enrol a factor for an identity.
     #[command(subcommand)]
     Enroll(EnrollCommand),
+    /// Remove a factor from an identity.
+    #[command(subcommand)]
+    Remove(RemoveCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum RemoveCommand {
+    /// Remove one message-signing key, for example the old key after a
+    /// rotation.
+    Signature {
+        identity: String,
+        /// The key id printed at enrolment.
+        #[arg(long, value_name = "ID")]
+        key_id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -176,6 +191,28 @@ enum EnrollCommand {
         /// `Bearer` is refused.
         #[arg(long)]
         require: bool,
+        /// The key is valid from this RFC 3339 time on.
+        #[arg(long, value_name = "TIME")]
+        not_before: Option<String>,
+        /// The key is valid until this RFC 3339 time.
+        #[arg(long, value_name = "TIME")]
+        not_after: Option<String>,
+    },
+    /// Enrol a public key that signs HTTP messages (RFC 9421) for the
+    /// identity, such as a key inside an HSM. The algorithm follows from
+    /// the key: ed25519, ecdsa-p256-sha256, ecdsa-p384-sha384 or
+    /// rsa-pss-sha512. An identity may have several keys, so a new one can
+    /// be enrolled before the old one is removed. Prints the key id.
+    Signature {
+        identity: String,
+        /// The public key as PEM (`-----BEGIN PUBLIC KEY-----`) or JWK;
+        /// `-` reads standard input.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The `keyid` signatures name; the key's RFC 7638 thumbprint when
+        /// not given.
+        #[arg(long, value_name = "ID")]
+        key_id: Option<String>,
         /// The key is valid from this RFC 3339 time on.
         #[arg(long, value_name = "TIME")]
         not_before: Option<String>,
@@ -232,6 +269,9 @@ fn main() -> ExitCode {
         Command::Token(command) => admin::token(cli.config.as_deref(), command),
         Command::Factor(FactorCommand::Enroll(command)) => {
             admin::enroll(cli.config.as_deref(), command)
+        }
+        Command::Factor(FactorCommand::Remove(command)) => {
+            admin::remove_factor(cli.config.as_deref(), command)
         }
         Command::Policy(command) => admin::policy(command),
         Command::Audit(command) => admin::audit(cli.config.as_deref(), command),

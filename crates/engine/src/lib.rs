@@ -61,6 +61,35 @@ pub struct StepUpAnswer<'a> {
     pub challenge_id: &'a str,
     pub totp_code: Option<&'a str>,
     pub dpop: Option<DpopAnswer<'a>>,
+    pub signature: Option<SignatureAnswer<'a>>,
+}
+
+/// An HTTP message signature (RFC 9421) sent to answer a challenge.
+#[derive(Clone, Copy, Debug)]
+pub struct SignatureAnswer<'a> {
+    /// Every `Signature-Input` field line of the request.
+    pub inputs: &'a [&'a str],
+    /// Every `Signature` field line of the request.
+    pub signatures: &'a [&'a str],
+    /// The request as received, with the scheme and authority of the
+    /// gateway's public origin.
+    pub message: stepgate_pop::httpsig::Message<'a>,
+    /// What the front-end found when it checked `Content-Digest` against
+    /// the body it received.
+    pub body: BodyDigest<'a>,
+}
+
+/// The front-end's check of a request body against its `Content-Digest`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyDigest<'a> {
+    /// The request has no body.
+    NoBody,
+    /// `Content-Digest` matches the body received.
+    Matches,
+    /// The request has a body and no `Content-Digest`.
+    Missing,
+    /// `Content-Digest` does not match, or cannot be read; the reason.
+    Mismatch(&'a str),
 }
 
 /// The DPoP proofs of a request, for a challenge or a DPoP-bound token.
@@ -413,6 +442,12 @@ impl Engine {
                         // The proof's key is the bound one; name it by thumbprint.
                         success.detail = Some(format!("dpop key {}", binding.thumbprint));
                     }
+                    if factor == FactorKind::Signature {
+                        success.detail = answer
+                            .signature
+                            .and_then(|signature| signed_key_id(signature, answer.challenge_id))
+                            .map(|key_id| format!("signature key {key_id}"));
+                    }
                     step_up_receipt = Some(self.audit.durable(success));
                     stepped_up = Some(factor);
                 }
@@ -421,6 +456,8 @@ impl Engine {
                     entry.challenge_id = Some(answer.challenge_id.to_owned());
                     let attempted = if answer.dpop.is_some() {
                         FactorKind::Dpop
+                    } else if answer.signature.is_some() {
+                        FactorKind::Signature
                     } else {
                         FactorKind::Totp
                     };
@@ -708,6 +745,9 @@ impl Engine {
         if credentials.dpop.contains_key(identity) {
             factors.push(FactorKind::Dpop);
         }
+        if credentials.signing_keys.contains_key(identity) {
+            factors.push(FactorKind::Signature);
+        }
         factors
     }
 }
@@ -745,6 +785,15 @@ pub fn evaluate_policy(
         weekday: facts.time.hour_of_week() / 24,
     };
     policy.decide(&input, offered)
+}
+
+/// The `keyid` of the signature made for a challenge, for the audit trail.
+fn signed_key_id(answer: SignatureAnswer<'_>, challenge_id: &str) -> Option<String> {
+    stepgate_pop::httpsig::parse_signature_input(&answer.inputs.join(", "))
+        .ok()?
+        .into_iter()
+        .find(|input| input.nonce.as_deref() == Some(challenge_id))?
+        .keyid
 }
 
 /// Splits an `Authorization` header of the `Bearer` or `DPoP` scheme into

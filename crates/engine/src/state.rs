@@ -10,8 +10,9 @@ use stepgate_core::{
     Grant, GrantScope, Identity, IdentityName, Network, SignalKind, Timestamp, TokenHash,
 };
 use stepgate_factors::totp::{Algorithm, TotpParams, TotpSecret};
+use stepgate_pop::{PublicJwk, SignatureAlgorithm};
 use stepgate_risk::{Accepted, Baseline, Failures};
-use stepgate_store::{Snapshot, TotpRecord};
+use stepgate_store::{SignatureKeyRecord, Snapshot, TotpRecord};
 
 /// Identities, tokens and factors, rebuilt whenever the store's revision
 /// changes.
@@ -25,6 +26,38 @@ pub(crate) struct Credentials {
     pub(crate) accepted: HashMap<IdentityName, Accepted>,
     /// Each identity's bound DPoP key.
     pub(crate) dpop: HashMap<IdentityName, DpopBinding>,
+    /// Each identity's message-signing keys, oldest first.
+    pub(crate) signing_keys: HashMap<IdentityName, Vec<SigningKey>>,
+}
+
+/// A key that signs HTTP messages for an identity.
+pub(crate) struct SigningKey {
+    pub(crate) key_id: String,
+    pub(crate) algorithm: SignatureAlgorithm,
+    pub(crate) key: PublicJwk,
+    pub(crate) not_before: Option<Timestamp>,
+    pub(crate) not_after: Option<Timestamp>,
+}
+
+impl SigningKey {
+    /// True when the key may be used at `now`.
+    pub(crate) fn valid_at(&self, now: Timestamp) -> bool {
+        self.not_before.is_none_or(|from| now >= from)
+            && self.not_after.is_none_or(|until| now <= until)
+    }
+
+    fn from_record(record: &SignatureKeyRecord) -> Option<SigningKey> {
+        let algorithm = SignatureAlgorithm::from_name(&record.algorithm)?;
+        let value: serde_json::Value = serde_json::from_str(&record.jwk).ok()?;
+        let key = PublicJwk::from_json(&value).ok()?;
+        Some(SigningKey {
+            key_id: record.key_id.clone(),
+            algorithm,
+            key,
+            not_before: record.not_before,
+            not_after: record.not_after,
+        })
+    }
 }
 
 /// A DPoP key bound to an identity.
@@ -107,6 +140,18 @@ impl Credentials {
                 (key.identity, binding)
             })
             .collect();
+        let mut signing_keys: HashMap<IdentityName, Vec<SigningKey>> = HashMap::new();
+        for record in &snapshot.signature_keys {
+            match SigningKey::from_record(record) {
+                Some(key) => signing_keys
+                    .entry(record.identity.clone())
+                    .or_default()
+                    .push(key),
+                None => {
+                    tracing::error!(identity = %record.identity, key.id = %record.key_id, "stored signing key cannot be read, ignored");
+                }
+            }
+        }
         Self {
             revision: snapshot.revision,
             identities,
@@ -114,6 +159,7 @@ impl Credentials {
             totp,
             accepted,
             dpop,
+            signing_keys,
         }
     }
 }

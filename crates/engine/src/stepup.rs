@@ -8,8 +8,18 @@ use stepgate_risk::FailureKind;
 use stepgate_pop::{DpopWindow, PopError, ProofTarget, VerifiedProof, verify_proof};
 use subtle::ConstantTimeEq;
 
-use crate::DpopAnswer;
-use crate::state::{Challenge, Credentials, DpopBinding};
+use stepgate_pop::httpsig::{
+    parse_signature_input, signature_base, signature_bytes, verify_signature,
+};
+
+use crate::state::{Challenge, Credentials, DpopBinding, SigningKey};
+use crate::{BodyDigest, DpopAnswer, SignatureAnswer};
+
+/// Seconds a message signature stays acceptable after its `created` time.
+const SIGNATURE_MAX_AGE_SECS: i64 = 60;
+
+/// Seconds a signer's clock may run ahead of the gateway's.
+const SIGNATURE_CLOCK_SKEW_SECS: i64 = 5;
 
 /// Reason a DPoP proof by an identity's bound key did not pass.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,8 +75,18 @@ pub enum StepUpFailure {
     WrongKey,
     #[error("DPoP proof without the current nonce: sign a new proof with the DPoP-Nonce value")]
     DpopNonce,
-    #[error("the identity's DPoP key is outside its validity window: enrol a current key")]
+    #[error("the key is outside its validity window: enrol a current key")]
     KeyExpired,
+    #[error(
+        "missing Signature-Input and Signature headers: sign the request (RFC 9421) with an enrolled key and the challenge id as nonce"
+    )]
+    MissingSignature,
+    #[error("message signature rejected: {0}")]
+    InvalidSignature(String),
+    #[error("keyid {0:?} is not an enrolled signing key of this identity")]
+    UnknownSigningKey(String),
+    #[error("the request body does not match its Content-Digest: {0}")]
+    BodyChanged(String),
 }
 
 impl StepUpFailure {
@@ -81,6 +101,10 @@ impl StepUpFailure {
                 | StepUpFailure::InvalidProof(_)
                 | StepUpFailure::WrongKey
                 | StepUpFailure::DpopNonce
+                | StepUpFailure::MissingSignature
+                | StepUpFailure::InvalidSignature(_)
+                | StepUpFailure::UnknownSigningKey(_)
+                | StepUpFailure::BodyChanged(_)
         )
     }
 
@@ -104,6 +128,10 @@ impl StepUpFailure {
             StepUpFailure::WrongKey => "wrong_key",
             StepUpFailure::DpopNonce => "use_dpop_nonce",
             StepUpFailure::KeyExpired => "key_expired",
+            StepUpFailure::MissingSignature => "missing_signature",
+            StepUpFailure::InvalidSignature(_) => "invalid_signature",
+            StepUpFailure::UnknownSigningKey(_) => "unknown_key",
+            StepUpFailure::BodyChanged(_) => "body_changed",
         }
     }
 }
@@ -193,7 +221,27 @@ impl Engine {
                 now,
             );
         }
+        if let Some(signature) = answer.signature
+            && challenge.factors.contains(&FactorKind::Signature)
+        {
+            let keys = credentials
+                .signing_keys
+                .get(identity)
+                .ok_or(StepUpFailure::NotEnrolled)?;
+            let key_id = self.verify_signed_answer(keys, signature, answer.challenge_id, now)?;
+            tracing::info!(identity = %identity, key.id = %key_id, "message signature accepted");
+            return self.grant(
+                identity,
+                answer.challenge_id,
+                challenge,
+                FactorKind::Signature,
+                now,
+            );
+        }
         if !challenge.factors.contains(&FactorKind::Totp) {
+            if challenge.factors.contains(&FactorKind::Signature) {
+                return Err(StepUpFailure::MissingSignature);
+            }
             if challenge.factors.contains(&FactorKind::Dpop) {
                 return Err(StepUpFailure::MissingProof);
             }
@@ -290,6 +338,125 @@ impl Engine {
             return Err(DpopRejection::WrongKey);
         }
         Ok(proof)
+    }
+
+    /// Verifies a message signature made for a challenge: the signature
+    /// whose `nonce` is the challenge id, by one of the identity's keys
+    /// within its validity window, with the algorithm fixed at enrolment,
+    /// covering the method, target URI, authority and (with a body) the
+    /// content digest, created within the last minute. Returns the key id.
+    fn verify_signed_answer(
+        &self,
+        keys: &[SigningKey],
+        answer: SignatureAnswer<'_>,
+        challenge_id: &str,
+        now: Timestamp,
+    ) -> Result<String, StepUpFailure> {
+        let invalid = |reason: String| StepUpFailure::InvalidSignature(reason);
+        if answer.inputs.is_empty() || answer.signatures.is_empty() {
+            return Err(StepUpFailure::MissingSignature);
+        }
+        let inputs = parse_signature_input(&answer.inputs.join(", "))
+            .map_err(|err| invalid(err.to_string()))?;
+        let mut for_challenge = inputs
+            .iter()
+            .filter(|input| input.nonce.as_deref() == Some(challenge_id));
+        let input = match (for_challenge.next(), for_challenge.next()) {
+            (Some(input), None) => input,
+            (None, _) => {
+                return Err(invalid(format!(
+                    "no signature has nonce=\"{challenge_id}\": sign with the challenge id as nonce"
+                )));
+            }
+            (Some(_), Some(_)) => {
+                return Err(invalid(format!(
+                    "more than one signature has nonce=\"{challenge_id}\""
+                )));
+            }
+        };
+        let key_id = input.keyid.as_deref().ok_or_else(|| {
+            invalid(format!(
+                "signature {} has no keyid parameter: name the enrolled key",
+                input.label
+            ))
+        })?;
+        let key = keys
+            .iter()
+            .find(|key| key.key_id == key_id)
+            .ok_or_else(|| StepUpFailure::UnknownSigningKey(key_id.to_owned()))?;
+        if !key.valid_at(now) {
+            return Err(StepUpFailure::KeyExpired);
+        }
+        let covered = input.components();
+        let mut required = vec!["@method", "@target-uri", "@authority"];
+        if answer.body != BodyDigest::NoBody {
+            required.push("content-digest");
+        }
+        if let Some(missing) = required
+            .iter()
+            .find(|name| !covered.iter().any(|c| c == *name))
+        {
+            return Err(invalid(format!(
+                "signature by key {key_id} does not cover {missing}"
+            )));
+        }
+        let created = input.created.ok_or_else(|| {
+            invalid(format!(
+                "signature by key {key_id} has no created parameter"
+            ))
+        })?;
+        let now_secs = now.as_secs();
+        if created > now_secs + SIGNATURE_CLOCK_SKEW_SECS {
+            return Err(invalid(format!(
+                "signature by key {key_id} was created in the future ({created}); check the signer's clock"
+            )));
+        }
+        if now_secs - created > SIGNATURE_MAX_AGE_SECS {
+            return Err(invalid(format!(
+                "signature by key {key_id} was created {} s ago, more than {SIGNATURE_MAX_AGE_SECS} s",
+                now_secs - created
+            )));
+        }
+        if let Some(expires) = input.expires
+            && expires <= now_secs
+        {
+            return Err(invalid(format!(
+                "signature by key {key_id} expired at {expires}"
+            )));
+        }
+        match answer.body {
+            BodyDigest::NoBody | BodyDigest::Matches => {}
+            BodyDigest::Missing => {
+                return Err(StepUpFailure::BodyChanged(
+                    "the request has a body and no Content-Digest header".to_owned(),
+                ));
+            }
+            BodyDigest::Mismatch(reason) => {
+                return Err(StepUpFailure::BodyChanged(reason.to_owned()));
+            }
+        }
+        let base = signature_base(&answer.message, input)
+            .map_err(|err| invalid(format!("signature by key {key_id}: {err}")))?;
+        let bytes = signature_bytes(&answer.signatures.join(", "), &input.label)
+            .map_err(|err| invalid(err.to_string()))?;
+        verify_signature(&key.key, key.algorithm, input, &base, &bytes).map_err(|err| {
+            invalid(format!(
+                "signature by key {key_id} ({}) does not verify: {err}",
+                key.algorithm.name()
+            ))
+        })?;
+        // The challenge is consumed on success, so the nonce cannot pass
+        // again; the cache also refuses it while the signature is fresh.
+        let keep_until = created + SIGNATURE_MAX_AGE_SECS + SIGNATURE_CLOCK_SKEW_SECS;
+        self.dpop_replays
+            .remember(
+                &format!("httpsig:{key_id}"),
+                challenge_id,
+                keep_until,
+                now_secs,
+            )
+            .map_err(|err| invalid(err.to_string()))?;
+        Ok(key_id.to_owned())
     }
 
     /// Consumes the answered challenge and stores the grant it earns.

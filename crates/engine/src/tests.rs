@@ -224,6 +224,7 @@ fn answer_with<'a>(challenge_id: &'a str, code: &'a str) -> StepUpAnswer<'a> {
         challenge_id,
         totp_code: Some(code),
         dpop: None,
+        signature: None,
     }
 }
 
@@ -502,4 +503,400 @@ fn open_challenges_capped_per_identity() {
         harness.request("127.0.9.9", "GET", "/orders/17", Some(fresh)),
         Verdict::Allow(_)
     ));
+}
+
+mod signatures {
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use stepgate_pop::httpsig::{Message, byte_sequence, parse_signature_input, signature_base};
+    use stepgate_store::SignatureKeyRecord;
+
+    use super::*;
+
+    struct Key {
+        id: &'static str,
+        pair: Ed25519KeyPair,
+    }
+
+    impl Key {
+        fn new(id: &'static str) -> Key {
+            let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+            let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+            Key { id, pair }
+        }
+
+        fn jwk(&self) -> String {
+            let x = URL_SAFE_NO_PAD.encode(self.pair.public_key().as_ref());
+            format!(r#"{{"kty":"OKP","crv":"Ed25519","x":"{x}"}}"#)
+        }
+    }
+
+    /// A signed answer: its header values, owned.
+    struct Signed {
+        input: String,
+        signature: String,
+        fields: Vec<(&'static str, String)>,
+        method: &'static str,
+        path: String,
+        body: BodyDigest<'static>,
+    }
+
+    impl Signed {
+        fn answer<'a>(
+            &'a self,
+            challenge_id: &'a str,
+            inputs: &'a [&'a str],
+            signatures: &'a [&'a str],
+            fields: &'a [(&'a str, &'a str)],
+        ) -> StepUpAnswer<'a> {
+            StepUpAnswer {
+                challenge_id,
+                totp_code: None,
+                dpop: None,
+                signature: Some(SignatureAnswer {
+                    inputs,
+                    signatures,
+                    message: message(self.method, &self.path, fields),
+                    body: self.body,
+                }),
+            }
+        }
+    }
+
+    fn message<'a>(
+        method: &'a str,
+        path: &'a str,
+        fields: &'a [(&'a str, &'a str)],
+    ) -> Message<'a> {
+        Message {
+            method: Some(method),
+            scheme: "https",
+            authority: "api.example.com",
+            path,
+            query: None,
+            status: None,
+            fields,
+        }
+    }
+
+    /// Signs `method path` for a challenge with `params` after the
+    /// component list, such as `;created=...;keyid="k1";nonce="ch_..."`.
+    fn sign(key: &Key, method: &'static str, path: &str, components: &str, params: &str) -> Signed {
+        let input = format!("sig=({components}){params}");
+        let parsed = &parse_signature_input(&input).unwrap()[0];
+        let digest = ("content-digest", stepgate_pop::content_digest(b"{}"));
+        let fields = vec![digest];
+        let borrowed: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let base = signature_base(&message(method, path, &borrowed), parsed).unwrap();
+        let signature = format!(
+            "sig={}",
+            byte_sequence(key.pair.sign(base.as_bytes()).as_ref())
+        );
+        Signed {
+            input,
+            signature,
+            fields,
+            method,
+            path: path.to_owned(),
+            body: BodyDigest::NoBody,
+        }
+    }
+
+    const COVERED: &str = r#""@method" "@target-uri" "@authority""#;
+
+    fn params(harness: &Harness, key: &str, challenge: &str, created_offset: i64) -> String {
+        let created = harness.clock.now().as_secs() + created_offset;
+        format!(r#";created={created};keyid="{key}";nonce="{challenge}""#)
+    }
+
+    impl Harness {
+        fn enrol(&self, key: &Key, window: (Option<i64>, Option<i64>)) {
+            let record = SignatureKeyRecord {
+                identity: IdentityName::new("bot").unwrap(),
+                key_id: key.id.to_owned(),
+                algorithm: "ed25519".to_owned(),
+                jwk: key.jwk(),
+                created_at: self.clock.now(),
+                not_before: window.0.map(Timestamp::from_secs),
+                not_after: window.1.map(Timestamp::from_secs),
+            };
+            let entry = admin_entry(self.clock.now(), "test", None, "enrol".into());
+            self.store.enroll_signature_key(&record, entry).unwrap();
+            self.engine.reload_if_changed().unwrap();
+        }
+
+        fn remove(&self, key: &Key) {
+            let name = IdentityName::new("bot").unwrap();
+            let entry = admin_entry(self.clock.now(), "test", None, "remove".into());
+            assert!(
+                self.store
+                    .remove_signature_key(&name, key.id, entry)
+                    .unwrap()
+            );
+            self.engine.reload_if_changed().unwrap();
+        }
+
+        fn answer_signed(&self, challenge: &str, signed: &Signed) -> Verdict {
+            self.answer_signed_from("127.0.9.9", challenge, signed)
+        }
+
+        fn answer_signed_from(&self, addr: &str, challenge: &str, signed: &Signed) -> Verdict {
+            let inputs = [signed.input.as_str()];
+            let signatures = [signed.signature.as_str()];
+            let fields: Vec<(&str, &str)> = signed
+                .fields
+                .iter()
+                .map(|(n, v)| (*n, v.as_str()))
+                .collect();
+            let answer = signed.answer(challenge, &inputs, &signatures, &fields);
+            self.request(addr, signed.method, &signed.path, Some(answer))
+        }
+    }
+
+    fn failure(verdict: Verdict) -> StepUpFailure {
+        match verdict {
+            Verdict::StepUpFailed(failure, receipt) => {
+                receipt.wait_blocking().unwrap();
+                failure
+            }
+            other => panic!("expected a step-up failure, got {other:?}"),
+        }
+    }
+
+    fn stepped_up(verdict: Verdict) -> Option<FactorKind> {
+        match verdict {
+            Verdict::Allow(allowed) => allowed.stepped_up,
+            other => panic!("expected allow, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn signed_answer_grants_and_cannot_be_replayed() {
+        let harness = Harness::new();
+        let key = Key::new("k1");
+        harness.enrol(&key, (None, None));
+        harness.learn();
+        let id = challenge_id(harness.request("127.0.9.9", "GET", "/orders/17", None));
+        let signed = sign(
+            &key,
+            "GET",
+            "/orders/17",
+            COVERED,
+            &params(&harness, "k1", &id, 0),
+        );
+        assert_eq!(
+            stepped_up(harness.answer_signed(&id, &signed)),
+            Some(FactorKind::Signature)
+        );
+        assert_eq!(
+            failure(harness.answer_signed(&id, &signed)),
+            StepUpFailure::UnknownChallenge
+        );
+    }
+
+    #[test]
+    fn created_window_boundaries_to_the_second() {
+        let harness = Harness::new();
+        let key = Key::new("k1");
+        harness.enrol(&key, (None, None));
+        harness.learn();
+        let cases = [(-61, false), (6, false), (-60, true), (5, true)];
+        for (round, (offset, accepted)) in cases.into_iter().enumerate() {
+            // A network proved once joins the baseline, so each round
+            // comes from a new one.
+            let addr = format!("127.0.{}.9", 20 + round);
+            let id = challenge_id(harness.request(&addr, "GET", "/orders/17", None));
+            let signed = sign(
+                &key,
+                "GET",
+                "/orders/17",
+                COVERED,
+                &params(&harness, "k1", &id, offset),
+            );
+            let verdict = harness.answer_signed_from(&addr, &id, &signed);
+            if accepted {
+                assert_eq!(
+                    stepped_up(verdict),
+                    Some(FactorKind::Signature),
+                    "created {offset}"
+                );
+                // Start the next case without the grant.
+                harness.clock.advance(Duration::from_secs(301));
+            } else {
+                assert!(
+                    matches!(failure(verdict), StepUpFailure::InvalidSignature(_)),
+                    "created {offset}"
+                );
+            }
+        }
+        let id = challenge_id(harness.request("127.0.9.9", "GET", "/orders/17", None));
+        let now = harness.clock.now().as_secs();
+        let expired = format!(r#";created={now};expires={now};keyid="k1";nonce="{id}""#);
+        let signed = sign(&key, "GET", "/orders/17", COVERED, &expired);
+        assert!(matches!(
+            failure(harness.answer_signed(&id, &signed)),
+            StepUpFailure::InvalidSignature(reason) if reason.contains("expired")
+        ));
+    }
+
+    #[test]
+    fn incomplete_or_foreign_signatures_fail() {
+        let harness = Harness::new();
+        let key = Key::new("k1");
+        let stranger = Key::new("k1");
+        harness.enrol(&key, (None, None));
+        harness.learn();
+        let id = challenge_id(harness.request("127.0.9.9", "GET", "/orders/17", None));
+        let p = params(&harness, "k1", &id, 0);
+        let cases = [
+            (
+                sign(&key, "GET", "/orders/17", r#""@method" "@target-uri""#, &p),
+                "does not cover @authority",
+            ),
+            (
+                sign(&stranger, "GET", "/orders/17", COVERED, &p),
+                "does not verify",
+            ),
+            (
+                sign(
+                    &key,
+                    "GET",
+                    "/orders/17",
+                    COVERED,
+                    &params(&harness, "k1", "ch_other", 0),
+                ),
+                "nonce",
+            ),
+            (
+                sign(
+                    &key,
+                    "GET",
+                    "/orders/17",
+                    COVERED,
+                    &format!(r#"{p};alg="rsa-pss-sha512""#),
+                ),
+                "not the key's algorithm",
+            ),
+            (
+                sign(
+                    &key,
+                    "GET",
+                    "/orders/17",
+                    COVERED,
+                    &format!(r#";created={};nonce="{id}""#, harness.clock.now().as_secs()),
+                ),
+                "no keyid",
+            ),
+        ];
+        for (signed, expected) in cases {
+            match failure(harness.answer_signed(&id, &signed)) {
+                StepUpFailure::InvalidSignature(reason) => {
+                    assert!(reason.contains(expected), "{reason}")
+                }
+                other => panic!("expected {expected}, got {other:?}"),
+            }
+        }
+        // Signed for another path, sent with this one.
+        let mut moved = sign(&key, "GET", "/orders/18", COVERED, &p);
+        moved.path = "/orders/17".to_owned();
+        assert!(matches!(
+            failure(harness.answer_signed(&id, &moved)),
+            StepUpFailure::InvalidSignature(_)
+        ));
+        let unknown = sign(
+            &key,
+            "GET",
+            "/orders/17",
+            COVERED,
+            &params(&harness, "k9", &id, 0),
+        );
+        assert_eq!(
+            failure(harness.answer_signed(&id, &unknown)),
+            StepUpFailure::UnknownSigningKey("k9".to_owned())
+        );
+        // The challenge is still open after all of these.
+        let good = sign(&key, "GET", "/orders/17", COVERED, &p);
+        assert_eq!(
+            stepped_up(harness.answer_signed(&id, &good)),
+            Some(FactorKind::Signature)
+        );
+    }
+
+    #[test]
+    fn body_must_match_its_covered_digest() {
+        let harness = Harness::new();
+        let key = Key::new("k1");
+        harness.enrol(&key, (None, None));
+        harness.learn();
+        let id = challenge_id(harness.request("127.0.9.9", "POST", "/orders/17", None));
+        let p = params(&harness, "k1", &id, 0);
+        let mut signed = sign(&key, "POST", "/orders/17", COVERED, &p);
+        signed.body = BodyDigest::Matches;
+        assert!(matches!(
+            failure(harness.answer_signed(&id, &signed)),
+            StepUpFailure::InvalidSignature(reason) if reason.contains("content-digest")
+        ));
+        let with_digest = format!(r#"{COVERED} "content-digest""#);
+        let mut signed = sign(&key, "POST", "/orders/17", &with_digest, &p);
+        signed.body =
+            BodyDigest::Mismatch("Content-Digest sha-256 does not match the body received");
+        assert!(matches!(
+            failure(harness.answer_signed(&id, &signed)),
+            StepUpFailure::BodyChanged(_)
+        ));
+        signed.body = BodyDigest::Missing;
+        assert!(matches!(
+            failure(harness.answer_signed(&id, &signed)),
+            StepUpFailure::BodyChanged(_)
+        ));
+        signed.body = BodyDigest::Matches;
+        assert_eq!(
+            stepped_up(harness.answer_signed(&id, &signed)),
+            Some(FactorKind::Signature)
+        );
+    }
+
+    #[test]
+    fn key_windows_and_rotation() {
+        let harness = Harness::new();
+        let old = Key::new("old");
+        let new = Key::new("new");
+        let now = harness.clock.now().as_secs();
+        harness.enrol(&old, (None, Some(now + 1000)));
+        harness.enrol(&new, (Some(now + 500), None));
+        harness.learn();
+        let round = std::cell::Cell::new(0);
+        let answer = |key: &Key| {
+            round.set(round.get() + 1);
+            let addr = format!("127.0.{}.9", 20 + round.get());
+            let id = challenge_id(harness.request(&addr, "GET", "/orders/17", None));
+            let signed = sign(
+                key,
+                "GET",
+                "/orders/17",
+                COVERED,
+                &params(&harness, key.id, &id, 0),
+            );
+            harness.answer_signed_from(&addr, &id, &signed)
+        };
+        // Before its window the new key does not count.
+        assert_eq!(failure(answer(&new)), StepUpFailure::KeyExpired);
+        assert_eq!(stepped_up(answer(&old)), Some(FactorKind::Signature));
+        // Both keys work while the windows overlap.
+        harness.clock.advance(Duration::from_secs(600));
+        assert_eq!(stepped_up(answer(&new)), Some(FactorKind::Signature));
+        harness.clock.advance(Duration::from_secs(301));
+        assert_eq!(stepped_up(answer(&old)), Some(FactorKind::Signature));
+        // The old key retired: removed, or past its not-after.
+        harness.clock.advance(Duration::from_secs(301));
+        assert_eq!(failure(answer(&old)), StepUpFailure::KeyExpired);
+        harness.remove(&old);
+        assert_eq!(
+            failure(answer(&old)),
+            StepUpFailure::UnknownSigningKey("old".to_owned())
+        );
+        assert_eq!(stepped_up(answer(&new)), Some(FactorKind::Signature));
+    }
 }

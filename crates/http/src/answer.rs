@@ -3,9 +3,10 @@
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
+use stepgate_core::FactorKind;
 use stepgate_engine::{ChallengeIssued, StepUpFailure};
 
 use crate::Body;
@@ -16,6 +17,45 @@ pub(crate) const CHALLENGE_HEADER: &str = "stepgate-challenge";
 pub(crate) const TOTP_HEADER: &str = "stepgate-totp";
 /// Header of a DPoP proof (RFC 9449), for a challenge or a DPoP-bound token.
 pub(crate) const DPOP_HEADER: &str = "dpop";
+/// Headers of an HTTP message signature (RFC 9421).
+pub(crate) const SIGNATURE_INPUT_HEADER: &str = "signature-input";
+pub(crate) const SIGNATURE_HEADER: &str = "signature";
+/// Header with the digest of the body (RFC 9530).
+pub(crate) const CONTENT_DIGEST_HEADER: &str = "content-digest";
+
+/// The `Accept-Signature` value (RFC 9421 §5.1) of a challenge: the
+/// components a signature must cover, the challenge id as nonce, and a
+/// request for a creation time.
+pub(crate) fn accept_signature(challenge_id: &str, has_body: bool) -> String {
+    let digest = if has_body { " \"content-digest\"" } else { "" };
+    format!(
+        r#"stepgate=("@method" "@target-uri" "@authority"{digest});created;nonce="{challenge_id}""#
+    )
+}
+
+/// The headers that answer a challenge with `factor`, with what goes in
+/// each, for the challenge's JSON body.
+fn answer_headers(factor: FactorKind, challenge_id: &str) -> Value {
+    match factor {
+        FactorKind::Totp => json!({
+            "Stepgate-Challenge": challenge_id,
+            "Stepgate-Totp": "<current TOTP code>",
+        }),
+        FactorKind::Dpop => json!({
+            "Stepgate-Challenge": challenge_id,
+            "DPoP": "<proof signed by the identity's bound key>",
+        }),
+        FactorKind::Signature => json!({
+            "Stepgate-Challenge": challenge_id,
+            "Content-Digest": "<sha-256 digest of the body, when there is one>",
+            "Signature-Input": "<covering the components of Accept-Signature>",
+            "Signature": "<by an enrolled signing key>",
+        }),
+        FactorKind::Certificate => json!({
+            "Stepgate-Challenge": challenge_id,
+        }),
+    }
+}
 
 /// Builds a JSON response with `Cache-Control: no-store`.
 pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
@@ -57,7 +97,10 @@ pub(crate) fn unauthenticated(credential_presented: bool) -> Response<Body> {
 /// The step-up challenge (RFC 9470 §3): 401 with
 /// `WWW-Authenticate: Bearer error="insufficient_user_authentication"`,
 /// `acr_values` and `max_age`, and a JSON body that says how to answer.
-pub(crate) fn challenge(issued: &ChallengeIssued) -> Response<Body> {
+pub(crate) fn challenge(
+    issued: &ChallengeIssued,
+    accept_signature: Option<&str>,
+) -> Response<Body> {
     let acr_values: Vec<&str> = issued.factors.iter().map(|factor| factor.acr()).collect();
     let header = format!(
         r#"Bearer realm="stepgate", error="insufficient_user_authentication", error_description="A step-up is required", acr_values="{}", max_age="{}""#,
@@ -71,7 +114,7 @@ pub(crate) fn challenge(issued: &ChallengeIssued) -> Response<Body> {
             json!({
                 "factor": factor.name(),
                 "acr": factor.acr(),
-                "answer_headers": { "Stepgate-Challenge": issued.id, "Stepgate-Totp": "<current TOTP code>" },
+                "answer_headers": answer_headers(*factor, &issued.id),
             })
         })
         .collect();
@@ -91,7 +134,15 @@ pub(crate) fn challenge(issued: &ChallengeIssued) -> Response<Body> {
             .map(|signal| json!({ "signal": signal.kind.name(), "weight": signal.weight, "reason": signal.reason, "evidence": signal.evidence }))
             .collect::<Vec<_>>());
     }
+    if let Some(accept) = accept_signature {
+        body["accept_signature"] = json!(accept);
+    }
     let mut response = json_response(StatusCode::UNAUTHORIZED, &body);
+    if let Some(value) = accept_signature.and_then(|accept| HeaderValue::from_str(accept).ok()) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("accept-signature"), value);
+    }
     match HeaderValue::from_str(&header) {
         Ok(value) => {
             response.headers_mut().insert(WWW_AUTHENTICATE, value);

@@ -44,6 +44,10 @@ use client_addr::TrustedProxies;
 use metrics::Metrics;
 use route::Router;
 
+/// The body of a forwarded request: streamed from the client, or read
+/// whole when a message signature covers its digest.
+pub(crate) type UpstreamBody = http_body_util::Either<Incoming, http_body_util::Full<Bytes>>;
+
 /// The body type of every response the gateway sends.
 pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -69,17 +73,44 @@ pub enum StartError {
     IdentityHeader(String),
 }
 
+/// The gateway's public origin, as clients name it: scheme, authority and
+/// the path prefix a load balancer may put in front of every path.
+pub(crate) struct Origin {
+    /// The whole origin without a trailing slash, such as
+    /// `https://api.example.com/gw`.
+    pub(crate) full: String,
+    pub(crate) scheme: String,
+    pub(crate) authority: String,
+    pub(crate) prefix: String,
+}
+
+impl Origin {
+    fn parse(origin: &str) -> Origin {
+        let (scheme, rest) = origin.split_once("://").unwrap_or(("http", origin));
+        let (authority, prefix) = match rest.find('/') {
+            Some(at) => rest.split_at(at),
+            None => (rest, ""),
+        };
+        Origin {
+            full: origin.to_owned(),
+            scheme: scheme.to_owned(),
+            authority: authority.to_owned(),
+            prefix: prefix.to_owned(),
+        }
+    }
+}
+
 /// State shared by every connection.
 pub(crate) struct Shared {
     pub(crate) engine: Arc<Engine>,
     pub(crate) router: Router,
     pub(crate) trusted_proxies: TrustedProxies,
     pub(crate) identity_header: HeaderName,
-    pub(crate) client: Client<HttpConnector, Incoming>,
+    pub(crate) client: Client<HttpConnector, UpstreamBody>,
     pub(crate) response_timeout: Duration,
     pub(crate) metrics: Metrics,
-    /// Public origin DPoP proofs name, without a trailing slash.
-    pub(crate) origin: String,
+    /// Public origin that DPoP proofs and message signatures name.
+    pub(crate) origin: Origin,
 }
 
 /// The HTTP front-end, ready to serve.
@@ -127,7 +158,7 @@ impl Gateway {
             client,
             response_timeout: config.response_timeout(),
             metrics: Metrics::new(),
-            origin: config.gateway.origin(),
+            origin: Origin::parse(&config.gateway.origin()),
         };
         Ok(Self {
             shared: Arc::new(shared),

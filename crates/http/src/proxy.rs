@@ -6,19 +6,28 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::header::{AUTHORIZATION, FORWARDED, HOST, USER_AGENT};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use stepgate_core::{Action, RequestFacts, Timestamp};
-use stepgate_engine::{DpopAnswer, RequestInput, StepUpAnswer, Verdict};
+use stepgate_engine::{
+    BodyDigest, DpopAnswer, RequestInput, SignatureAnswer, StepUpAnswer, Verdict,
+};
+use stepgate_pop::httpsig::Message;
 use tracing::Instrument;
 
-use crate::answer::{self, CHALLENGE_HEADER, DPOP_HEADER, TOTP_HEADER};
+use crate::answer::{
+    self, CHALLENGE_HEADER, CONTENT_DIGEST_HEADER, DPOP_HEADER, SIGNATURE_HEADER,
+    SIGNATURE_INPUT_HEADER, TOTP_HEADER,
+};
 use crate::client_addr::client_addr;
 use crate::hop::remove_hop_by_hop;
 use crate::path::{normalize_path, redact_query, route_template};
 use crate::route::Route;
-use crate::{Body, Shared};
+use crate::{Body, Shared, UpstreamBody};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -175,7 +184,60 @@ async fn decide_and_forward(
     request: Request<Incoming>,
     started: Instant,
 ) -> Response<Body> {
-    let headers = request.headers();
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let signature_inputs = field_lines(headers, SIGNATURE_INPUT_HEADER);
+    let signatures = field_lines(headers, SIGNATURE_HEADER);
+    let has_body = !body.is_end_stream();
+    let mut body = UpstreamBody::Left(body);
+    // A signed answer covers the body's digest, so the body is read whole
+    // and checked before the engine decides.
+    let signs = headers.contains_key(CHALLENGE_HEADER) && !signature_inputs.is_empty();
+    let mut digest_mismatch = None;
+    let mut digest_state = if has_body {
+        BodyDigest::Missing
+    } else {
+        BodyDigest::NoBody
+    };
+    if signs {
+        let bytes = match read_signed_body(body).await {
+            Ok(bytes) => bytes,
+            Err(response) => return response,
+        };
+        let digest = field_lines(headers, CONTENT_DIGEST_HEADER);
+        if !digest.is_empty() {
+            match stepgate_pop::verify_content_digest(&digest.join(", "), &bytes) {
+                Ok(()) => digest_state = BodyDigest::Matches,
+                Err(err) => digest_mismatch = Some(err.to_string()),
+            }
+        } else if bytes.is_empty() {
+            digest_state = BodyDigest::NoBody;
+        }
+        body = UpstreamBody::Right(Full::new(bytes));
+    }
+    let body_digest = match &digest_mismatch {
+        Some(reason) => BodyDigest::Mismatch(reason),
+        None => digest_state,
+    };
+    let fields: Vec<(&str, &str)> = headers
+        .iter()
+        .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
+        .collect();
+    let signed_path = format!("{}{}", shared.origin.prefix, prepared.facts.path);
+    let signature = signs.then_some(SignatureAnswer {
+        inputs: &signature_inputs,
+        signatures: &signatures,
+        message: Message {
+            method: Some(parts.method.as_str()),
+            scheme: &shared.origin.scheme,
+            authority: &shared.origin.authority,
+            path: &signed_path,
+            query: parts.uri.query(),
+            status: None,
+            fields: &fields,
+        },
+        body: body_digest,
+    });
     let authorization = single_header(headers, &AUTHORIZATION);
     let challenge_id = single_header(headers, &HeaderName::from_static(CHALLENGE_HEADER));
     let totp_code = single_header(headers, &HeaderName::from_static(TOTP_HEADER));
@@ -187,7 +249,7 @@ async fn decide_and_forward(
         .iter()
         .map(|value| value.to_str().unwrap_or("\u{0}"))
         .collect();
-    let dpop_uri = format!("{}{}", shared.origin, prepared.facts.path);
+    let dpop_uri = format!("{}{}", shared.origin.full, prepared.facts.path);
     let dpop = (!dpop_proofs.is_empty()).then_some(DpopAnswer {
         proofs: &dpop_proofs,
         uri: &dpop_uri,
@@ -196,6 +258,7 @@ async fn decide_and_forward(
         challenge_id,
         totp_code,
         dpop,
+        signature,
     });
     let input = RequestInput {
         authorization,
@@ -253,6 +316,7 @@ async fn decide_and_forward(
                 allowed: Some(allowed),
                 started,
             };
+            let request = Request::from_parts(parts, body);
             let (response, status) = forward(shared, target, &identity, request).await;
             pending.finish(status);
             if status.is_some() {
@@ -274,7 +338,11 @@ async fn decide_and_forward(
                 shared.metrics.challenge(factor.name());
             }
             tracing::info!(identity = %issued.identity, challenge.id = %issued.id, risk = issued.risk.value(), "step-up challenge sent");
-            let mut response = answer::challenge(&issued);
+            let accept_signature = issued
+                .factors
+                .contains(&stepgate_core::FactorKind::Signature)
+                .then(|| answer::accept_signature(&issued.id, has_body));
+            let mut response = answer::challenge(&issued, accept_signature.as_deref());
             if issued.factors.contains(&stepgate_core::FactorKind::Dpop) {
                 add_dpop_nonce(shared, &mut response);
             }
@@ -362,6 +430,47 @@ impl Drop for PendingFinish<'_> {
     }
 }
 
+/// Most bytes of a request body read whole to check its `Content-Digest`.
+const MAX_SIGNED_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// Reads the body of a signed answer whole, up to
+/// [`MAX_SIGNED_BODY_BYTES`].
+// The error is the finished response.
+#[allow(clippy::result_large_err)]
+async fn read_signed_body(body: UpstreamBody) -> Result<Bytes, Response<Body>> {
+    match http_body_util::Limited::new(body, MAX_SIGNED_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(answer::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            &format!(
+                "a signed step-up answer's body is read whole to check its Content-Digest and may have at most {MAX_SIGNED_BODY_BYTES} bytes; answer the challenge with a smaller request"
+            ),
+        )),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read the body of a signed answer");
+            Err(answer::error(
+                StatusCode::BAD_REQUEST,
+                "bad_request_body",
+                "the request body is malformed or ended early",
+            ))
+        }
+    }
+}
+
+/// Every field line of `name`, each as text; a value that is not visible
+/// ASCII reads as a NUL, which no check accepts.
+fn field_lines<'a>(headers: &'a HeaderMap, name: &'static str) -> Vec<&'a str> {
+    headers
+        .get_all(HeaderName::from_static(name))
+        .iter()
+        .map(|value| value.to_str().unwrap_or("\u{0}"))
+        .collect()
+}
+
 /// True when forwarding failed because reading the client's body failed,
 /// not because of the upstream: hyper reports the body stream's error as a
 /// user error, and the body's own error as a parse error.
@@ -391,7 +500,7 @@ async fn forward(
     shared: &Shared,
     target: Target<'_>,
     identity: &stepgate_core::IdentityName,
-    request: Request<Incoming>,
+    request: Request<UpstreamBody>,
 ) -> (Response<Body>, Option<u16>) {
     let Target {
         route,

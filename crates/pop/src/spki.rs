@@ -29,7 +29,7 @@ fn malformed(message: &str) -> PopError {
 pub fn public_key_from_pem(text: &str) -> Result<PublicJwk, PopError> {
     if text.contains("PRIVATE KEY-----") {
         return Err(PopError::PrivateKey(
-            "the PEM holds a private key; give the public key only (openssl pkey -in KEY -pubout)"
+            "the PEM contains a private key; give the public key only (openssl pkey -in KEY -pubout)"
                 .to_owned(),
         ));
     }
