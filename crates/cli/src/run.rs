@@ -45,6 +45,11 @@ pub(crate) fn run(config_path: Option<&Path>, log_format: LogFormat) -> anyhow::
             stepgate_pop::NonceIssuer::random().context("cannot create the DPoP nonce key")?,
         );
     }
+    if config.step_up.grant_tokens {
+        let keys = load_grant_keys(&config, config_path)?;
+        tracing::info!(grant.kid = keys.key_id(), "grant tokens on");
+        engine = engine.with_grant_keys(keys);
+    }
     let engine = Arc::new(engine);
     tracing::info!(
         config = %config.source_name,
@@ -68,6 +73,69 @@ pub(crate) fn run(config_path: Option<&Path>, log_format: LogFormat) -> anyhow::
     writer.join();
     tracing::info!("stepgate stopped");
     result.map(|()| ExitCode::SUCCESS)
+}
+
+/// Loads the key that signs grant tokens, creating `grant-key.pem` in the
+/// data directory when the config names none, and the other replicas'
+/// public keys.
+fn load_grant_keys(
+    config: &stepgate_config::Config,
+    config_path: Option<&Path>,
+) -> anyhow::Result<stepgate_engine::GrantKeys> {
+    let base = config_path.and_then(Path::parent).unwrap_or(Path::new("."));
+    let step_up = &config.step_up;
+    let path = match &step_up.grant_key_file {
+        Some(file) => base.join(file),
+        None => {
+            let path = config.gateway.data_dir.join("grant-key.pem");
+            if !path.exists() {
+                use std::io::Write as _;
+                use std::os::unix::fs::OpenOptionsExt as _;
+                let pem = stepgate_engine::GrantKeys::generate_pem().map_err(anyhow::Error::msg)?;
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .with_context(|| format!("cannot create grant key {}", path.display()))?;
+                file.write_all(pem.as_bytes())
+                    .with_context(|| format!("cannot write grant key {}", path.display()))?;
+                tracing::info!(path = %path.display(), "created a grant-token signing key");
+            }
+            path
+        }
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read grant key {} (step_up.grant_key_file)",
+            path.display()
+        )
+    })?;
+    let mut trusted = Vec::new();
+    for file in &step_up.grant_trusted_keys {
+        let path = base.join(file);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "cannot read trusted grant key {} (step_up.grant_trusted_keys)",
+                path.display()
+            )
+        })?;
+        let key = if text.trim_start().starts_with('{') {
+            serde_json::from_str(&text)
+                .map_err(|err| stepgate_pop::PopError::Malformed(err.to_string()))
+                .and_then(|value| stepgate_pop::PublicJwk::from_json(&value))
+        } else {
+            stepgate_pop::public_key_from_pem(&text)
+        }
+        .map_err(|err| anyhow::anyhow!("trusted grant key {}: {err}", path.display()))?;
+        trusted.push(key);
+    }
+    stepgate_engine::GrantKeys::from_pem(&text, trusted).map_err(|err| {
+        anyhow::anyhow!(
+            "grant key {}: {err}; give an Ed25519 private key in PKCS#8 PEM (openssl genpkey -algorithm ed25519)",
+            path.display()
+        )
+    })
 }
 
 async fn serve(config: &stepgate_config::Config, engine: Arc<Engine>) -> anyhow::Result<()> {

@@ -200,6 +200,16 @@ pub struct StepUpConfig {
     /// Require a server-provided nonce (`DPoP-Nonce`) in DPoP proofs.
     /// Default false.
     pub dpop_nonce: bool,
+    /// Hand each successful step-up back as a signed grant token
+    /// (`Stepgate-Grant`) that any replica trusting the key accepts.
+    /// Default false.
+    pub grant_tokens: bool,
+    /// Ed25519 private key (PKCS#8 PEM) that signs grant tokens, shared by
+    /// replicas. Without it the gateway creates `grant-key.pem` in its data
+    /// directory.
+    pub grant_key_file: Option<PathBuf>,
+    /// Public keys (PEM or JWK) of other replicas whose grant tokens count.
+    pub grant_trusted_keys: Vec<PathBuf>,
 }
 
 impl Default for StepUpConfig {
@@ -211,6 +221,9 @@ impl Default for StepUpConfig {
             totp_max_failures: 5,
             totp_lockout_secs: 300,
             dpop_nonce: false,
+            grant_tokens: false,
+            grant_key_file: None,
+            grant_trusted_keys: Vec::new(),
         }
     }
 }

@@ -9,6 +9,7 @@
 //! records and counters that must be durable before an answer: challenge,
 //! deny and failure records, and the last accepted TOTP step.
 
+mod grant_token;
 mod state;
 mod stepup;
 mod writer;
@@ -27,6 +28,7 @@ use stepgate_policy::{Policy, PolicyDecision, PolicyError, PolicyInput};
 use stepgate_risk::{Accepted, Assessment, FailureKind, Scorer};
 use stepgate_store::{Store, StoreError};
 
+pub use grant_token::{GrantKeys, GrantTokenError};
 pub use stepup::StepUpFailure;
 pub use writer::{AuditSink, AuditUnavailable, AuditWriter, Receipt};
 
@@ -114,6 +116,8 @@ pub struct RequestInput<'a> {
     pub facts: RequestFacts,
     /// Path and query for the audit trail, with query values redacted.
     pub audit_target: String,
+    /// A signed grant token from an earlier step-up (`Stepgate-Grant`).
+    pub grant_token: Option<&'a str>,
 }
 
 /// Reason a request failed authentication. Clients only ever learn "invalid
@@ -162,6 +166,9 @@ pub struct Allowed {
     pub stepped_up: Option<FactorKind>,
     /// Durability of the step-up record, when this request answered a challenge.
     pub receipt: Option<Receipt>,
+    /// The signed grant token this step-up earned, for the client to show
+    /// any replica, when grant tokens are on.
+    pub grant_token: Option<String>,
     entry: Entry,
     facts: RequestFacts,
     /// True when the request passed on its token alone, so it may teach
@@ -227,6 +234,8 @@ pub struct Engine {
     dpop_replays: stepgate_pop::ReplayCache,
     /// Issuer of DPoP nonces, when proofs must carry one.
     dpop_nonces: Option<stepgate_pop::NonceIssuer>,
+    /// Keys of signed grant tokens, when they are on.
+    grant_keys: Option<GrantKeys>,
 }
 
 impl Engine {
@@ -269,6 +278,7 @@ impl Engine {
             locator: None,
             dpop_replays: stepgate_pop::ReplayCache::default(),
             dpop_nonces: None,
+            grant_keys: None,
         };
         engine.restore_locks();
         Ok(engine)
@@ -310,6 +320,12 @@ impl Engine {
 
     /// Looks client addresses up with `locator` (GeoIP databases, listed
     /// hosting networks) before scoring them.
+    /// Hands out and accepts signed grant tokens (`step_up.grant_tokens`).
+    pub fn with_grant_keys(mut self, keys: GrantKeys) -> Self {
+        self.grant_keys = Some(keys);
+        self
+    }
+
     pub fn with_locator(mut self, locator: Arc<dyn Locator>) -> Self {
         self.locator = Some(locator);
         self
@@ -501,6 +517,34 @@ impl Engine {
                 assurance.add(grant.factor, grant.proved_at);
             }
         });
+        let proved_jkt = credentials
+            .dpop
+            .get(&identity)
+            .filter(|_| proved_dpop || stepped_up == Some(FactorKind::Dpop))
+            .map(|binding| binding.thumbprint.as_str());
+        if let (Some(keys), Some(token)) = (&self.grant_keys, input.grant_token) {
+            match keys.verify(token, &identity, &scope, network, proved_jkt, now) {
+                Ok(grant) => assurance.add(grant.factor, grant.proved_at),
+                Err(err) => {
+                    tracing::info!(identity = %identity, error = %err, "grant token not counted");
+                    entry.detail = Some(err.to_string());
+                }
+            }
+        }
+        let grant_token = match (&self.grant_keys, stepped_up) {
+            (Some(keys), Some(factor)) => {
+                let grant = stepgate_core::Grant::new(
+                    identity.clone(),
+                    scope.clone(),
+                    network,
+                    factor,
+                    now,
+                    self.settings.step_up.max_age(),
+                );
+                Some(keys.issue(&grant, proved_jkt))
+            }
+            _ => None,
+        };
         let proved: Vec<(FactorKind, i64)> = assurance
             .iter()
             .map(|(kind, at)| (kind, now.since(at).as_secs() as i64))
@@ -541,6 +585,7 @@ impl Engine {
                     risk: assessment.score,
                     stepped_up,
                     receipt: step_up_receipt,
+                    grant_token,
                     entry,
                     learn: assurance.is_empty() || teaches,
                     facts: input.facts,

@@ -142,6 +142,7 @@ impl Harness {
             dpop: None,
             facts: self.facts(addr, method, path),
             audit_target: path.into(),
+            grant_token: None,
         };
         let verdict = self.engine.decide(input);
         match verdict {
@@ -157,6 +158,7 @@ impl Harness {
                     risk,
                     stepped_up,
                     receipt: None,
+                    grant_token: None,
                     entry: allowed.entry,
                     facts: allowed.facts,
                     learn: allowed.learn,
@@ -212,6 +214,7 @@ impl Allowed {
             risk: self.risk,
             stepped_up: self.stepped_up,
             receipt: None,
+            grant_token: None,
             entry: self.entry.clone(),
             facts: self.facts.clone(),
             learn: self.learn,

@@ -17,6 +17,9 @@ pub(crate) const CHALLENGE_HEADER: &str = "stepgate-challenge";
 pub(crate) const TOTP_HEADER: &str = "stepgate-totp";
 /// Header of a DPoP proof (RFC 9449), for a challenge or a DPoP-bound token.
 pub(crate) const DPOP_HEADER: &str = "dpop";
+/// Header of a signed grant token, sent back after a step-up and shown by
+/// the client on later requests.
+pub(crate) const GRANT_HEADER: &str = "stepgate-grant";
 /// Headers of an HTTP message signature (RFC 9421).
 pub(crate) const SIGNATURE_INPUT_HEADER: &str = "signature-input";
 pub(crate) const SIGNATURE_HEADER: &str = "signature";

@@ -20,7 +20,7 @@ use stepgate_pop::httpsig::Message;
 use tracing::Instrument;
 
 use crate::answer::{
-    self, CHALLENGE_HEADER, CONTENT_DIGEST_HEADER, DPOP_HEADER, SIGNATURE_HEADER,
+    self, CHALLENGE_HEADER, CONTENT_DIGEST_HEADER, DPOP_HEADER, GRANT_HEADER, SIGNATURE_HEADER,
     SIGNATURE_INPUT_HEADER, TOTP_HEADER,
 };
 use crate::client_addr::client_addr;
@@ -269,6 +269,7 @@ async fn decide_and_forward(
         }),
         facts: prepared.facts,
         audit_target: prepared.audit_target,
+        grant_token: single_header(headers, &HeaderName::from_static(GRANT_HEADER)),
     };
     let verdict = if answer.is_some() {
         // Checking an answer writes the accepted TOTP step durably, which
@@ -304,6 +305,7 @@ async fn decide_and_forward(
             }
             shared.metrics.request("allow");
             let identity = allowed.identity.clone();
+            let grant_token = allowed.grant_token.take();
             let target = Target {
                 route: &prepared.route,
                 path_and_query: &prepared.path_and_query,
@@ -317,8 +319,13 @@ async fn decide_and_forward(
                 started,
             };
             let request = Request::from_parts(parts, body);
-            let (response, status) = forward(shared, target, &identity, request).await;
+            let (mut response, status) = forward(shared, target, &identity, request).await;
             pending.finish(status);
+            if let Some(value) = grant_token.and_then(|token| HeaderValue::from_str(&token).ok()) {
+                response
+                    .headers_mut()
+                    .insert(HeaderName::from_static(GRANT_HEADER), value);
+            }
             if status.is_some() {
                 let engine = shared.engine.clone();
                 response.map(|body| {
@@ -605,6 +612,7 @@ fn prepare_upstream_headers(
     remove_hop_by_hop(headers);
     headers.remove(AUTHORIZATION);
     headers.remove(CHALLENGE_HEADER);
+    headers.remove(GRANT_HEADER);
     headers.remove(TOTP_HEADER);
     headers.remove(&shared.identity_header);
     // Some frameworks read `Stepgate_Identity` as the same CGI variable as
