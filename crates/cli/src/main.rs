@@ -4,6 +4,7 @@
 mod admin;
 mod replay;
 mod run;
+mod sign;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,6 +76,11 @@ enum Command {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+    /// Sign a request (RFC 9421) to answer a signature step-up.
+    Sign(sign::SignArgs),
+    /// Create and read keys in a PKCS#11 token.
+    #[command(subcommand)]
+    Hsm(sign::HsmCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -274,6 +280,8 @@ fn main() -> ExitCode {
             admin::remove_factor(cli.config.as_deref(), command)
         }
         Command::Policy(command) => admin::policy(command),
+        Command::Sign(args) => sign::sign(args),
+        Command::Hsm(command) => sign::hsm(command),
         Command::Audit(command) => admin::audit(cli.config.as_deref(), command),
         Command::Baseline(command) => admin::baseline(cli.config.as_deref(), command),
         Command::Replay {

@@ -217,6 +217,7 @@ impl Fixture {
                 location: None,
             },
             audit_target: path,
+            grant_token: None,
         };
         self.engine.decide(input)
     }
