@@ -199,6 +199,33 @@ learning_requests = 5
         }
     }
 
+    /// A second gateway process sharing this one's config and data
+    /// directory (store and keys), on its own ports: a replica.
+    pub fn replica(&self) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let admin_port = free_port();
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let text = text
+            .replace(
+                &format!("127.0.0.1:{}", self.port),
+                &format!("127.0.0.1:{port}"),
+            )
+            .replace(
+                &format!("127.0.0.1:{}", self.admin_port),
+                &format!("127.0.0.1:{admin_port}"),
+            );
+        let config = dir.path().join("stepgate.toml");
+        std::fs::write(&config, text).unwrap();
+        Gateway {
+            dir,
+            config,
+            port,
+            admin_port,
+            child: None,
+        }
+    }
+
     pub fn db(&self) -> PathBuf {
         self.dir.path().join("data").join("stepgate.db")
     }

@@ -1,0 +1,128 @@
+//! Signed grant tokens: a step-up proved on one replica counts on another
+//! that shares the signing key, within the grant's scope, network and
+//! lifetime only.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Gateway, Upstream, curl, oathtool};
+
+const GRANTS: &str = "[step_up]\ngrant_tokens = true\n";
+
+#[test]
+fn grant_token_from_one_replica_counts_on_another() {
+    let upstream = Upstream::start();
+    let mut first = Gateway::new(upstream.addr, GRANTS);
+    let (token, secret) = first.enrol("bot");
+    first.start();
+    let auth = format!("Authorization: Bearer {token}");
+    for i in 0..5 {
+        let response = curl(
+            "127.0.0.2",
+            &first.url(&format!("/orders/{i}")),
+            &["-H", &auth],
+        );
+        assert_eq!(response.status, 200, "{}", response.body);
+    }
+
+    // The second replica starts once the first has saved the baseline it
+    // learned, as a replica added to a running deployment would.
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut second = first.replica();
+    second.start();
+
+    let challenged = curl("127.0.9.9", &first.url("/orders/7"), &["-H", &auth]);
+    assert_eq!(challenged.status, 401, "{}", challenged.body);
+    let challenge = challenged.json()["challenge_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let code = oathtool(&secret);
+    let answered = curl(
+        "127.0.9.9",
+        &first.url("/orders/7"),
+        &[
+            "-H",
+            &auth,
+            "-H",
+            &format!("Stepgate-Challenge: {challenge}"),
+            "-H",
+            &format!("Stepgate-Totp: {code}"),
+        ],
+    );
+    assert_eq!(answered.status, 200, "{}", answered.body);
+    let grant = answered
+        .header("stepgate-grant")
+        .expect("a grant token")
+        .to_owned();
+    assert_eq!(grant.split('.').count(), 3, "{grant}");
+    assert!(upstream.last().header("stepgate-grant").is_none());
+
+    // The other replica never saw the step-up, and challenges without the
+    // token. Another network, another resource, an altered token or another
+    // identity get no grant from it either.
+    let grant_header = format!("Stepgate-Grant: {grant}");
+    let without = curl("127.0.9.10", &second.url("/orders/8"), &["-H", &auth]);
+    assert_eq!(without.status, 401, "{}", without.body);
+    let elsewhere = curl(
+        "127.0.10.9",
+        &second.url("/orders/8"),
+        &["-H", &auth, "-H", &grant_header],
+    );
+    assert_eq!(elsewhere.status, 401, "{}", elsewhere.body);
+    let other_resource = curl(
+        "127.0.9.10",
+        &second.url("/invoices/3"),
+        &["-H", &auth, "-H", &grant_header],
+    );
+    assert_eq!(other_resource.status, 401, "{}", other_resource.body);
+    let (claims_end, _) = grant.rsplit_once('.').unwrap();
+    let forged_signature = format!("{claims_end}.{}", "A".repeat(86));
+    let forged = curl(
+        "127.0.9.10",
+        &second.url("/orders/8"),
+        &[
+            "-H",
+            &auth,
+            "-H",
+            &format!("Stepgate-Grant: {forged_signature}"),
+        ],
+    );
+    assert_eq!(forged.status, 401, "{}", forged.body);
+    let (other_token, _) = first.enrol("other");
+    support::wait_for_reload();
+    let other_auth = format!("Authorization: Bearer {other_token}");
+    for i in 0..5 {
+        curl(
+            "127.0.0.2",
+            &second.url(&format!("/orders/{i}")),
+            &["-H", &other_auth],
+        );
+    }
+    let stolen = curl(
+        "127.0.9.10",
+        &second.url("/orders/8"),
+        &["-H", &other_auth, "-H", &grant_header],
+    );
+    assert_eq!(stolen.status, 401, "{}", stolen.body);
+
+    // With the token the request passes on the replica.
+    let with = curl(
+        "127.0.9.10",
+        &second.url("/orders/8"),
+        &["-H", &auth, "-H", &grant_header],
+    );
+    assert_eq!(with.status, 200, "{}", with.body);
+    assert!(
+        upstream.last().header("stepgate-grant").is_none(),
+        "the token is not forwarded"
+    );
+
+    second.stop();
+    let log = second.log();
+    assert!(log.contains("grant token not counted"), "{log}");
+    assert!(!log.contains(&grant), "the token never reaches the log");
+}
