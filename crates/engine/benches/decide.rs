@@ -217,6 +217,7 @@ impl Fixture {
                 location: None,
             },
             audit_target: path,
+            client_certificate: None,
         };
         self.engine.decide(input)
     }

@@ -85,6 +85,10 @@ pub struct RequestInput<'a> {
     pub facts: RequestFacts,
     /// Path and query for the audit trail, with query values redacted.
     pub audit_target: String,
+    /// The client certificate the TLS connection presented and the
+    /// listener verified; `None` over plain HTTP or without one. The
+    /// engine does not read it yet.
+    pub client_certificate: Option<std::sync::Arc<stepgate_core::ClientCertificate>>,
 }
 
 /// Reason a request failed authentication. Clients only ever learn "invalid

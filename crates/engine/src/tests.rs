@@ -142,6 +142,7 @@ impl Harness {
             dpop: None,
             facts: self.facts(addr, method, path),
             audit_target: path.into(),
+            client_certificate: None,
         };
         let verdict = self.engine.decide(input);
         match verdict {
