@@ -94,13 +94,24 @@ pub(crate) fn check_config(path: Option<&Path>) -> anyhow::Result<ExitCode> {
     let config = load_config(path)?;
     let policy = load_policy(&config, path)?;
     let geo = load_geo(&config, path)?;
+    config.check_tls_files()?;
+    let tls: Vec<&str> = config
+        .tls_tables()
+        .iter()
+        .map(|(table, _)| *table)
+        .collect();
     println!(
-        "config {} is valid: {} routes, {} zones, {} policies, GeoIP {}",
+        "config {} is valid: {} routes, {} zones, {} policies, GeoIP {}, TLS {}",
         config.source_name,
         config.routes.len(),
         config.zones.len(),
         policy.policy_count(),
-        if geo.is_some() { "on" } else { "off" }
+        if geo.is_some() { "on" } else { "off" },
+        if tls.is_empty() {
+            "off".to_owned()
+        } else {
+            format!("on ({})", tls.join(", "))
+        }
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -13,6 +13,10 @@ use serde::Deserialize;
 use stepgate_core::Zone;
 use stepgate_risk::RiskConfig;
 
+mod tls;
+
+pub use tls::{ClientAuth, TlsConfig, TlsFileError, TlsFiles};
+
 /// The embedded default configuration, used when no file is given.
 pub const EMBEDDED: &str = include_str!("../stepgate.toml");
 
@@ -36,6 +40,12 @@ pub enum ConfigError {
         key: String,
         value: String,
         reason: String,
+    },
+    #[error("config {source_name}: {error}")]
+    TlsFile {
+        source_name: String,
+        #[source]
+        error: TlsFileError,
     },
 }
 
@@ -133,9 +143,13 @@ pub struct GatewayConfig {
     pub shutdown_grace_secs: u64,
     /// Scheme, host and optional path prefix clients use to reach the
     /// gateway, such as `https://api.example.com/gw`; DPoP proofs must name
-    /// URIs under it. Default `http://` and the listen address.
+    /// URIs under it. Default `http://` and the listen address, or
+    /// `https://` when `[gateway.tls]` is set.
     #[serde(default)]
     pub public_origin: Option<String>,
+    /// HTTPS on the gateway listener; plain HTTP when absent.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 impl GatewayConfig {
@@ -143,6 +157,7 @@ impl GatewayConfig {
     pub fn origin(&self) -> String {
         match &self.public_origin {
             Some(origin) => origin.trim_end_matches('/').to_owned(),
+            None if self.tls.is_some() => format!("https://{}", self.listen),
             None => format!("http://{}", self.listen),
         }
     }
@@ -153,6 +168,9 @@ impl GatewayConfig {
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// HTTPS on the admin listener; plain HTTP when absent.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 /// The `[echo]` table: the built-in demonstration upstream.
@@ -268,7 +286,47 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        Self::parse(&text, &path.display().to_string())
+        let mut config = Self::parse(&text, &path.display().to_string())?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        for tls in config.tls_tables_mut() {
+            tls.cert_file = base.join(&tls.cert_file);
+            tls.key_file = base.join(&tls.key_file);
+            if let Some(ca) = &mut tls.client_ca_file {
+                *ca = base.join(&*ca);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Returns the `tls` tables that are set, with their keys for messages.
+    pub fn tls_tables(&self) -> Vec<(&'static str, &TlsConfig)> {
+        let mut tables = Vec::new();
+        if let Some(tls) = &self.gateway.tls {
+            tables.push(("gateway.tls", tls));
+        }
+        if let Some(tls) = self.admin.as_ref().and_then(|admin| admin.tls.as_ref()) {
+            tables.push(("admin.tls", tls));
+        }
+        tables
+    }
+
+    fn tls_tables_mut(&mut self) -> impl Iterator<Item = &mut TlsConfig> {
+        let admin = self.admin.as_mut().and_then(|admin| admin.tls.as_mut());
+        self.gateway.tls.as_mut().into_iter().chain(admin)
+    }
+
+    /// Reads and checks the certificate, key and CA files of every `tls`
+    /// table, as the listeners would at start.
+    pub fn check_tls_files(&self) -> Result<(), ConfigError> {
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        for (table, tls) in self.tls_tables() {
+            tls.load_files(table, &provider)
+                .map_err(|error| ConfigError::TlsFile {
+                    source_name: self.source_name.clone(),
+                    error,
+                })?;
+        }
+        Ok(())
     }
 
     /// Parses and validates configuration text.
@@ -521,6 +579,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_tls()?;
         if self.step_up.totp_lockout_secs == 0 {
             return Err(self.invalid(
                 "step_up.totp_lockout_secs",
@@ -545,6 +604,57 @@ impl Config {
                     key,
                     value.to_string(),
                     "must be at most 86400 (one day)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the `tls` tables without reading the files they name.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        for (table, tls) in self.tls_tables() {
+            for (name, path) in [("cert_file", &tls.cert_file), ("key_file", &tls.key_file)] {
+                if path.as_os_str().is_empty() {
+                    return Err(self.invalid(
+                        format!("{table}.{name}"),
+                        "",
+                        "is empty; give the path of a PEM file",
+                    ));
+                }
+            }
+            match (&tls.client_ca_file, tls.client_auth) {
+                (Some(path), _) if path.as_os_str().is_empty() => {
+                    return Err(self.invalid(
+                        format!("{table}.client_ca_file"),
+                        "",
+                        "is empty; give the path of a PEM file of client CA certificates or remove the key",
+                    ));
+                }
+                (None, ClientAuth::Optional | ClientAuth::Required) => {
+                    return Err(self.invalid(
+                        format!("{table}.client_auth"),
+                        tls.client_auth.as_str(),
+                        format!(
+                            "client certificates need CAs to verify them; set {table}.client_ca_file to a PEM file of the CA certificates that issue them"
+                        ),
+                    ));
+                }
+                (Some(path), ClientAuth::None) => {
+                    return Err(self.invalid(
+                        format!("{table}.client_ca_file"),
+                        path.display().to_string(),
+                        format!(
+                            "is set but {table}.client_auth is \"none\", so no client certificate is requested; set client_auth = \"optional\" or \"required\", or remove client_ca_file"
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+            if tls.handshake_timeout_secs == 0 || tls.handshake_timeout_secs > 300 {
+                return Err(self.invalid(
+                    format!("{table}.handshake_timeout_secs"),
+                    tls.handshake_timeout_secs.to_string(),
+                    "must be between 1 and 300 seconds",
                 ));
             }
         }

@@ -6,6 +6,7 @@
 //! driven from unit tests with plain values and a [`ManualClock`].
 
 pub mod assurance;
+pub mod certificate;
 pub mod decision;
 pub mod identity;
 pub mod location;
@@ -18,6 +19,7 @@ pub mod token;
 pub mod zone;
 
 pub use assurance::{Assurance, FactorKind, Grant, GrantScope};
+pub use certificate::ClientCertificate;
 pub use decision::{Decision, Outcome};
 pub use identity::{Identity, IdentityName, InvalidName};
 pub use location::{Coordinates, Location, Locator};

@@ -218,6 +218,7 @@ impl Fixture {
             },
             audit_target: path,
             grant_token: None,
+            client_certificate: None,
         };
         self.engine.decide(input)
     }

@@ -118,6 +118,10 @@ pub struct RequestInput<'a> {
     pub audit_target: String,
     /// A signed grant token from an earlier step-up (`Stepgate-Grant`).
     pub grant_token: Option<&'a str>,
+    /// The client certificate the TLS connection presented and the
+    /// listener verified; `None` over plain HTTP or without one. The
+    /// engine does not read it yet.
+    pub client_certificate: Option<std::sync::Arc<stepgate_core::ClientCertificate>>,
 }
 
 /// Reason a request failed authentication. Clients only ever learn "invalid

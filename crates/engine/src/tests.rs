@@ -143,6 +143,7 @@ impl Harness {
             facts: self.facts(addr, method, path),
             audit_target: path.into(),
             grant_token: None,
+            client_certificate: None,
         };
         let verdict = self.engine.decide(input);
         match verdict {

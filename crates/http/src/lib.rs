@@ -4,9 +4,14 @@
 //!
 //! It also serves `/metrics` on the admin listener and, for trying the
 //! gateway out, a built-in echo upstream. It decides nothing itself.
+//!
+//! Either listener can serve HTTPS, optionally verifying client
+//! certificates (mutual TLS). The verified certificate goes to the engine
+//! with each request of its connection.
 
 mod answer;
 mod client_addr;
+mod client_cert;
 mod echo;
 mod framing;
 mod hop;
@@ -14,6 +19,7 @@ mod metrics;
 mod path;
 mod proxy;
 mod route;
+mod tls;
 mod volume;
 
 use std::convert::Infallible;
@@ -39,10 +45,14 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 pub use echo::serve_echo;
+pub use tls::TlsSetupError;
 
 use client_addr::TrustedProxies;
 use metrics::Metrics;
 use route::Router;
+use stepgate_core::ClientCertificate;
+use tls::TlsListener;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// The body of a forwarded request: streamed from the client, or read
 /// whole when a message signature covers its digest.
@@ -71,6 +81,8 @@ pub enum StartError {
     Route(String),
     #[error("identity header {0:?} is not a valid header name")]
     IdentityHeader(String),
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
 }
 
 /// The gateway's public origin, as clients name it: scheme, authority and
@@ -113,11 +125,23 @@ pub(crate) struct Shared {
     pub(crate) origin: Origin,
 }
 
+/// The client connection a request came on, as request handling uses it.
+#[derive(Clone)]
+pub(crate) struct Connection {
+    pub(crate) peer: SocketAddr,
+    /// `https` when the connection uses TLS, else `http`.
+    pub(crate) scheme: &'static str,
+    /// The client certificate the TLS handshake verified.
+    pub(crate) client_certificate: Option<Arc<ClientCertificate>>,
+}
+
 /// The HTTP front-end, ready to serve.
 pub struct Gateway {
     shared: Arc<Shared>,
     listener: TcpListener,
+    tls: Option<TlsListener>,
     admin: Option<TcpListener>,
+    admin_tls: Option<TlsListener>,
     max_header_bytes: usize,
     max_headers: usize,
     shutdown_grace: Duration,
@@ -145,6 +169,14 @@ impl Gateway {
             .pool_max_idle_per_host(256)
             .pool_timer(TokioTimer::new())
             .build(connector);
+        let tls = match &config.gateway.tls {
+            Some(settings) => Some(TlsListener::load("gateway.tls", settings)?),
+            None => None,
+        };
+        let admin_tls = match config.admin.as_ref().and_then(|admin| admin.tls.as_ref()) {
+            Some(settings) => Some(TlsListener::load("admin.tls", settings)?),
+            None => None,
+        };
         let listener = bind(config.gateway.listen).await?;
         let admin = match &config.admin {
             Some(admin) => Some(bind(admin.listen).await?),
@@ -163,7 +195,9 @@ impl Gateway {
         Ok(Self {
             shared: Arc::new(shared),
             listener,
+            tls,
             admin,
+            admin_tls,
             max_header_bytes: config.gateway.max_header_bytes,
             max_headers: config.gateway.max_headers,
             shutdown_grace: Duration::from_secs(config.gateway.shutdown_grace_secs),
@@ -185,13 +219,28 @@ impl Gateway {
         let Gateway {
             shared,
             listener,
+            tls,
             admin,
+            admin_tls,
             max_header_bytes,
             max_headers,
             shutdown_grace,
         } = self;
         if let Some(admin) = admin {
-            tokio::spawn(serve_admin(admin, shared.clone(), shutdown.clone()));
+            let admin_tls = admin_tls.map(Arc::new);
+            if let Some(admin_tls) = &admin_tls {
+                tokio::spawn(admin_tls.clone().reload_on_change(shutdown.clone()));
+            }
+            tokio::spawn(serve_admin(
+                admin,
+                admin_tls,
+                shared.clone(),
+                shutdown.clone(),
+            ));
+        }
+        let tls = tls.map(Arc::new);
+        if let Some(tls) = &tls {
+            tokio::spawn(tls.clone().reload_on_change(shutdown.clone()));
         }
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -204,9 +253,10 @@ impl Gateway {
             .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
+        let builder = Arc::new(builder);
         let graceful = GracefulShutdown::new();
         let server_addr = listener.local_addr().ok();
-        tracing::info!(listen = ?listener.local_addr().ok(), "HTTP gateway listening");
+        tracing::info!(listen = ?listener.local_addr().ok(), tls = tls.is_some(), "HTTP gateway listening");
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
@@ -219,20 +269,32 @@ impl Gateway {
                         }
                     };
                     let _ = stream.set_nodelay(true);
-                    let shared = shared.clone();
-                    let service = service_fn(move |request: Request<Incoming>| {
-                        let shared = shared.clone();
-                        async move { Ok::<_, Infallible>(proxy::handle(shared, peer, request).await) }
-                    });
-                    let guarded = framing::FramingGuard::new(stream, max_header_bytes, peer);
-                    let connection = builder.serve_connection(TokioIo::new(guarded), service).into_owned();
-                    let connection = graceful.watch(connection);
-                    let span = tracing::debug_span!("connection", client.addr = %peer, server.addr = ?server_addr);
+                    let server = ProxyServer {
+                        shared: shared.clone(),
+                        builder: builder.clone(),
+                        max_header_bytes,
+                        watcher: graceful.watcher(),
+                    };
+                    let tls = tls.clone();
+                    let span = tracing::debug_span!(
+                        "connection",
+                        client.addr = %peer,
+                        server.addr = ?server_addr,
+                        tls.client.x5t_s256 = tracing::field::Empty,
+                    );
                     tokio::spawn(
                         async move {
-                            if let Err(err) = connection.await {
-                                tracing::debug!(error = %err, "connection ended with an error");
+                            let Some(tls) = tls else {
+                                server.serve(stream, Connection { peer, scheme: "http", client_certificate: None }).await;
+                                return;
+                            };
+                            let Some((stream, client_certificate)) = tls.handshake(stream, peer).await else {
+                                return;
+                            };
+                            if let Some(certificate) = &client_certificate {
+                                tracing::Span::current().record("tls.client.x5t_s256", certificate.thumbprint_sha256.as_str());
                             }
+                            server.serve(stream, Connection { peer, scheme: "https", client_certificate }).await;
                         }
                         .instrument(span),
                     );
@@ -255,6 +317,42 @@ impl Gateway {
     }
 }
 
+/// The shared state and settings for serving one proxy connection.
+struct ProxyServer {
+    shared: Arc<Shared>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    max_header_bytes: usize,
+    watcher: hyper_util::server::graceful::Watcher,
+}
+
+impl ProxyServer {
+    /// Serves HTTP/1.1 or HTTP/2 on `io` until the connection ends.
+    async fn serve<S>(self, io: S, connection: Connection)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let ProxyServer {
+            shared,
+            builder,
+            max_header_bytes,
+            watcher,
+        } = self;
+        let peer = connection.peer;
+        let service = service_fn(move |request: Request<Incoming>| {
+            let shared = shared.clone();
+            let connection = connection.clone();
+            async move { Ok::<_, Infallible>(proxy::handle(shared, connection, request).await) }
+        });
+        let guarded = framing::FramingGuard::new(io, max_header_bytes, peer);
+        let served = builder
+            .serve_connection(TokioIo::new(guarded), service)
+            .into_owned();
+        if let Err(err) = watcher.watch(served).await {
+            tracing::debug!(error = %err, "connection ended with an error");
+        }
+    }
+}
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
@@ -264,28 +362,52 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 /// Serves `/metrics` (Prometheus text format) and `/healthz`.
 async fn serve_admin(
     listener: TcpListener,
+    tls: Option<Arc<TlsListener>>,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    tracing::info!(listen = ?listener.local_addr().ok(), "admin listener started");
+    tracing::info!(listen = ?listener.local_addr().ok(), tls = tls.is_some(), "admin listener started");
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "admin accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
                 let shared = shared.clone();
-                let service = service_fn(move |request: Request<Incoming>| {
-                    let shared = shared.clone();
-                    async move { Ok::<_, Infallible>(admin_response(&shared, &request)) }
-                });
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let builder = auto::Builder::new(TokioExecutor::new());
-                    if let Err(err) = builder.serve_connection(TokioIo::new(stream), service).await {
-                        tracing::debug!(error = %err, "admin connection ended with an error");
+                    match tls {
+                        None => serve_admin_connection(stream, shared).await,
+                        Some(tls) => {
+                            if let Some((stream, _)) = tls.handshake(stream, peer).await {
+                                serve_admin_connection(stream, shared).await;
+                            }
+                        }
                     }
                 });
             }
             _ = shutdown.changed() => break,
         }
+    }
+    tracing::info!("admin listener stopped");
+}
+
+async fn serve_admin_connection<S>(io: S, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request: Request<Incoming>| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(admin_response(&shared, &request)) }
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    if let Err(err) = builder.serve_connection(TokioIo::new(io), service).await {
+        tracing::debug!(error = %err, "admin connection ended with an error");
     }
 }
 

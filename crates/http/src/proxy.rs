@@ -27,16 +27,18 @@ use crate::client_addr::client_addr;
 use crate::hop::remove_hop_by_hop;
 use crate::path::{normalize_path, redact_query, route_template};
 use crate::route::Route;
-use crate::{Body, Shared, UpstreamBody};
+use crate::{Body, Connection, Shared, UpstreamBody};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Handles one request from a client connection, inside a request span.
+/// The connection's verified client certificate, if any, goes to the
+/// engine with the request.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
-    peer: SocketAddr,
+    connection: Connection,
     request: Request<Incoming>,
 ) -> Response<Body> {
     let request_id = NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed);
@@ -44,10 +46,16 @@ pub(crate) async fn handle(
         "request",
         request.id = request_id,
         http.method = %request.method(),
-        client.addr = %peer,
+        client.addr = %connection.peer,
         identity = tracing::field::Empty,
+        tls.client.x5t_s256 = connection
+            .client_certificate
+            .as_ref()
+            .map(|certificate| certificate.thumbprint_sha256.as_str()),
     );
-    handle_in_span(shared, peer, request).instrument(span).await
+    handle_in_span(shared, connection, request)
+        .instrument(span)
+        .await
 }
 
 /// Numbers requests for log correlation, per process.
@@ -55,13 +63,13 @@ static NEXT_REQUEST_ID: AtomicU64 = AtomicU64::new(1);
 
 async fn handle_in_span(
     shared: Arc<Shared>,
-    peer: SocketAddr,
+    connection: Connection,
     request: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
     let method = request.method().clone();
-    let response = match prepare(&shared, peer, &request) {
-        Ok(prepared) => decide_and_forward(&shared, prepared, request, started).await,
+    let response = match prepare(&shared, connection.peer, &request) {
+        Ok(prepared) => decide_and_forward(&shared, prepared, connection, request, started).await,
         Err(response) => response,
     };
     tracing::debug!(http.method = %method, http.status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request done");
@@ -181,6 +189,7 @@ fn prepare(
 async fn decide_and_forward(
     shared: &Shared,
     prepared: Prepared,
+    connection: Connection,
     request: Request<Incoming>,
     started: Instant,
 ) -> Response<Body> {
@@ -270,6 +279,7 @@ async fn decide_and_forward(
         facts: prepared.facts,
         audit_target: prepared.audit_target,
         grant_token: single_header(headers, &HeaderName::from_static(GRANT_HEADER)),
+        client_certificate: connection.client_certificate,
     };
     let verdict = if answer.is_some() {
         // Checking an answer writes the accepted TOTP step durably, which
@@ -310,6 +320,7 @@ async fn decide_and_forward(
                 route: &prepared.route,
                 path_and_query: &prepared.path_and_query,
                 peer: prepared.facts_peer,
+                scheme: connection.scheme,
             };
             // Records the request even when the client goes away while the
             // upstream works and this future is dropped.
@@ -499,6 +510,8 @@ struct Target<'a> {
     route: &'a Route,
     path_and_query: &'a str,
     peer: IpAddr,
+    /// Scheme the client used to reach the gateway.
+    scheme: &'static str,
 }
 
 /// Sends the request upstream and returns the response to relay, with the
@@ -513,6 +526,7 @@ async fn forward(
         route,
         path_and_query,
         peer,
+        scheme,
     } = target;
     let (mut parts, body) = request.into_parts();
     let target = format!("{}{}", route.base_path, path_and_query);
@@ -542,8 +556,11 @@ async fn forward(
         shared,
         &mut parts.headers,
         identity,
-        peer,
-        client_host.as_deref(),
+        Client {
+            addr: peer,
+            scheme,
+            host: client_host.as_deref(),
+        },
     );
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
@@ -598,6 +615,14 @@ async fn forward(
     }
 }
 
+/// The client side of a request, as the forwarded headers describe it.
+struct Client<'a> {
+    addr: IpAddr,
+    /// `http` or `https`, as the client reached the gateway.
+    scheme: &'static str,
+    host: Option<&'a str>,
+}
+
 /// Rewrites the headers for the upstream: hop-by-hop headers, the
 /// gateway credential and step-up headers go; `Forwarded`,
 /// `X-Forwarded-*` and the identity header come.
@@ -605,9 +630,13 @@ fn prepare_upstream_headers(
     shared: &Shared,
     headers: &mut HeaderMap,
     identity: &stepgate_core::IdentityName,
-    peer: IpAddr,
-    client_host: Option<&str>,
+    client: Client<'_>,
 ) {
+    let Client {
+        addr: peer,
+        scheme,
+        host: client_host,
+    } = client;
     let peer_is_trusted = shared.trusted_proxies.contains(peer);
     remove_hop_by_hop(headers);
     headers.remove(AUTHORIZATION);
@@ -640,7 +669,7 @@ fn prepare_upstream_headers(
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => format!("\"[{v6}]\""),
     };
-    let mut forwarded = format!("for={node};proto=http");
+    let mut forwarded = format!("for={node};proto={scheme}");
     if let Some(host) =
         client_host.filter(|host| host.bytes().all(|b| b.is_ascii_graphic() && b != b'"'))
     {
@@ -649,7 +678,7 @@ fn prepare_upstream_headers(
     append_header(headers, FORWARDED, &forwarded);
     append_header(headers, X_FORWARDED_FOR, &peer.to_string());
     if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
     }
     if !headers.contains_key(HOST)
         && let Some(value) = client_host.and_then(|host| HeaderValue::from_str(host).ok())

@@ -385,18 +385,22 @@ impl CurlResponse {
 
 /// Runs curl from source address `from` with extra arguments.
 pub fn curl(from: &str, url: &str, args: &[&str]) -> CurlResponse {
+    try_curl(from, url, args).unwrap_or_else(|err| panic!("curl {url} failed: {err}"))
+}
+
+/// Runs curl like [`curl`]; returns curl's error output when it fails,
+/// such as when a TLS handshake is rejected.
+pub fn try_curl(from: &str, url: &str, args: &[&str]) -> Result<CurlResponse, String> {
     let output = Command::new("curl")
         .args(["-sS", "-i", "--max-time", "20", "--interface", from])
         .args(args)
         .arg(url)
         .output()
         .expect("curl must be installed (Debian package curl)");
-    assert!(
-        output.status.success(),
-        "curl {url} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    parse_curl(&String::from_utf8_lossy(&output.stdout))
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    Ok(parse_curl(&String::from_utf8_lossy(&output.stdout)))
 }
 
 fn parse_curl(text: &str) -> CurlResponse {

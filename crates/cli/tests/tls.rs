@@ -1,0 +1,615 @@
+//! End-to-end tests of HTTPS and client certificates: the built `stepgate`
+//! binary with `[gateway.tls]` and `[admin.tls]`, certificates made by the
+//! `openssl` command-line tool, and curl and `openssl s_client` as clients.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::{Gateway, Upstream, curl, try_curl};
+
+/// Runs `openssl` in `dir` and panics with its error output on failure.
+fn openssl(dir: &Path, args: &[&str]) {
+    let output = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl must be installed (Debian package openssl)");
+    assert!(
+        output.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A directory of test CAs, certificates and keys, all P-256.
+struct Pki {
+    dir: tempfile::TempDir,
+    next_serial: u32,
+}
+
+impl Pki {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            next_serial: 0x1000,
+        }
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+
+    /// Makes a self-signed CA `NAME.pem` with key `NAME.key`.
+    fn ca(&self, name: &str) {
+        openssl(
+            self.dir.path(),
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/O=Stepgate Test/CN={name}"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.pem"),
+            ],
+        );
+    }
+
+    /// Makes `NAME.pem` and `NAME.key` issued by CA `ca`, with the subject
+    /// `subject` (OpenSSL's /TYPE=value form), the subject alternative
+    /// names `san` and extended key usage `usage` (serverAuth or
+    /// clientAuth). Returns the serial number in hex.
+    fn issue(&mut self, ca: &str, name: &str, subject: &str, san: &str, usage: &str) -> String {
+        self.next_serial += 1;
+        let serial = format!("{:X}", self.next_serial);
+        let extensions = format!(
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage={usage}\nsubjectAltName={san}\n"
+        );
+        std::fs::write(self.path(&format!("{name}.ext")), extensions).unwrap();
+        let dir = self.dir.path();
+        openssl(
+            dir,
+            &[
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-subj",
+                subject,
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                &format!("{ca}.pem"),
+                "-CAkey",
+                &format!("{ca}.key"),
+                "-set_serial",
+                &format!("0x{serial}"),
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+                "-out",
+                &format!("{name}.pem"),
+            ],
+        );
+        serial
+    }
+
+    /// Makes a server certificate for 127.0.0.1 and localhost; returns its
+    /// serial number in hex.
+    fn server(&mut self, ca: &str, name: &str) -> String {
+        self.issue(
+            ca,
+            name,
+            &format!("/CN={name}"),
+            "DNS:localhost,IP:127.0.0.1",
+            "serverAuth",
+        )
+    }
+
+    /// Computes the `x5t#S256` thumbprint of `NAME.pem` with openssl and
+    /// coreutils' basenc, independently of the gateway.
+    fn thumbprint(&self, name: &str) -> String {
+        let output = Command::new("sh")
+            .current_dir(self.dir.path())
+            .arg("-c")
+            .arg(format!(
+                "openssl x509 -in {name}.pem -outform DER | openssl dgst -sha256 -binary | basenc --base64url | tr -d '=\\n'"
+            ))
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        String::from_utf8(output.stdout).unwrap()
+    }
+}
+
+/// TOML for a `tls` table at `table` serving `server` from `pki`.
+fn tls_table(pki: &Pki, table: &str, server: &str, client_auth: Option<(&str, &str)>) -> String {
+    let mut text = format!(
+        "\n[{table}]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        pki.path(&format!("{server}.pem")).display(),
+        pki.path(&format!("{server}.key")).display(),
+    );
+    if let Some((mode, ca)) = client_auth {
+        text.push_str(&format!(
+            "client_ca_file = \"{}\"\nclient_auth = \"{mode}\"\n",
+            pki.path(&format!("{ca}.pem")).display()
+        ));
+    }
+    text
+}
+
+fn https_url(port: u16, path: &str) -> String {
+    format!("https://127.0.0.1:{port}{path}")
+}
+
+/// curl arguments that trust `ca` and, when given, present `client`.
+fn tls_args(pki: &Pki, ca: &str, client: Option<&str>) -> Vec<String> {
+    let mut args = vec![
+        "--cacert".to_owned(),
+        pki.path(&format!("{ca}.pem")).display().to_string(),
+    ];
+    if let Some(client) = client {
+        args.push("--cert".to_owned());
+        args.push(pki.path(&format!("{client}.pem")).display().to_string());
+        args.push("--key".to_owned());
+        args.push(pki.path(&format!("{client}.key")).display().to_string());
+    }
+    args
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// Subject and serial of the certificate the server at `port` presents,
+/// read by `openssl s_client`.
+fn served_certificate(pki: &Pki, port: u16) -> String {
+    let output = Command::new("sh")
+        .current_dir(pki.dir.path())
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect 127.0.0.1:{port} -servername localhost </dev/null 2>/dev/null | openssl x509 -noout -subject -serial"
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Polls until the served certificate has `serial`, for at most 10 s.
+fn wait_for_serial(pki: &Pki, port: u16, serial: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if served_certificate(pki, port).contains(&format!("serial={serial}")) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+/// Replaces `to` with `from` by a rename, as deployment tools do.
+fn replace_file(pki: &Pki, from: &str, to: &str) {
+    let staged = pki.path(&format!("{to}.new"));
+    std::fs::copy(pki.path(from), &staged).unwrap();
+    std::fs::rename(&staged, pki.path(to)).unwrap();
+}
+
+/// Removes the ANSI colour sequences the text log format adds.
+fn without_ansi_colours(log: &str) -> String {
+    let mut text = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            text.push(c);
+        }
+    }
+    text
+}
+
+fn bearer(token: &str) -> String {
+    format!("Authorization: Bearer {token}")
+}
+
+#[test]
+fn https_proxies_to_upstream() {
+    let mut pki = Pki::new();
+    pki.ca("server-ca");
+    pki.server("server-ca", "server");
+    let upstream = Upstream::start();
+    let mut gateway = Gateway::new(
+        upstream.addr,
+        &tls_table(&pki, "gateway.tls", "server", None),
+    );
+    let token = gateway.add_with_token("ci-bot");
+    let checked = gateway.cli_ok(&["check-config"]);
+    assert!(checked.contains("TLS on (gateway.tls)"), "{checked}");
+    gateway.start();
+    let args = tls_args(&pki, "server-ca", None);
+    let auth = bearer(&token);
+    let mut request = strs(&args);
+    request.extend(["-H", &auth]);
+
+    let response = curl("127.0.0.2", &https_url(gateway.port, "/orders/1"), &request);
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(response.body, "{\"ok\":true}\n");
+    let seen = upstream.last();
+    assert_eq!(seen.path, "/orders/1");
+    assert_eq!(seen.header("stepgate-identity"), Some("ci-bot"));
+    assert_eq!(seen.header("authorization"), None);
+    assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+    let forwarded = seen.header("forwarded").unwrap();
+    assert!(forwarded.contains("proto=https"), "{forwarded}");
+
+    // Without the token the gateway still responds over TLS, with 401.
+    let anonymous = curl(
+        "127.0.0.2",
+        &https_url(gateway.port, "/orders/2"),
+        &strs(&args),
+    );
+    assert_eq!(anonymous.status, 401);
+
+    // Plain HTTP to the TLS listener gets no HTTP response.
+    assert!(try_curl("127.0.0.2", &gateway.url("/orders/3"), &[]).is_err());
+    // A client that does not trust the server's CA stops the handshake.
+    assert!(try_curl("127.0.0.2", &https_url(gateway.port, "/orders/4"), &[]).is_err());
+    assert_eq!(upstream.count(), 1);
+    gateway.stop();
+}
+
+#[test]
+fn alpn_selects_http2_or_http1() {
+    let mut pki = Pki::new();
+    pki.ca("server-ca");
+    pki.server("server-ca", "server");
+    let upstream = Upstream::start();
+    let mut gateway = Gateway::new(
+        upstream.addr,
+        &tls_table(&pki, "gateway.tls", "server", None),
+    );
+    let token = gateway.add_with_token("ci-bot");
+    gateway.start();
+    let auth = bearer(&token);
+    for (flag, expected) in [("--http2", "2"), ("--http1.1", "1.1")] {
+        let output = Command::new("curl")
+            .args(["-sS", "--max-time", "20", "--interface", "127.0.0.2"])
+            .args(["-o", "/dev/null", "-w", "%{http_version} %{http_code}"])
+            .args(["--cacert", pki.path("server-ca.pem").to_str().unwrap()])
+            .args([flag, "-H", &auth])
+            .arg(https_url(gateway.port, "/orders/1"))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "curl {flag}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            format!("{expected} 200"),
+            "curl {flag}"
+        );
+    }
+    assert_eq!(upstream.count(), 2);
+}
+
+#[test]
+fn required_client_auth_rejects_others() {
+    let mut pki = Pki::new();
+    pki.ca("server-ca");
+    pki.ca("client-ca");
+    pki.ca("other-ca");
+    pki.server("server-ca", "server");
+    pki.issue(
+        "client-ca",
+        "client",
+        "/O=Stepgate Test/CN=ci-bot",
+        "URI:spiffe://example.test/ci-bot,DNS:ci-bot.example.test,email:ci-bot@example.test,IP:127.0.0.2",
+        "clientAuth",
+    );
+    pki.issue(
+        "other-ca",
+        "stranger",
+        "/CN=ci-bot",
+        "DNS:ci-bot.example.test",
+        "clientAuth",
+    );
+    let upstream = Upstream::start();
+    let mut gateway = Gateway::new(
+        upstream.addr,
+        &tls_table(
+            &pki,
+            "gateway.tls",
+            "server",
+            Some(("required", "client-ca")),
+        ),
+    );
+    let token = gateway.add_with_token("ci-bot");
+    gateway.start();
+    let auth = bearer(&token);
+    let url = https_url(gateway.port, "/orders/1");
+
+    let with_cert = tls_args(&pki, "server-ca", Some("client"));
+    let mut request = strs(&with_cert);
+    request.extend(["-H", &auth]);
+    let response = curl("127.0.0.2", &url, &request);
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(upstream.count(), 1);
+
+    let without = tls_args(&pki, "server-ca", None);
+    let mut request = strs(&without);
+    request.extend(["-H", &auth]);
+    let err = try_curl("127.0.0.2", &url, &request).unwrap_err();
+    assert!(!err.is_empty());
+
+    let stranger = tls_args(&pki, "server-ca", Some("stranger"));
+    let mut request = strs(&stranger);
+    request.extend(["-H", &auth]);
+    assert!(try_curl("127.0.0.2", &url, &request).is_err());
+    assert_eq!(upstream.count(), 1);
+
+    gateway.stop();
+    let log = without_ansi_colours(&gateway.log());
+    let thumbprint = pki.thumbprint("client");
+    assert!(
+        log.contains(&format!("tls.client.x5t_s256={thumbprint}")),
+        "thumbprint {thumbprint} not in the log:\n{log}"
+    );
+    assert!(
+        log.contains("tls.client.subject=CN=ci-bot,O=Stepgate Test"),
+        "{log}"
+    );
+    assert!(log.contains("spiffe://example.test/ci-bot"), "{log}");
+    assert!(log.contains("ci-bot@example.test"), "{log}");
+    assert!(log.contains("\"127.0.0.2\""), "{log}");
+    assert!(log.contains("TLS handshake failed"), "{log}");
+}
+
+#[test]
+fn optional_client_auth_accepts_both() {
+    let mut pki = Pki::new();
+    pki.ca("server-ca");
+    pki.ca("client-ca");
+    pki.ca("other-ca");
+    pki.server("server-ca", "server");
+    pki.issue(
+        "client-ca",
+        "client",
+        "/CN=ci-bot",
+        "DNS:ci-bot",
+        "clientAuth",
+    );
+    pki.issue(
+        "other-ca",
+        "stranger",
+        "/CN=ci-bot",
+        "DNS:ci-bot",
+        "clientAuth",
+    );
+    let upstream = Upstream::start();
+    let mut gateway = Gateway::new(
+        upstream.addr,
+        &tls_table(
+            &pki,
+            "gateway.tls",
+            "server",
+            Some(("optional", "client-ca")),
+        ),
+    );
+    let token = gateway.add_with_token("ci-bot");
+    gateway.start();
+    let auth = bearer(&token);
+    let url = https_url(gateway.port, "/orders/1");
+
+    for client in [Some("client"), None] {
+        let args = tls_args(&pki, "server-ca", client);
+        let mut request = strs(&args);
+        request.extend(["-H", &auth]);
+        let response = curl("127.0.0.2", &url, &request);
+        assert_eq!(response.status, 200, "{client:?}: {}", response.body);
+    }
+    // A certificate is still verified when one is presented.
+    let args = tls_args(&pki, "server-ca", Some("stranger"));
+    let mut request = strs(&args);
+    request.extend(["-H", &auth]);
+    assert!(try_curl("127.0.0.2", &url, &request).is_err());
+    assert_eq!(upstream.count(), 2);
+}
+
+#[test]
+fn changed_certificate_is_reloaded() {
+    let mut pki = Pki::new();
+    pki.ca("server-ca");
+    let first = pki.server("server-ca", "server");
+    let second = pki.server("server-ca", "server-2");
+    let upstream = Upstream::start();
+    let mut gateway = Gateway::new(
+        upstream.addr,
+        &tls_table(&pki, "gateway.tls", "server", None),
+    );
+    let token = gateway.add_with_token("ci-bot");
+    gateway.start();
+    let served = served_certificate(&pki, gateway.port);
+    assert!(served.contains(&format!("serial={first}")), "{served}");
+    assert!(served.contains("CN = server"), "{served}");
+
+    // Key first, then certificate: a reload between the two renames loads a
+    // mismatched pair, logs an error and keeps the first pair.
+    replace_file(&pki, "server-2.key", "server.key");
+    replace_file(&pki, "server-2.pem", "server.pem");
+    assert!(
+        wait_for_serial(&pki, gateway.port, &second),
+        "new certificate not served; log:\n{}",
+        gateway.log()
+    );
+    assert!(served_certificate(&pki, gateway.port).contains("CN = server-2"));
+    let args = tls_args(&pki, "server-ca", None);
+    let auth = bearer(&token);
+    let mut request = strs(&args);
+    request.extend(["-H", &auth]);
+    let response = curl("127.0.0.2", &https_url(gateway.port, "/orders/1"), &request);
+    assert_eq!(response.status, 200, "{}", response.body);
+
+    // A broken certificate file keeps the loaded pair in use.
+    let log_before = gateway.log().len();
+    std::fs::write(
+        pki.path("server.pem"),
+        "-----BEGIN CERTIFICATE-----\nnot base64!\n",
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gateway.log()[log_before..].contains("cannot reload the changed TLS files") {
+        assert!(Instant::now() < deadline, "no reload error logged");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let errors = without_ansi_colours(&gateway.log()[log_before..]);
+    assert!(errors.contains("gateway.tls.cert_file"), "{errors}");
+    assert!(
+        errors.contains(&pki.path("server.pem").display().to_string()),
+        "{errors}"
+    );
+    let served = served_certificate(&pki, gateway.port);
+    assert!(served.contains(&format!("serial={second}")), "{served}");
+    let response = curl("127.0.0.2", &https_url(gateway.port, "/orders/2"), &request);
+    assert_eq!(response.status, 200, "{}", response.body);
+    gateway.stop();
+}
+
+#[test]
+fn admin_listener_serves_tls() {
+    let mut pki = Pki::new();
+    pki.ca("server-ca");
+    pki.ca("client-ca");
+    pki.server("server-ca", "admin");
+    pki.issue(
+        "client-ca",
+        "scraper",
+        "/CN=prometheus",
+        "DNS:prometheus",
+        "clientAuth",
+    );
+    let upstream = Upstream::start();
+    let mut gateway = Gateway::new(
+        upstream.addr,
+        &tls_table(&pki, "admin.tls", "admin", Some(("required", "client-ca"))),
+    );
+    gateway.start();
+    let metrics = format!("https://127.0.0.1:{}/metrics", gateway.admin_port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let args = tls_args(&pki, "server-ca", Some("scraper"));
+    let response = loop {
+        match try_curl("127.0.0.1", &metrics, &strs(&args)) {
+            Ok(response) => break response,
+            Err(err) => {
+                assert!(Instant::now() < deadline, "admin listener: {err}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    assert_eq!(response.status, 200);
+    assert!(response.body.contains("# EOF"), "{}", response.body);
+    let without = tls_args(&pki, "server-ca", None);
+    assert!(try_curl("127.0.0.1", &metrics, &strs(&without)).is_err());
+    let plain = format!("http://127.0.0.1:{}/metrics", gateway.admin_port);
+    assert!(try_curl("127.0.0.1", &plain, &[]).is_err());
+    // The proxy listener stays plain HTTP.
+    assert_eq!(
+        curl("127.0.0.2", &gateway.url("/orders/1"), &[]).status,
+        401
+    );
+    gateway.stop();
+}
+
+#[test]
+fn silent_client_is_disconnected() {
+    let mut pki = Pki::new();
+    pki.ca("server-ca");
+    pki.server("server-ca", "server");
+    let upstream = Upstream::start();
+    let mut table = tls_table(&pki, "gateway.tls", "server", None);
+    table.push_str("handshake_timeout_secs = 1\n");
+    let mut gateway = Gateway::new(upstream.addr, &table);
+    gateway.start();
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", gateway.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let started = Instant::now();
+    let mut buffer = [0u8; 16];
+    let read = stream.read(&mut buffer);
+    assert!(
+        matches!(read, Ok(0)),
+        "connection still open after {:?}: {read:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < Duration::from_secs(4));
+    gateway.stop();
+    assert!(gateway.log().contains("TLS handshake timed out"));
+}
+
+#[test]
+fn check_config_names_bad_files() {
+    let mut pki = Pki::new();
+    pki.ca("server-ca");
+    pki.server("server-ca", "server");
+    pki.server("server-ca", "other");
+    let upstream = Upstream::start();
+    for (cert, key, expected) in [
+        (
+            "missing.pem",
+            "server.key",
+            "gateway.tls.cert_file: cannot read",
+        ),
+        ("server.key", "server.key", "contains no certificate"),
+        ("server.pem", "other.key", "does not match"),
+    ] {
+        let table = format!(
+            "\n[gateway.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            pki.path(cert).display(),
+            pki.path(key).display()
+        );
+        let gateway = Gateway::new(upstream.addr, &table);
+        let output = gateway.cli(&["check-config"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{cert} {key}: {stderr}");
+        assert!(stderr.contains(expected), "{cert} {key}: {stderr}");
+        assert!(stderr.contains(cert) || stderr.contains(key), "{stderr}");
+    }
+}
