@@ -16,8 +16,8 @@ use stepgate_risk::ANY_VALUE;
 use stepgate_store::{AcceptedSignal, SqliteStore, Store, TokenRecord, TotpRecord};
 
 use crate::{
-    AuditCommand, BaselineCommand, EnrollCommand, IdentityCommand, ListFormat, PolicyCommand,
-    RemoveCommand, TokenCommand, load_config,
+    AuditCommand, BaselineCommand, CertificateMatch, EnrollCommand, IdentityCommand, ListFormat,
+    PolicyCommand, RemoveCommand, TokenCommand, load_config,
 };
 
 /// Opens the store named by the configuration, creating the data directory.
@@ -314,6 +314,19 @@ pub(crate) fn enroll(path: Option<&Path>, command: EnrollCommand) -> anyhow::Res
             );
             return enroll_dpop(path, &identity, &jwk, require, window);
         }
+        EnrollCommand::Certificate {
+            identity,
+            matching,
+            require,
+            not_before,
+            not_after,
+        } => {
+            let window = (
+                parse_time("--not-before", not_before.as_deref())?,
+                parse_time("--not-after", not_after.as_deref())?,
+            );
+            return bind_certificate(path, &identity, &matching, require, window);
+        }
         EnrollCommand::Signature {
             identity,
             key,
@@ -495,11 +508,105 @@ fn public_jwk_json(key: &stepgate_pop::PublicJwk) -> serde_json::Value {
     }
 }
 
+/// Reads a certificate binding's rule and value from the command line.
+fn certificate_rule(matching: &CertificateMatch) -> anyhow::Result<(&'static str, String)> {
+    if let Some(file) = &matching.cert {
+        let text = read_key_file(file, "certificate")?;
+        let begin = "-----BEGIN CERTIFICATE-----";
+        let end = "-----END CERTIFICATE-----";
+        let body = text
+            .split_once(begin)
+            .and_then(|(_, rest)| rest.split_once(end))
+            .map(|(body, _)| body)
+            .with_context(|| format!("{} has no {begin} block", file.display()))?;
+        let base64: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, base64)
+            .with_context(|| format!("{}: the certificate block is not base64", file.display()))?;
+        return Ok((
+            "x5t#S256",
+            stepgate_core::ClientCertificate::thumbprint(&der),
+        ));
+    }
+    if let Some(thumbprint) = &matching.thumbprint {
+        let valid = thumbprint.len() == 43
+            && thumbprint
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid {
+            bail!(
+                "--thumbprint {thumbprint:?} is not a base64url SHA-256 thumbprint (43 characters); compute it with: openssl x509 -in CERT -outform DER | openssl dgst -sha256 -binary | basenc --base64url | tr -d '='"
+            );
+        }
+        return Ok(("x5t#S256", thumbprint.clone()));
+    }
+    if let Some(subject) = &matching.subject {
+        return Ok(("subject", subject.clone()));
+    }
+    if let Some(san) = &matching.san {
+        return Ok(("san", san.clone()));
+    }
+    bail!("name the certificate with --cert, --thumbprint, --subject or --san")
+}
+
+fn bind_certificate(
+    path: Option<&Path>,
+    identity: &str,
+    matching: &CertificateMatch,
+    required: bool,
+    (not_before, not_after): (Option<Timestamp>, Option<Timestamp>),
+) -> anyhow::Result<ExitCode> {
+    if let (Some(from), Some(until)) = (not_before, not_after)
+        && from > until
+    {
+        bail!("--not-before is after --not-after; the binding would never be valid");
+    }
+    let (rule, value) = certificate_rule(matching)?;
+    let config = load_config(path)?;
+    let store = open_store(&config)?;
+    let now = SystemClock.now();
+    let name = parse_name(identity)?;
+    let record = stepgate_store::CertificateBindingRecord {
+        identity: name.clone(),
+        rule: rule.to_owned(),
+        value: value.clone(),
+        required,
+        created_at: now,
+        not_before,
+        not_after,
+    };
+    let mode = if required {
+        ", required on every request"
+    } else {
+        ""
+    };
+    let detail = format!("factor enroll certificate for {name} ({rule} {value}{mode})");
+    store.bind_certificate(&record, admin_entry(now, &actor(), Some(&name), detail))?;
+    println!("{rule} {value}");
+    eprintln!("bound certificates with {rule} {value} to identity {name}");
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(crate) fn remove_factor(
     path: Option<&Path>,
     command: RemoveCommand,
 ) -> anyhow::Result<ExitCode> {
-    let RemoveCommand::Signature { identity, key_id } = command;
+    let (identity, key_id) = match command {
+        RemoveCommand::Signature { identity, key_id } => (identity, key_id),
+        RemoveCommand::Certificate { identity, matching } => {
+            let (rule, value) = certificate_rule(&matching)?;
+            let config = load_config(path)?;
+            let store = open_store(&config)?;
+            let now = SystemClock.now();
+            let name = parse_name(&identity)?;
+            let detail = format!("factor remove certificate for {name} ({rule} {value})");
+            let entry = admin_entry(now, &actor(), Some(&name), detail);
+            if !store.unbind_certificate(&name, rule, &value, entry)? {
+                bail!("identity {name} has no certificate binding {rule} {value}");
+            }
+            eprintln!("removed certificate binding {rule} {value} of identity {name}");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let config = load_config(path)?;
     let store = open_store(&config)?;
     let now = SystemClock.now();

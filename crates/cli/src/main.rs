@@ -155,6 +155,26 @@ enum FactorCommand {
     Remove(RemoveCommand),
 }
 
+/// Which client certificates a binding names: exactly one of these.
+#[derive(clap::Args, Debug)]
+#[group(required = true, multiple = false)]
+struct CertificateMatch {
+    /// A PEM certificate; binds its SHA-256 thumbprint (`x5t#S256`).
+    #[arg(long, value_name = "FILE")]
+    cert: Option<PathBuf>,
+    /// The base64url SHA-256 thumbprint of the certificate (`x5t#S256`).
+    #[arg(long, value_name = "X5T")]
+    thumbprint: Option<String>,
+    /// The certificate subject as an RFC 4514 string, such as
+    /// `CN=ci-bot,O=Example`.
+    #[arg(long, value_name = "DN")]
+    subject: Option<String>,
+    /// A subject alternative name: DNS name, URI (such as a SPIFFE id),
+    /// email or IP address.
+    #[arg(long, value_name = "NAME")]
+    san: Option<String>,
+}
+
 #[derive(Subcommand, Debug)]
 enum RemoveCommand {
     /// Remove one message-signing key, for example the old key after a
@@ -164,6 +184,12 @@ enum RemoveCommand {
         /// The key id printed at enrolment.
         #[arg(long, value_name = "ID")]
         key_id: String,
+    },
+    /// Remove one certificate binding.
+    Certificate {
+        identity: String,
+        #[command(flatten)]
+        matching: CertificateMatch,
     },
 }
 
@@ -201,6 +227,25 @@ enum EnrollCommand {
         #[arg(long, value_name = "TIME")]
         not_before: Option<String>,
         /// The key is valid until this RFC 3339 time.
+        #[arg(long, value_name = "TIME")]
+        not_after: Option<String>,
+    },
+    /// Bind client certificates (RFC 8705) to the identity: a request on a
+    /// TLS connection with a matching certificate proves the certificate
+    /// factor without a retry. A certificate must also pass the listener's
+    /// `client_ca_file` check.
+    Certificate {
+        identity: String,
+        #[command(flatten)]
+        matching: CertificateMatch,
+        /// Refuse the identity's token on any connection without a
+        /// matching certificate.
+        #[arg(long)]
+        require: bool,
+        /// The binding is valid from this RFC 3339 time on.
+        #[arg(long, value_name = "TIME")]
+        not_before: Option<String>,
+        /// The binding is valid until this RFC 3339 time.
         #[arg(long, value_name = "TIME")]
         not_after: Option<String>,
     },

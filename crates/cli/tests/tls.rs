@@ -613,3 +613,241 @@ fn check_config_names_bad_files() {
         assert!(stderr.contains(cert) || stderr.contains(key), "{stderr}");
     }
 }
+
+/// Sends `GET path` over HTTPS from `from` with a token and, when given,
+/// the client certificate `client`.
+fn https_get(
+    pki: &Pki,
+    gateway: &Gateway,
+    from: &str,
+    path: &str,
+    token: &str,
+    client: Option<&str>,
+) -> support::CurlResponse {
+    let tls = tls_args(pki, "server-ca", client);
+    let auth = bearer(token);
+    let mut args = strs(&tls);
+    args.extend(["-H", auth.as_str()]);
+    curl(from, &https_url(gateway.port, path), &args)
+}
+
+/// A PKI with a server certificate and two client certificates from one CA:
+/// `bot-cert` for deploy-bot and `other-cert` for someone else.
+fn client_pki() -> Pki {
+    let mut pki = Pki::new();
+    pki.ca("server-ca");
+    pki.ca("client-ca");
+    pki.server("server-ca", "server");
+    pki.issue(
+        "client-ca",
+        "bot-cert",
+        "/O=Stepgate Test/CN=deploy-bot",
+        "URI:spiffe://example.test/deploy-bot",
+        "clientAuth",
+    );
+    pki.issue(
+        "client-ca",
+        "other-cert",
+        "/O=Stepgate Test/CN=other",
+        "URI:spiffe://example.test/other",
+        "clientAuth",
+    );
+    pki
+}
+
+#[test]
+fn bound_certificate_proves_step_up_without_retry() {
+    let pki = client_pki();
+    let upstream = Upstream::start();
+    let tls = tls_table(
+        &pki,
+        "gateway.tls",
+        "server",
+        Some(("optional", "client-ca")),
+    );
+    let mut gateway = Gateway::new(upstream.addr, &tls);
+    let token = gateway.add_with_token("deploy-bot");
+    let bound = gateway.cli_ok(&[
+        "factor",
+        "enroll",
+        "certificate",
+        "deploy-bot",
+        "--cert",
+        pki.path("bot-cert.pem").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        bound.trim(),
+        format!("x5t#S256 {}", pki.thumbprint("bot-cert"))
+    );
+    gateway.start();
+    for i in 0..5 {
+        let response = https_get(
+            &pki,
+            &gateway,
+            "127.0.0.2",
+            &format!("/orders/{i}"),
+            &token,
+            None,
+        );
+        assert_eq!(response.status, 200, "{}", response.body);
+    }
+
+    // A new network without the certificate: challenged, with the
+    // certificate as the factor on offer.
+    let challenged = https_get(&pki, &gateway, "127.0.9.9", "/orders/9", &token, None);
+    assert_eq!(challenged.status, 401, "{}", challenged.body);
+    assert_eq!(challenged.json()["factors"][0]["factor"], "certificate");
+    assert!(
+        challenged
+            .header("www-authenticate")
+            .unwrap()
+            .contains("urn:stepgate:acr:mtls")
+    );
+    // Another certificate from the same CA proves nothing.
+    let other = https_get(
+        &pki,
+        &gateway,
+        "127.0.10.9",
+        "/orders/9",
+        &token,
+        Some("other-cert"),
+    );
+    assert_eq!(other.status, 401, "{}", other.body);
+    // The bound certificate satisfies the step-up on the same request.
+    let proved = https_get(
+        &pki,
+        &gateway,
+        "127.0.11.9",
+        "/orders/9",
+        &token,
+        Some("bot-cert"),
+    );
+    assert_eq!(proved.status, 200, "{}", proved.body);
+
+    gateway.stop();
+    let thumbprint = pki.thumbprint("bot-cert");
+    let audit = gateway.audit();
+    let allowed = audit
+        .iter()
+        .find(|record| record["client_addr"] == "127.0.11.9" && record["event"] == "allow")
+        .expect("an allow record");
+    assert_eq!(allowed["factor"], "certificate", "{allowed}");
+    assert_eq!(
+        allowed["detail"],
+        format!("certificate x5t#S256 {thumbprint}")
+    );
+}
+
+#[test]
+fn certificate_bound_token_refused_without_it() {
+    let pki = client_pki();
+    let upstream = Upstream::start();
+    let tls = tls_table(
+        &pki,
+        "gateway.tls",
+        "server",
+        Some(("optional", "client-ca")),
+    );
+    let mut gateway = Gateway::new(upstream.addr, &tls);
+    let token = gateway.add_with_token("deploy-bot");
+    gateway.cli_ok(&[
+        "factor",
+        "enroll",
+        "certificate",
+        "deploy-bot",
+        "--san",
+        "spiffe://example.test/deploy-bot",
+        "--require",
+    ]);
+    gateway.start();
+    let with = https_get(
+        &pki,
+        &gateway,
+        "127.0.0.2",
+        "/orders/1",
+        &token,
+        Some("bot-cert"),
+    );
+    assert_eq!(with.status, 200, "{}", with.body);
+    let without = https_get(&pki, &gateway, "127.0.0.2", "/orders/1", &token, None);
+    assert_eq!(without.status, 401, "{}", without.body);
+    let other = https_get(
+        &pki,
+        &gateway,
+        "127.0.0.2",
+        "/orders/1",
+        &token,
+        Some("other-cert"),
+    );
+    assert_eq!(other.status, 401, "{}", other.body);
+    assert_eq!(upstream.count(), 1);
+
+    // The binding removed, the token works alone again.
+    gateway.cli_ok(&[
+        "factor",
+        "remove",
+        "certificate",
+        "deploy-bot",
+        "--san",
+        "spiffe://example.test/deploy-bot",
+    ]);
+    support::wait_for_reload();
+    let alone = https_get(&pki, &gateway, "127.0.0.2", "/orders/1", &token, None);
+    assert_eq!(alone.status, 200, "{}", alone.body);
+
+    gateway.stop();
+    let failures: Vec<String> = gateway
+        .audit()
+        .into_iter()
+        .filter(|record| record["event"] == "auth_failure")
+        .map(|record| record["detail"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(failures.len(), 2, "{failures:?}");
+    assert!(
+        failures[0].contains("bound to a client certificate"),
+        "{failures:?}"
+    );
+    let other_thumbprint = pki.thumbprint("other-cert");
+    assert!(failures[1].contains(&other_thumbprint), "{failures:?}");
+}
+
+#[test]
+fn certificate_binding_errors_name_the_problem() {
+    let upstream = Upstream::start();
+    let gateway = Gateway::new(upstream.addr, "");
+    gateway.cli_ok(&["identity", "add", "bot"]);
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--thumbprint", "abc"],
+            "not a base64url SHA-256 thumbprint",
+        ),
+        (
+            &["--cert", "/nonexistent/cert.pem"],
+            "cannot read certificate file",
+        ),
+        (&["--san", "x", "--subject", "CN=x"], "cannot be used with"),
+        (
+            &[
+                "--san",
+                "x",
+                "--not-before",
+                "2030-01-01T00:00:00Z",
+                "--not-after",
+                "2029-01-01T00:00:00Z",
+            ],
+            "never be valid",
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut full = vec!["factor", "enroll", "certificate", "bot"];
+        full.extend_from_slice(args);
+        let output = gateway.cli(&full);
+        assert!(!output.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    let output = gateway.cli(&["factor", "remove", "certificate", "bot", "--san", "absent"]);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("has no certificate binding san absent")
+    );
+}

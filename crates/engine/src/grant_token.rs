@@ -31,7 +31,7 @@ pub enum GrantTokenError {
     WrongIdentity,
     #[error("grant token does not cover this request's scope or network")]
     OutOfScope,
-    #[error("grant token is bound to a DPoP key this request did not prove")]
+    #[error("grant token is bound to a DPoP key or certificate this request did not prove")]
     WrongKey,
 }
 
@@ -52,10 +52,14 @@ struct Claims {
     cnf: Option<Confirmation>,
 }
 
-/// The key a grant is bound to (RFC 7800, RFC 9449 §6.1).
+/// The key a grant is bound to: a DPoP key (RFC 9449 §6.1) or a client
+/// certificate (RFC 8705 §3.1).
 #[derive(Debug, Deserialize, Serialize)]
 struct Confirmation {
-    jkt: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jkt: Option<String>,
+    #[serde(rename = "x5t#S256", skip_serializing_if = "Option::is_none")]
+    x5t: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -138,8 +142,9 @@ impl GrantKeys {
         &self.kid
     }
 
-    /// Signs a token for `grant`, bound to the DPoP key `jkt` when given.
-    pub(crate) fn issue(&self, grant: &Grant, jkt: Option<&str>) -> String {
+    /// Signs a token for `grant`, bound to the DPoP key `jkt` and the
+    /// client certificate `x5t` when given.
+    pub(crate) fn issue(&self, grant: &Grant, jkt: Option<&str>, x5t: Option<&str>) -> String {
         let header = serde_json::json!({ "alg": "EdDSA", "typ": TOKEN_TYPE, "kid": self.kid });
         let claims = Claims {
             sub: grant.identity.to_string(),
@@ -149,8 +154,9 @@ impl GrantKeys {
             res: grant.scope.resource.clone(),
             net: grant.network.to_string(),
             acr: grant.factor.acr().to_owned(),
-            cnf: jkt.map(|jkt| Confirmation {
-                jkt: jkt.to_owned(),
+            cnf: (jkt.is_some() || x5t.is_some()).then(|| Confirmation {
+                jkt: jkt.map(str::to_owned),
+                x5t: x5t.map(str::to_owned),
             }),
         };
         let claims = serde_json::to_string(&claims).unwrap_or_default();
@@ -167,8 +173,10 @@ impl GrantKeys {
     }
 
     /// Checks a presented token and returns the grant it carries when it
-    /// covers this identity, scope and network at `now`. `proved_jkt` is
-    /// the thumbprint of the DPoP key this request proved, if any.
+    /// covers this identity, scope and network at `now`. `proved_jkt` and
+    /// `proved_x5t` are the thumbprints of the DPoP key and the client
+    /// certificate this request proved, if any.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn verify(
         &self,
         token: &str,
@@ -176,6 +184,7 @@ impl GrantKeys {
         scope: &GrantScope,
         network: Network,
         proved_jkt: Option<&str>,
+        proved_x5t: Option<&str>,
         now: Timestamp,
     ) -> Result<Grant, GrantTokenError> {
         if token.len() > MAX_TOKEN_BYTES {
@@ -224,10 +233,12 @@ impl GrantKeys {
         if action != scope.action || claims.res != scope.resource || granted_network != network {
             return Err(GrantTokenError::OutOfScope);
         }
-        if let Some(cnf) = &claims.cnf
-            && proved_jkt != Some(cnf.jkt.as_str())
-        {
-            return Err(GrantTokenError::WrongKey);
+        if let Some(cnf) = &claims.cnf {
+            let jkt_ok = cnf.jkt.is_none() || cnf.jkt.as_deref() == proved_jkt;
+            let x5t_ok = cnf.x5t.is_none() || cnf.x5t.as_deref() == proved_x5t;
+            if !(jkt_ok && x5t_ok) {
+                return Err(GrantTokenError::WrongKey);
+            }
         }
         let factor = FactorKind::ALL
             .into_iter()
@@ -283,6 +294,7 @@ mod tests {
             &scope("/orders/{n}"),
             Network::of("127.0.9.200".parse().unwrap()),
             None,
+            None,
             Timestamp::from_secs(at),
         )
     }
@@ -290,7 +302,7 @@ mod tests {
     #[test]
     fn issued_token_verifies_until_expiry() {
         let keys = keys();
-        let token = keys.issue(&grant(), None);
+        let token = keys.issue(&grant(), None, None);
         let verified = check(&keys, &token, NOW + 299).unwrap();
         assert_eq!(verified.factor, FactorKind::Signature);
         assert_eq!(verified.proved_at, Timestamp::from_secs(NOW));
@@ -303,7 +315,7 @@ mod tests {
     #[test]
     fn other_replica_key_is_trusted_when_configured() {
         let issuer = keys();
-        let token = issuer.issue(&grant(), None);
+        let token = issuer.issue(&grant(), None, None);
         let stranger = keys();
         assert!(matches!(
             check(&stranger, &token, NOW),
@@ -323,22 +335,38 @@ mod tests {
     #[test]
     fn token_covers_only_its_identity_scope_and_network() {
         let keys = keys();
-        let token = keys.issue(&grant(), None);
+        let token = keys.issue(&grant(), None, None);
         let now = Timestamp::from_secs(NOW);
         let network = Network::of("127.0.9.1".parse().unwrap());
         let other = IdentityName::new("other").unwrap();
         let bot = IdentityName::new("bot").unwrap();
         assert_eq!(
-            keys.verify(&token, &other, &scope("/orders/{n}"), network, None, now),
+            keys.verify(
+                &token,
+                &other,
+                &scope("/orders/{n}"),
+                network,
+                None,
+                None,
+                now
+            ),
             Err(GrantTokenError::WrongIdentity)
         );
         assert_eq!(
-            keys.verify(&token, &bot, &scope("/admin"), network, None, now),
+            keys.verify(&token, &bot, &scope("/admin"), network, None, None, now),
             Err(GrantTokenError::OutOfScope)
         );
         let elsewhere = Network::of("127.0.10.1".parse().unwrap());
         assert_eq!(
-            keys.verify(&token, &bot, &scope("/orders/{n}"), elsewhere, None, now),
+            keys.verify(
+                &token,
+                &bot,
+                &scope("/orders/{n}"),
+                elsewhere,
+                None,
+                None,
+                now
+            ),
             Err(GrantTokenError::OutOfScope)
         );
     }
@@ -346,20 +374,35 @@ mod tests {
     #[test]
     fn bound_token_needs_its_dpop_key() {
         let keys = keys();
-        let token = keys.issue(&grant(), Some("jkt-1"));
+        let token = keys.issue(&grant(), Some("jkt-1"), None);
         let bot = IdentityName::new("bot").unwrap();
         let network = Network::of("127.0.9.1".parse().unwrap());
         let now = Timestamp::from_secs(NOW);
-        let verify = |jkt| keys.verify(&token, &bot, &scope("/orders/{n}"), network, jkt, now);
+        let verify =
+            |jkt| keys.verify(&token, &bot, &scope("/orders/{n}"), network, jkt, None, now);
         assert_eq!(verify(None), Err(GrantTokenError::WrongKey));
         assert_eq!(verify(Some("jkt-2")), Err(GrantTokenError::WrongKey));
         assert!(verify(Some("jkt-1")).is_ok());
     }
 
     #[test]
+    fn bound_token_needs_its_certificate() {
+        let keys = keys();
+        let token = keys.issue(&grant(), None, Some("x5t-1"));
+        let bot = IdentityName::new("bot").unwrap();
+        let network = Network::of("127.0.9.1".parse().unwrap());
+        let now = Timestamp::from_secs(NOW);
+        let verify =
+            |x5t| keys.verify(&token, &bot, &scope("/orders/{n}"), network, None, x5t, now);
+        assert_eq!(verify(None), Err(GrantTokenError::WrongKey));
+        assert_eq!(verify(Some("x5t-2")), Err(GrantTokenError::WrongKey));
+        assert!(verify(Some("x5t-1")).is_ok());
+    }
+
+    #[test]
     fn altered_or_malformed_tokens_fail() {
         let keys = keys();
-        let token = keys.issue(&grant(), None);
+        let token = keys.issue(&grant(), None, None);
         let (header, rest) = token.split_once('.').unwrap();
         let (claims, signature) = rest.split_once('.').unwrap();
         let mut decoded: serde_json::Value =

@@ -141,6 +141,9 @@ pub enum AuthFailure {
     DpopInvalid,
     /// A DPoP proof lacked the nonce the gateway requires.
     DpopNonce,
+    /// The identity's token is bound to a client certificate and came on a
+    /// connection without a matching one.
+    CertificateRequired,
 }
 
 impl AuthFailure {
@@ -156,6 +159,9 @@ impl AuthFailure {
             AuthFailure::DpopRequired => "token is DPoP-bound and came without a DPoP proof",
             AuthFailure::DpopInvalid => "DPoP proof missing, invalid or by another key",
             AuthFailure::DpopNonce => "DPoP proof without the current nonce",
+            AuthFailure::CertificateRequired => {
+                "token is bound to a client certificate and came without it"
+            }
         }
     }
 }
@@ -441,6 +447,29 @@ impl Engine {
                 }
             }
         };
+        let proved_certificate = match self.check_certificate(&credentials, &identity, &input, now)
+        {
+            Ok(proved) => proved,
+            Err(failure) => {
+                self.record_failure(
+                    &identity,
+                    FailureKind::Authentication,
+                    now,
+                    input.facts.network(),
+                );
+                entry.event = Some(Event::AuthFailure);
+                entry.detail = Some(match &input.client_certificate {
+                    Some(certificate) => format!(
+                        "{} (presented x5t#S256 {})",
+                        failure.as_str(),
+                        certificate.thumbprint_sha256
+                    ),
+                    None => failure.as_str().to_owned(),
+                });
+                tracing::info!(identity = %identity, reason = failure.as_str(), "certificate-bound token rejected");
+                return Verdict::Unauthenticated(failure, self.audit.durable(entry));
+            }
+        };
         input.facts.credential = entry.token_id.clone();
         if let Some(locator) = &self.locator {
             input.facts.location = locator.locate(input.facts.client_addr);
@@ -513,6 +542,10 @@ impl Engine {
         if proved_dpop {
             assurance.add(FactorKind::Dpop, now);
         }
+        if let Some(thumbprint) = &proved_certificate {
+            assurance.add(FactorKind::Certificate, now);
+            entry.detail = Some(format!("certificate x5t#S256 {thumbprint}"));
+        }
         self.grants.with(&identity, |grants| {
             for grant in grants
                 .iter()
@@ -526,8 +559,11 @@ impl Engine {
             .get(&identity)
             .filter(|_| proved_dpop || stepped_up == Some(FactorKind::Dpop))
             .map(|binding| binding.thumbprint.as_str());
+        let proved_x5t = proved_certificate.as_deref();
         if let (Some(keys), Some(token)) = (&self.grant_keys, input.grant_token) {
-            match keys.verify(token, &identity, &scope, network, proved_jkt, now) {
+            match keys.verify(
+                token, &identity, &scope, network, proved_jkt, proved_x5t, now,
+            ) {
                 Ok(grant) => assurance.add(grant.factor, grant.proved_at),
                 Err(err) => {
                     tracing::info!(identity = %identity, error = %err, "grant token not counted");
@@ -545,7 +581,7 @@ impl Engine {
                     now,
                     self.settings.step_up.max_age(),
                 );
-                Some(keys.issue(&grant, proved_jkt))
+                Some(keys.issue(&grant, proved_jkt, proved_x5t))
             }
             _ => None,
         };
@@ -771,6 +807,37 @@ impl Engine {
         }
     }
 
+    /// Checks the identity's certificate bindings against the connection's
+    /// client certificate. Returns the thumbprint of a matching certificate,
+    /// which proves the certificate factor; fails when a binding is
+    /// required and nothing matches.
+    fn check_certificate(
+        &self,
+        credentials: &Credentials,
+        identity: &IdentityName,
+        input: &RequestInput<'_>,
+        now: Timestamp,
+    ) -> Result<Option<String>, AuthFailure> {
+        let Some(bindings) = credentials.certificates.get(identity) else {
+            return Ok(None);
+        };
+        let matched = input.client_certificate.as_deref().filter(|certificate| {
+            bindings
+                .iter()
+                .any(|binding| binding.matches(certificate, now))
+        });
+        if let Some(certificate) = matched {
+            return Ok(Some(certificate.thumbprint_sha256.clone()));
+        }
+        if let Some(certificate) = &input.client_certificate {
+            tracing::info!(identity = %identity, tls.client.x5t_s256 = %certificate.thumbprint_sha256, "client certificate matches no binding of the identity");
+        }
+        if bindings.iter().any(|binding| binding.required) {
+            return Err(AuthFailure::CertificateRequired);
+        }
+        Ok(None)
+    }
+
     fn record_failure(
         &self,
         identity: &IdentityName,
@@ -793,6 +860,9 @@ impl Engine {
         }
         if credentials.dpop.contains_key(identity) {
             factors.push(FactorKind::Dpop);
+        }
+        if credentials.certificates.contains_key(identity) {
+            factors.push(FactorKind::Certificate);
         }
         if credentials.signing_keys.contains_key(identity) {
             factors.push(FactorKind::Signature);

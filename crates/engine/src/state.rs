@@ -6,6 +6,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
 use parking_lot::Mutex;
+use stepgate_core::ClientCertificate;
 use stepgate_core::{
     Grant, GrantScope, Identity, IdentityName, Network, SignalKind, Timestamp, TokenHash,
 };
@@ -13,6 +14,7 @@ use stepgate_factors::totp::{Algorithm, TotpParams, TotpSecret};
 use stepgate_pop::{PublicJwk, SignatureAlgorithm};
 use stepgate_risk::{Accepted, Baseline, Failures};
 use stepgate_store::{SignatureKeyRecord, Snapshot, TotpRecord};
+use subtle::ConstantTimeEq;
 
 /// Identities, tokens and factors, rebuilt whenever the store's revision
 /// changes.
@@ -28,6 +30,64 @@ pub(crate) struct Credentials {
     pub(crate) dpop: HashMap<IdentityName, DpopBinding>,
     /// Each identity's message-signing keys, oldest first.
     pub(crate) signing_keys: HashMap<IdentityName, Vec<SigningKey>>,
+    /// Each identity's client-certificate bindings.
+    pub(crate) certificates: HashMap<IdentityName, Vec<CertificateBinding>>,
+}
+
+/// What a certificate binding compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CertificateRule {
+    /// The SHA-256 thumbprint of the certificate (`x5t#S256`).
+    Thumbprint,
+    /// The subject, as an RFC 4514 string.
+    Subject,
+    /// One subject alternative name: a DNS name, URI, email or IP address.
+    San,
+}
+
+impl CertificateRule {
+    pub(crate) fn from_name(name: &str) -> Option<CertificateRule> {
+        match name {
+            "x5t#S256" => Some(CertificateRule::Thumbprint),
+            "subject" => Some(CertificateRule::Subject),
+            "san" => Some(CertificateRule::San),
+            _ => None,
+        }
+    }
+}
+
+/// A rule binding client certificates to an identity.
+pub(crate) struct CertificateBinding {
+    pub(crate) rule: CertificateRule,
+    pub(crate) value: String,
+    pub(crate) required: bool,
+    pub(crate) not_before: Option<Timestamp>,
+    pub(crate) not_after: Option<Timestamp>,
+}
+
+impl CertificateBinding {
+    /// True when `certificate` satisfies the rule at `now`.
+    pub(crate) fn matches(&self, certificate: &ClientCertificate, now: Timestamp) -> bool {
+        let in_window = self.not_before.is_none_or(|from| now >= from)
+            && self.not_after.is_none_or(|until| now <= until);
+        in_window
+            && match self.rule {
+                CertificateRule::Thumbprint => bool::from(
+                    certificate
+                        .thumbprint_sha256
+                        .as_bytes()
+                        .ct_eq(self.value.as_bytes()),
+                ),
+                CertificateRule::Subject => certificate.subject == self.value,
+                CertificateRule::San => certificate
+                    .dns_names
+                    .iter()
+                    .chain(&certificate.uris)
+                    .chain(&certificate.emails)
+                    .chain(&certificate.ip_addresses)
+                    .any(|name| *name == self.value),
+            }
+    }
 }
 
 /// A key that signs HTTP messages for an identity.
@@ -152,6 +212,23 @@ impl Credentials {
                 }
             }
         }
+        let mut certificates: HashMap<IdentityName, Vec<CertificateBinding>> = HashMap::new();
+        for record in snapshot.certificates {
+            let Some(rule) = CertificateRule::from_name(&record.rule) else {
+                tracing::error!(identity = %record.identity, rule = %record.rule, "stored certificate binding has an unknown rule, ignored");
+                continue;
+            };
+            certificates
+                .entry(record.identity)
+                .or_default()
+                .push(CertificateBinding {
+                    rule,
+                    value: record.value,
+                    required: record.required,
+                    not_before: record.not_before,
+                    not_after: record.not_after,
+                });
+        }
         Self {
             revision: snapshot.revision,
             identities,
@@ -160,6 +237,7 @@ impl Credentials {
             accepted,
             dpop,
             signing_keys,
+            certificates,
         }
     }
 }
