@@ -1,7 +1,8 @@
 //! Verifications per second of each proof-of-possession check: DPoP proofs
 //! (ES256, EdDSA, PS256, with every §4.3 check and the replay cache) and
 //! RFC 9421 signatures (ecdsa-p256-sha256, ed25519, rsa-pss-sha512 over a
-//! base the size of the RFC's examples), each on one thread.
+//! base the size of the RFC's examples, alone and as the whole check of a
+//! step-up answer with a 1 KiB body), each on one thread.
 //!
 //! Run with `cargo bench -p stepgate-pop --bench verify`;
 //! `scripts/bench-factors` runs it next to `openssl speed` for the same
@@ -19,7 +20,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use stepgate_core::Timestamp;
-use stepgate_pop::httpsig::{SignatureAlgorithm, parse_signature_input, verify_signature};
+use stepgate_pop::httpsig::{
+    Message, SignatureAlgorithm, byte_sequence, parse_signature_input, signature_base,
+    signature_bytes, verify_signature,
+};
 use stepgate_pop::{DpopWindow, ProofTarget, PublicJwk, ReplayCache, verify_proof};
 
 const URI: &str = "https://api.example.com/v1/orders";
@@ -131,6 +135,31 @@ fn main() {
         let signature = (key.sign)(BASE.as_bytes(), true);
         per_second(&format!("rfc9421 {}", key.sig_alg.name()), |_| {
             verify_signature(&public, key.sig_alg, input, BASE, &signature).unwrap();
+        });
+        // The whole answer check: parse both fields, check the body's
+        // digest, rebuild the base from the request, verify.
+        let body = vec![b'x'; 1024];
+        let digest = stepgate_pop::content_digest(&body);
+        let fields = [("content-digest", digest.as_str())];
+        let message = Message {
+            method: Some("POST"),
+            scheme: "https",
+            authority: "api.example.com",
+            path: "/v1/orders",
+            query: None,
+            status: None,
+            fields: &fields,
+        };
+        let header = r#"sig=("@method" "@target-uri" "@authority" "content-digest");created=1800000000;keyid="k";nonce="ch_0123456789abcdef""#;
+        let parsed = &parse_signature_input(header).unwrap()[0];
+        let base = signature_base(&message, parsed).unwrap();
+        let value = format!("sig={}", byte_sequence(&(key.sign)(base.as_bytes(), true)));
+        per_second(&format!("rfc9421 answer {}", key.sig_alg.name()), |_| {
+            stepgate_pop::verify_content_digest(&digest, &body).unwrap();
+            let input = &parse_signature_input(header).unwrap()[0];
+            let base = signature_base(&message, input).unwrap();
+            let bytes = signature_bytes(&value, "sig").unwrap();
+            verify_signature(&public, key.sig_alg, input, &base, &bytes).unwrap();
         });
     }
 }
