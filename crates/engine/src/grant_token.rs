@@ -1,7 +1,8 @@
 //! Grants as short-lived signed tokens, so that another replica can check a
-//! step-up without a shared lookup: a compact JWS (RFC 7515) signed with
-//! the gateway's Ed25519 key, bound to the identity, the scope, the client
-//! network and, where the step-up used one, the DPoP key (RFC 7800 `cnf`).
+//! step-up without a shared lookup. A token is a compact JWS (RFC 7515)
+//! signed with the gateway's Ed25519 key. It is bound to the identity, the
+//! scope, the client network and, where the request proved one, the DPoP
+//! key or client certificate (RFC 7800 `cnf`).
 
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use base64::Engine as _;
@@ -13,10 +14,10 @@ use stepgate_pop::{Algorithm, PublicJwk};
 /// Media type in the token's `typ` header.
 const TOKEN_TYPE: &str = "stepgate-grant+jwt";
 
-/// Longest token accepted, in bytes; longer ones are not parsed.
+/// Maximum token length in bytes. Longer tokens are not parsed.
 const MAX_TOKEN_BYTES: usize = 4096;
 
-/// Why a presented grant token does not count.
+/// Reason a presented grant token does not count.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum GrantTokenError {
     #[error("grant token is malformed: {0}")]
