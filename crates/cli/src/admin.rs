@@ -308,10 +308,7 @@ pub(crate) fn enroll(path: Option<&Path>, command: EnrollCommand) -> anyhow::Res
             not_before,
             not_after,
         } => {
-            let window = (
-                parse_time("--not-before", not_before.as_deref())?,
-                parse_time("--not-after", not_after.as_deref())?,
-            );
+            let window = parse_window(not_before.as_deref(), not_after.as_deref())?;
             return enroll_dpop(path, &identity, &jwk, require, window);
         }
         EnrollCommand::Certificate {
@@ -321,10 +318,7 @@ pub(crate) fn enroll(path: Option<&Path>, command: EnrollCommand) -> anyhow::Res
             not_before,
             not_after,
         } => {
-            let window = (
-                parse_time("--not-before", not_before.as_deref())?,
-                parse_time("--not-after", not_after.as_deref())?,
-            );
+            let window = parse_window(not_before.as_deref(), not_after.as_deref())?;
             return bind_certificate(path, &identity, &matching, require, window);
         }
         EnrollCommand::Signature {
@@ -334,10 +328,7 @@ pub(crate) fn enroll(path: Option<&Path>, command: EnrollCommand) -> anyhow::Res
             not_before,
             not_after,
         } => {
-            let window = (
-                parse_time("--not-before", not_before.as_deref())?,
-                parse_time("--not-after", not_after.as_deref())?,
-            );
+            let window = parse_window(not_before.as_deref(), not_after.as_deref())?;
             return enroll_signature(path, &identity, &key, key_id, window);
         }
     };
@@ -375,11 +366,6 @@ fn enroll_dpop(
     required: bool,
     (not_before, not_after): (Option<Timestamp>, Option<Timestamp>),
 ) -> anyhow::Result<ExitCode> {
-    if let (Some(from), Some(until)) = (not_before, not_after)
-        && from > until
-    {
-        bail!("--not-before is after --not-after; the key would never be valid");
-    }
     let text = read_key_file(jwk_path, "JWK")?;
     let value: serde_json::Value = serde_json::from_str(&text).with_context(|| {
         format!(
@@ -435,11 +421,6 @@ fn enroll_signature(
     key_id: Option<String>,
     (not_before, not_after): (Option<Timestamp>, Option<Timestamp>),
 ) -> anyhow::Result<ExitCode> {
-    if let (Some(from), Some(until)) = (not_before, not_after)
-        && from > until
-    {
-        bail!("--not-before is after --not-after; the key would never be valid");
-    }
     let text = read_key_file(key_path, "public key")?;
     let key = if text.trim_start().starts_with('{') {
         let value: serde_json::Value = serde_json::from_str(&text)
@@ -555,11 +536,6 @@ fn bind_certificate(
     required: bool,
     (not_before, not_after): (Option<Timestamp>, Option<Timestamp>),
 ) -> anyhow::Result<ExitCode> {
-    if let (Some(from), Some(until)) = (not_before, not_after)
-        && from > until
-    {
-        bail!("--not-before is after --not-after; the binding would never be valid");
-    }
     let (rule, value) = certificate_rule(matching)?;
     let config = load_config(path)?;
     let store = open_store(&config)?;
@@ -797,6 +773,22 @@ fn parse_signal(name: &str) -> anyhow::Result<SignalKind> {
         let names: Vec<&str> = SignalKind::ALL.iter().map(|kind| kind.name()).collect();
         anyhow::anyhow!("unknown signal {name:?}; use one of: {}", names.join(", "))
     })
+}
+
+/// Reads `--not-before` and `--not-after`, rejecting a window that ends
+/// before it starts.
+fn parse_window(
+    not_before: Option<&str>,
+    not_after: Option<&str>,
+) -> anyhow::Result<(Option<Timestamp>, Option<Timestamp>)> {
+    let from = parse_time("--not-before", not_before)?;
+    let until = parse_time("--not-after", not_after)?;
+    if let (Some(from), Some(until)) = (from, until)
+        && from > until
+    {
+        bail!("--not-before is after --not-after; the window would never be valid");
+    }
+    Ok((from, until))
 }
 
 fn parse_time(flag: &str, text: Option<&str>) -> anyhow::Result<Option<Timestamp>> {
