@@ -4,6 +4,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use serde_json::json;
 use stepgate_config::Config;
 use stepgate_core::{
@@ -493,16 +495,12 @@ fn public_jwk_json(key: &stepgate_pop::PublicJwk) -> serde_json::Value {
 fn certificate_rule(matching: &CertificateMatch) -> anyhow::Result<(&'static str, String)> {
     if let Some(file) = &matching.cert {
         let text = read_key_file(file, "certificate")?;
-        let begin = "-----BEGIN CERTIFICATE-----";
-        let end = "-----END CERTIFICATE-----";
-        let body = text
-            .split_once(begin)
-            .and_then(|(_, rest)| rest.split_once(end))
-            .map(|(body, _)| body)
-            .with_context(|| format!("{} has no {begin} block", file.display()))?;
-        let base64: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-        let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, base64)
-            .with_context(|| format!("{}: the certificate block is not base64", file.display()))?;
+        let der = CertificateDer::from_pem_slice(text.as_bytes()).map_err(|err| {
+            anyhow::anyhow!(
+                "{} has no valid -----BEGIN CERTIFICATE----- block ({err})",
+                file.display()
+            )
+        })?;
         return Ok((
             "x5t#S256",
             stepgate_core::ClientCertificate::thumbprint(&der),

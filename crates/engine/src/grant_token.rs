@@ -7,6 +7,8 @@
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rustls_pki_types::PrivatePkcs8KeyDer;
+use rustls_pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 use stepgate_core::{Action, FactorKind, Grant, GrantScope, IdentityName, Network, Timestamp};
 use stepgate_pop::{Algorithm, PublicJwk};
@@ -109,18 +111,9 @@ impl GrantKeys {
 
     /// Builds the keys from a PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`).
     pub fn from_pem(text: &str, others: Vec<PublicJwk>) -> Result<GrantKeys, String> {
-        let begin = "-----BEGIN PRIVATE KEY-----";
-        let end = "-----END PRIVATE KEY-----";
-        let body = text
-            .split_once(begin)
-            .and_then(|(_, rest)| rest.split_once(end))
-            .map(|(body, _)| body)
-            .ok_or_else(|| format!("no {begin} block"))?;
-        let base64: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-        let der = base64::engine::general_purpose::STANDARD
-            .decode(base64)
-            .map_err(|_| "the private key block is not base64".to_owned())?;
-        GrantKeys::new(&der, others)
+        let der = PrivatePkcs8KeyDer::from_pem_slice(text.as_bytes())
+            .map_err(|_| "no valid -----BEGIN PRIVATE KEY----- block".to_owned())?;
+        GrantKeys::new(der.secret_pkcs8_der(), others)
     }
 
     /// Generates a new Ed25519 signing key as PKCS#8 PEM.

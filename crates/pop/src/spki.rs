@@ -3,7 +3,9 @@
 //! [`PublicJwk`].
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rustls_pki_types::SubjectPublicKeyInfoDer;
+use rustls_pki_types::pem::{self, PemObject};
 use serde_json::json;
 
 use crate::{PopError, PublicJwk};
@@ -33,22 +35,12 @@ pub fn public_key_from_pem(text: &str) -> Result<PublicJwk, PopError> {
                 .to_owned(),
         ));
     }
-    let begin = "-----BEGIN PUBLIC KEY-----";
-    let end = "-----END PUBLIC KEY-----";
-    let start = text
-        .find(begin)
-        .ok_or_else(|| malformed("no -----BEGIN PUBLIC KEY----- block"))?;
-    let body = &text[start + begin.len()..];
-    let stop = body
-        .find(end)
-        .ok_or_else(|| malformed("no -----END PUBLIC KEY----- line"))?;
-    let base64: String = body[..stop]
-        .chars()
-        .filter(|c| !c.is_ascii_whitespace())
-        .collect();
-    let der = STANDARD
-        .decode(base64)
-        .map_err(|_| malformed("the block is not base64"))?;
+    let der =
+        SubjectPublicKeyInfoDer::from_pem_slice(text.as_bytes()).map_err(|err| match err {
+            pem::Error::NoItemsFound => malformed("no -----BEGIN PUBLIC KEY----- block"),
+            pem::Error::MissingSectionEnd { .. } => malformed("no -----END PUBLIC KEY----- line"),
+            _ => malformed("the block is not base64"),
+        })?;
     public_key_from_spki(&der)
 }
 
