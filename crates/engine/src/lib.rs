@@ -480,25 +480,14 @@ impl Engine {
         if let Some(answer) = input.answer {
             let token = presented_token(input.authorization).map(|(_, token)| token);
             match self.answer_challenge(&credentials, &identity, &input.facts, answer, token, now) {
-                Ok(factor) => {
+                Ok(proved) => {
                     let mut success = entry.clone();
                     success.event = Some(Event::StepUpSuccess);
-                    success.factor = Some(factor.name().to_owned());
+                    success.factor = Some(proved.factor.name().to_owned());
                     success.challenge_id = Some(answer.challenge_id.to_owned());
-                    if factor == FactorKind::Dpop
-                        && let Some(binding) = credentials.dpop.get(&identity)
-                    {
-                        // The proof's key is the bound one; name it by thumbprint.
-                        success.detail = Some(format!("dpop key {}", binding.thumbprint));
-                    }
-                    if factor == FactorKind::Signature {
-                        success.detail = answer
-                            .signature
-                            .and_then(|signature| signed_key_id(signature, answer.challenge_id))
-                            .map(|key_id| format!("signature key {key_id}"));
-                    }
+                    success.detail = proved.key;
                     step_up_receipt = Some(self.audit.durable(success));
-                    stepped_up = Some(factor);
+                    stepped_up = Some(proved.factor);
                 }
                 Err(failure) => {
                     entry.event = Some(Event::StepUpFailure);
@@ -904,15 +893,6 @@ pub fn evaluate_policy(
         weekday: facts.time.hour_of_week() / 24,
     };
     policy.decide(&input, offered)
-}
-
-/// The `keyid` of the signature made for a challenge, for the audit trail.
-fn signed_key_id(answer: SignatureAnswer<'_>, challenge_id: &str) -> Option<String> {
-    stepgate_pop::httpsig::parse_signature_input(&answer.inputs.join(", "))
-        .ok()?
-        .into_iter()
-        .find(|input| input.nonce.as_deref() == Some(challenge_id))?
-        .keyid
 }
 
 /// Splits an `Authorization` header of the `Bearer` or `DPoP` scheme into

@@ -35,6 +35,13 @@ pub(crate) enum DpopRejection {
 }
 use crate::{Engine, StepUpAnswer};
 
+/// A factor proved by a step-up answer, with the key that proved it for
+/// the audit trail, such as `signature key hsm-1`.
+pub(crate) struct ProvedFactor {
+    pub(crate) factor: FactorKind,
+    pub(crate) key: Option<String>,
+}
+
 /// Steps of clock drift accepted on each side of the current TOTP step.
 const TOTP_DRIFT_STEPS: u64 = 1;
 
@@ -147,7 +154,7 @@ impl Engine {
         answer: StepUpAnswer<'_>,
         token: Option<&str>,
         now: Timestamp,
-    ) -> Result<FactorKind, StepUpFailure> {
+    ) -> Result<ProvedFactor, StepUpFailure> {
         let result = self.check_answer(credentials, identity, facts, answer, token, now);
         match &result {
             Ok(_) => {
@@ -173,7 +180,7 @@ impl Engine {
         answer: StepUpAnswer<'_>,
         token: Option<&str>,
         now: Timestamp,
-    ) -> Result<FactorKind, StepUpFailure> {
+    ) -> Result<ProvedFactor, StepUpFailure> {
         let challenge = self
             .challenges
             .get(answer.challenge_id)
@@ -213,13 +220,17 @@ impl Engine {
                     DpopRejection::WrongKey => StepUpFailure::WrongKey,
                 })?;
             tracing::info!(identity = %identity, dpop.jkt = %proof.thumbprint, dpop.alg = proof.algorithm.name(), "DPoP proof accepted");
-            return self.grant(
+            self.grant(
                 identity,
                 answer.challenge_id,
                 challenge,
                 FactorKind::Dpop,
                 now,
-            );
+            )?;
+            return Ok(ProvedFactor {
+                factor: FactorKind::Dpop,
+                key: Some(format!("dpop key {}", proof.thumbprint)),
+            });
         }
         if let Some(signature) = answer.signature
             && challenge.factors.contains(&FactorKind::Signature)
@@ -230,13 +241,17 @@ impl Engine {
                 .ok_or(StepUpFailure::NotEnrolled)?;
             let key_id = self.verify_signed_answer(keys, signature, answer.challenge_id, now)?;
             tracing::info!(identity = %identity, key.id = %key_id, "message signature accepted");
-            return self.grant(
+            self.grant(
                 identity,
                 answer.challenge_id,
                 challenge,
                 FactorKind::Signature,
                 now,
-            );
+            )?;
+            return Ok(ProvedFactor {
+                factor: FactorKind::Signature,
+                key: Some(format!("signature key {key_id}")),
+            });
         }
         if !challenge.factors.contains(&FactorKind::Totp) {
             if challenge.factors.contains(&FactorKind::Signature) {
@@ -295,7 +310,11 @@ impl Engine {
             challenge,
             FactorKind::Totp,
             now,
-        )
+        )?;
+        Ok(ProvedFactor {
+            factor: FactorKind::Totp,
+            key: None,
+        })
     }
 
     /// Verifies a DPoP proof by an identity's bound key: the key's validity
@@ -467,7 +486,7 @@ impl Engine {
         challenge: Challenge,
         factor: FactorKind,
         now: Timestamp,
-    ) -> Result<FactorKind, StepUpFailure> {
+    ) -> Result<(), StepUpFailure> {
         if self.challenges.remove(challenge_id).is_none() {
             return Err(StepUpFailure::UnknownChallenge);
         }
@@ -483,7 +502,7 @@ impl Engine {
             grants.retain(|existing| existing.expires_at > now);
             grants.push(grant);
         });
-        Ok(factor)
+        Ok(())
     }
 
     /// Counts a wrong or replayed code and locks the factor when the count

@@ -228,11 +228,19 @@ async fn decide_and_forward(
         Some(reason) => BodyDigest::Mismatch(reason),
         None => digest_state,
     };
-    let fields: Vec<(&str, &str)> = headers
-        .iter()
-        .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
-        .collect();
-    let signed_path = format!("{}{}", shared.origin.prefix, prepared.facts.path);
+    // Only a signed answer needs the header list and the public path.
+    let (fields, signed_path): (Vec<(&str, &str)>, String) = if signs {
+        let fields = headers
+            .iter()
+            .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
+            .collect();
+        (
+            fields,
+            format!("{}{}", shared.origin.prefix, prepared.facts.path),
+        )
+    } else {
+        (Vec::new(), String::new())
+    };
     let signature = signs.then_some(SignatureAnswer {
         inputs: &signature_inputs,
         signatures: &signatures,
