@@ -472,7 +472,7 @@ fn enroll_signature(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The public members of a key as a JWK.
+/// Builds the JWK of a key's public members.
 fn public_jwk_json(key: &stepgate_pop::PublicJwk) -> serde_json::Value {
     match key {
         stepgate_pop::PublicJwk::Ec { curve, x, y, .. } => {

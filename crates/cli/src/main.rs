@@ -155,7 +155,7 @@ enum FactorCommand {
     Remove(RemoveCommand),
 }
 
-/// Which client certificates a binding names: exactly one of these.
+/// Certificate selector of a binding; exactly one option is given.
 #[derive(clap::Args, Debug)]
 #[group(required = true, multiple = false)]
 struct CertificateMatch {

@@ -181,7 +181,7 @@ fn hsm_key_answers_a_step_up_through_curl() {
     let description = format!("POST {url}\nContent-Type: application/json\n\n{body}");
     let headers = token.sign("deploy-bot", "hsm:deploy-bot", &challenge, &description);
 
-    // The body changed after signing: refused, and the challenge stays open.
+    // The body changed after signing: rejected, and the challenge stays open.
     let changed = post(
         "127.0.9.9",
         &url,
@@ -216,9 +216,9 @@ fn hsm_key_answers_a_step_up_through_curl() {
     let challenge = other.json()["challenge_id"].as_str().unwrap().to_owned();
     let description = format!("POST {url}\nContent-Type: application/json\n\n{body}");
     let forged = token.sign("intruder", "hsm:deploy-bot", &challenge, &description);
-    let refused = post("127.0.10.9", &url, &auth, body, Some(&forged));
-    assert_eq!(refused.status, 401, "{}", refused.body);
-    assert_eq!(refused.json()["reason"], "invalid_signature");
+    let rejected = post("127.0.10.9", &url, &auth, body, Some(&forged));
+    assert_eq!(rejected.status, 401, "{}", rejected.body);
+    assert_eq!(rejected.json()["reason"], "invalid_signature");
 
     gateway.stop();
     let audit = gateway.audit();

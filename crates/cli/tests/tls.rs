@@ -631,8 +631,8 @@ fn https_get(
     curl(from, &https_url(gateway.port, path), &args)
 }
 
-/// A PKI with a server certificate and two client certificates from one CA:
-/// `bot-cert` for deploy-bot and `other-cert` for someone else.
+/// Makes a PKI with a server certificate and two client certificates from
+/// one CA: `bot-cert` for deploy-bot and `other-cert` for someone else.
 fn client_pki() -> Pki {
     let mut pki = Pki::new();
     pki.ca("server-ca");

@@ -76,8 +76,8 @@ pub struct SignatureAnswer<'a> {
     /// The request as received, with the scheme and authority of the
     /// gateway's public origin.
     pub message: stepgate_pop::httpsig::Message<'a>,
-    /// What the front-end found when it checked `Content-Digest` against
-    /// the body it received.
+    /// Result of the front-end's check of `Content-Digest` against the body
+    /// it received.
     pub body: BodyDigest<'a>,
 }
 

@@ -34,7 +34,7 @@ pub(crate) struct Credentials {
     pub(crate) certificates: HashMap<IdentityName, Vec<CertificateBinding>>,
 }
 
-/// What a certificate binding compares.
+/// Certificate field that a binding compares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum CertificateRule {
     /// The SHA-256 thumbprint of the certificate (`x5t#S256`).

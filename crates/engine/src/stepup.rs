@@ -359,11 +359,11 @@ impl Engine {
         Ok(proof)
     }
 
-    /// Verifies a message signature made for a challenge: the signature
-    /// whose `nonce` is the challenge id, by one of the identity's keys
-    /// within its validity window, with the algorithm fixed at enrolment,
-    /// covering the method, target URI, authority and (with a body) the
-    /// content digest, created within the last minute. Returns the key id.
+    /// Verifies the message signature whose `nonce` is the challenge id and
+    /// returns its key id. The key must be one of the identity's keys, within
+    /// its validity window, and signs with the algorithm fixed at enrolment.
+    /// The signature must cover the method, target URI, authority and (with
+    /// a body) the content digest, and be created within the last minute.
     fn verify_signed_answer(
         &self,
         keys: &[SigningKey],

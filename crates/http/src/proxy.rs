@@ -477,7 +477,7 @@ async fn read_signed_body(body: UpstreamBody) -> Result<Bytes, Response<Body>> {
             ),
         )),
         Err(err) => {
-            tracing::warn!(error = %err, "cannot read the body of a signed answer");
+            tracing::warn!(error = %err, "failed to read the body of a signed step-up answer");
             Err(answer::error(
                 StatusCode::BAD_REQUEST,
                 "bad_request_body",
@@ -487,8 +487,8 @@ async fn read_signed_body(body: UpstreamBody) -> Result<Bytes, Response<Body>> {
     }
 }
 
-/// Every field line of `name`, each as text; a value that is not visible
-/// ASCII reads as a NUL, which no check accepts.
+/// Returns every field line of `name` as text. A value that is not
+/// visible ASCII becomes a NUL, which no check accepts.
 fn field_lines<'a>(headers: &'a HeaderMap, name: &'static str) -> Vec<&'a str> {
     headers
         .get_all(HeaderName::from_static(name))

@@ -377,7 +377,7 @@ impl SignatureAlgorithm {
         Self::ALL.into_iter().find(|alg| alg.name() == name)
     }
 
-    /// The algorithm a key of this type signs with.
+    /// Returns the algorithm that a key of this type signs with.
     pub fn for_key(key: &crate::PublicJwk) -> SignatureAlgorithm {
         match key {
             crate::PublicJwk::Ed25519 { .. } => SignatureAlgorithm::Ed25519,

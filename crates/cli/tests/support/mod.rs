@@ -199,8 +199,8 @@ learning_requests = 5
         }
     }
 
-    /// A second gateway process sharing this one's config and data
-    /// directory (store and keys), on its own ports: a replica.
+    /// Returns a replica: a second gateway process that shares this one's
+    /// config and data directory (store and keys) on its own ports.
     pub fn replica(&self) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
