@@ -177,16 +177,12 @@ pub(crate) fn identity(path: Option<&Path>, command: IdentityCommand) -> anyhow:
                             token.identity == identity.name && token.revoked_at.is_none()
                         })
                         .count();
-                    let totp = snapshot
-                        .totp
-                        .iter()
-                        .any(|factor| factor.identity == identity.name);
-                    (identity, tokens, totp)
+                    let factors = factor_kinds(&snapshot, &identity.name);
+                    (identity, tokens, factors)
                 })
                 .collect();
             if format == ListFormat::Json {
-                for (identity, tokens, totp) in rows {
-                    let factors: Vec<&str> = if totp { vec!["totp"] } else { vec![] };
+                for (identity, tokens, factors) in rows {
                     println!(
                         "{}",
                         json!({
@@ -203,7 +199,12 @@ pub(crate) fn identity(path: Option<&Path>, command: IdentityCommand) -> anyhow:
                     "{:<32} {:<9} {:<25} {:>6} FACTORS",
                     "NAME", "STATUS", "CREATED", "TOKENS"
                 );
-                for (identity, tokens, totp) in rows {
+                for (identity, tokens, factors) in rows {
+                    let factors = if factors.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        factors.join(",")
+                    };
                     println!(
                         "{:<32} {:<9} {:<25} {:>6} {}",
                         identity.name,
@@ -214,7 +215,7 @@ pub(crate) fn identity(path: Option<&Path>, command: IdentityCommand) -> anyhow:
                         },
                         identity.created_at.to_rfc3339(),
                         tokens,
-                        if totp { "totp" } else { "-" }
+                        factors
                     );
                 }
             }
@@ -400,6 +401,112 @@ fn enroll_dpop(
     store.enroll_dpop(&record, admin_entry(now, &actor(), Some(&name), detail))?;
     println!("{thumbprint}");
     eprintln!("bound DPoP key {thumbprint} to identity {name}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Returns the kinds of factor an identity has enrolled, weakest first.
+fn factor_kinds(snapshot: &stepgate_store::Snapshot, name: &IdentityName) -> Vec<&'static str> {
+    let mut kinds = Vec::new();
+    if snapshot.totp.iter().any(|factor| &factor.identity == name) {
+        kinds.push("totp");
+    }
+    if snapshot.dpop.iter().any(|key| &key.identity == name) {
+        kinds.push("dpop");
+    }
+    if snapshot
+        .certificates
+        .iter()
+        .any(|binding| &binding.identity == name)
+    {
+        kinds.push("certificate");
+    }
+    if snapshot
+        .signature_keys
+        .iter()
+        .any(|key| &key.identity == name)
+    {
+        kinds.push("signature");
+    }
+    kinds
+}
+
+/// Prints an identity's factors, one JSON object or table row each.
+pub(crate) fn list_factors(
+    path: Option<&Path>,
+    identity: &str,
+    format: ListFormat,
+) -> anyhow::Result<ExitCode> {
+    let config = load_config(path)?;
+    let store = open_store(&config)?;
+    let name = parse_name(identity)?;
+    let snapshot = store.snapshot()?;
+    if !snapshot.identities.iter().any(|known| known.name == name) {
+        bail!("identity {name} not found; `stepgate identity list` shows the identities");
+    }
+    let time = |at: Option<Timestamp>| at.map(|at| at.to_rfc3339());
+    let mut rows = Vec::new();
+    for factor in snapshot.totp.iter().filter(|f| f.identity == name) {
+        rows.push(json!({
+            "factor": "totp",
+            "key": format!("{}, {} digits, {} s", factor.algorithm, factor.digits, factor.period),
+            "created_at": factor.created_at.to_rfc3339(),
+            "locked_until": time(factor.locked_until),
+        }));
+    }
+    for key in snapshot.dpop.iter().filter(|k| k.identity == name) {
+        rows.push(json!({
+            "factor": "dpop",
+            "key": key.thumbprint,
+            "required": key.required,
+            "created_at": key.created_at.to_rfc3339(),
+            "not_before": time(key.not_before),
+            "not_after": time(key.not_after),
+        }));
+    }
+    for binding in snapshot.certificates.iter().filter(|b| b.identity == name) {
+        rows.push(json!({
+            "factor": "certificate",
+            "key": format!("{} {}", binding.rule, binding.value),
+            "required": binding.required,
+            "created_at": binding.created_at.to_rfc3339(),
+            "not_before": time(binding.not_before),
+            "not_after": time(binding.not_after),
+        }));
+    }
+    for key in snapshot
+        .signature_keys
+        .iter()
+        .filter(|k| k.identity == name)
+    {
+        rows.push(json!({
+            "factor": "signature",
+            "key": key.key_id,
+            "algorithm": key.algorithm,
+            "created_at": key.created_at.to_rfc3339(),
+            "not_before": time(key.not_before),
+            "not_after": time(key.not_after),
+        }));
+    }
+    if format == ListFormat::Json {
+        for row in rows {
+            println!("{row}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<12} {:<25} {:<25} KEY",
+        "FACTOR", "NOT BEFORE", "NOT AFTER"
+    );
+    for row in rows {
+        let text = |field: &str| row[field].as_str().unwrap_or("-").to_owned();
+        println!(
+            "{:<12} {:<25} {:<25} {}",
+            text("factor"),
+            text("not_before"),
+            text("not_after"),
+            text("key")
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -595,7 +702,7 @@ pub(crate) fn remove_factor(
         Ok(ExitCode::SUCCESS)
     } else {
         bail!(
-            "identity {name} has no signing key {key_id}; `stepgate audit export` lists enrolments"
+            "identity {name} has no signing key {key_id}; `stepgate factor list {name}` lists its keys"
         )
     }
 }

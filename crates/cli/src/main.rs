@@ -153,6 +153,14 @@ enum FactorCommand {
     /// Remove a factor from an identity.
     #[command(subcommand)]
     Remove(RemoveCommand),
+    /// List an identity's factors: TOTP, DPoP key, signing keys and
+    /// certificate bindings, with their validity windows. Never shows
+    /// secrets.
+    List {
+        identity: String,
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+    },
 }
 
 /// Certificate selector of a binding; exactly one option is given.
@@ -320,6 +328,9 @@ fn main() -> ExitCode {
         Command::Token(command) => admin::token(cli.config.as_deref(), command),
         Command::Factor(FactorCommand::Enroll(command)) => {
             admin::enroll(cli.config.as_deref(), command)
+        }
+        Command::Factor(FactorCommand::List { identity, format }) => {
+            admin::list_factors(cli.config.as_deref(), &identity, format)
         }
         Command::Factor(FactorCommand::Remove(command)) => {
             admin::remove_factor(cli.config.as_deref(), command)

@@ -418,6 +418,19 @@ fn expired_and_rotated_keys() {
     ]);
     support::wait_for_reload();
     assert_eq!(answer("127.0.10.9", &new, "new").status, 200);
+    let keys = |gateway: &Gateway| -> Vec<serde_json::Value> {
+        gateway
+            .cli_ok(&["factor", "list", "rotating", "--format", "json"])
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    };
+    let listed = keys(&gateway);
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert_eq!(listed[0]["key"], "old");
+    assert_eq!(listed[0]["algorithm"], "ed25519");
+    assert_eq!(listed[0]["not_after"], "2020-01-01T00:00:00.000Z");
+    assert_eq!(listed[1]["key"], "new");
     gateway.cli_ok(&[
         "factor",
         "remove",
@@ -427,6 +440,9 @@ fn expired_and_rotated_keys() {
         "old",
     ]);
     support::wait_for_reload();
+    let listed = keys(&gateway);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["key"], "new");
     let removed = answer("127.0.11.9", &old, "old");
     assert_eq!(removed.json()["reason"], "unknown_key", "{}", removed.body);
     assert_eq!(answer("127.0.12.9", &new, "new").status, 200);
