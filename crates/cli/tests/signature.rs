@@ -506,3 +506,86 @@ fn enrolment_errors_name_the_problem() {
     let output = gateway.cli(&["factor", "remove", "signature", "bot", "--key-id", "absent"]);
     assert!(String::from_utf8_lossy(&output.stderr).contains("has no signing key absent"));
 }
+
+#[test]
+fn signed_bodies_are_read_only_for_open_challenges() {
+    let upstream = Upstream::start();
+    let mut gateway = Gateway::new(upstream.addr, "");
+    let token = gateway.add_with_token("signer");
+    let keys = tempfile::tempdir().unwrap();
+    let (_, public) = keygen(keys.path(), "signer", "ed25519");
+    gateway.cli_ok(&[
+        "factor",
+        "enroll",
+        "signature",
+        "signer",
+        "--key",
+        public.to_str().unwrap(),
+    ]);
+    gateway.start();
+
+    // Without a valid token and an open challenge the gateway answers at
+    // once instead of waiting for a body it was promised.
+    for authorization in ["", &format!("Authorization: Bearer {token}\r\n")] {
+        let head = format!(
+            "POST /orders/1 HTTP/1.1\r\nHost: 127.0.0.1\r\n{authorization}Stepgate-Challenge: ch_unknown\r\nSignature-Input: x\r\nContent-Length: 1000000\r\nConnection: close\r\n\r\nabc"
+        );
+        let started = std::time::Instant::now();
+        let answer = support::raw_request(gateway.port, head.as_bytes());
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(4),
+            "the gateway waited for the body"
+        );
+    }
+
+    // A body over the limit for an open challenge: 413, and audited.
+    let auth = format!("Authorization: Bearer {token}");
+    learn(&gateway, &auth);
+    let big = keys.path().join("big.bin");
+    std::fs::write(&big, vec![b'x'; 16 * 1024 * 1024 + 1]).unwrap();
+    let challenged = send(
+        "127.0.9.9",
+        &gateway.url("/orders/1"),
+        &auth,
+        "POST",
+        Some(&big),
+        &[],
+    );
+    assert_eq!(challenged.status, 401, "{}", challenged.body);
+    let challenge = challenged.json()["challenge_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let headers = [
+        "-H".to_owned(),
+        format!("Stepgate-Challenge: {challenge}"),
+        "-H".to_owned(),
+        "Signature-Input: bot=(\"@method\");created=1;keyid=\"k\"".to_owned(),
+        "-H".to_owned(),
+        "Signature: bot=:AAAA:".to_owned(),
+    ];
+    let too_large = send(
+        "127.0.9.9",
+        &gateway.url("/orders/1"),
+        &auth,
+        "POST",
+        Some(&big),
+        &headers,
+    );
+    assert_eq!(too_large.status, 413, "{}", too_large.body);
+    assert_eq!(too_large.json()["error"], "body_too_large");
+
+    gateway.stop();
+    assert!(
+        gateway
+            .audit()
+            .iter()
+            .any(|record| record["event"] == "step_up_failure"
+                && record["detail"]
+                    .as_str()
+                    .is_some_and(|detail| detail.contains("could not be read"))),
+        "no audit record for the unreadable body"
+    );
+    assert_eq!(upstream.count(), 5);
+}

@@ -92,6 +92,8 @@ pub enum BodyDigest<'a> {
     Missing,
     /// `Content-Digest` does not match, or cannot be read; the reason.
     Mismatch(&'a str),
+    /// The body could not be read whole; the reason.
+    Unreadable(&'a str),
 }
 
 /// The DPoP proofs of a request, for a challenge or a DPoP-bound token.
@@ -330,6 +332,32 @@ impl Engine {
 
     /// Looks client addresses up with `locator` (GeoIP databases, listed
     /// hosting networks) before scoring them.
+    /// Returns true when `authorization` carries a valid token of an identity
+    /// with the open challenge `challenge_id`, and that challenge accepts
+    /// message signatures. The front-end asks before it reads a signed
+    /// answer's body whole, so no one else can make it buffer bodies.
+    pub fn expects_signed_answer(&self, authorization: Option<&str>, challenge_id: &str) -> bool {
+        let Some((_, value)) = presented_token(authorization) else {
+            return false;
+        };
+        let Ok(token) = ApiToken::parse(value) else {
+            return false;
+        };
+        let credentials = self.credentials.read().clone();
+        let Some(stored) = credentials.tokens.get(token.id().as_str()) else {
+            return false;
+        };
+        if stored.revoked || stored.hash != token.hash() {
+            return false;
+        }
+        let now = self.now();
+        self.challenges.get(challenge_id).is_some_and(|challenge| {
+            challenge.identity == stored.identity
+                && now < challenge.expires_at
+                && challenge.factors.contains(&FactorKind::Signature)
+        })
+    }
+
     /// Hands out and accepts signed grant tokens (`step_up.grant_tokens`).
     pub fn with_grant_keys(mut self, keys: GrantKeys) -> Self {
         self.grant_keys = Some(keys);

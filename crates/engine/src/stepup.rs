@@ -94,6 +94,8 @@ pub enum StepUpFailure {
     UnknownSigningKey(String),
     #[error("the request body does not match its Content-Digest: {0}")]
     BodyChanged(String),
+    #[error("the request body could not be read: {0}")]
+    BodyUnreadable(String),
 }
 
 impl StepUpFailure {
@@ -112,6 +114,7 @@ impl StepUpFailure {
                 | StepUpFailure::InvalidSignature(_)
                 | StepUpFailure::UnknownSigningKey(_)
                 | StepUpFailure::BodyChanged(_)
+                | StepUpFailure::BodyUnreadable(_)
         )
     }
 
@@ -139,6 +142,7 @@ impl StepUpFailure {
             StepUpFailure::InvalidSignature(_) => "invalid_signature",
             StepUpFailure::UnknownSigningKey(_) => "unknown_key",
             StepUpFailure::BodyChanged(_) => "body_changed",
+            StepUpFailure::BodyUnreadable(_) => "body_unreadable",
         }
     }
 }
@@ -372,6 +376,9 @@ impl Engine {
         now: Timestamp,
     ) -> Result<String, StepUpFailure> {
         let invalid = |reason: String| StepUpFailure::InvalidSignature(reason);
+        if let BodyDigest::Unreadable(reason) = answer.body {
+            return Err(StepUpFailure::BodyUnreadable(reason.to_owned()));
+        }
         if answer.inputs.is_empty() || answer.signatures.is_empty() {
             return Err(StepUpFailure::MissingSignature);
         }
@@ -453,6 +460,7 @@ impl Engine {
             BodyDigest::Mismatch(reason) => {
                 return Err(StepUpFailure::BodyChanged(reason.to_owned()));
             }
+            BodyDigest::Unreadable(_) => {}
         }
         let base = signature_base(&answer.message, input)
             .map_err(|err| invalid(format!("signature by key {key_id}: {err}")))?;

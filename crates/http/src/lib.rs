@@ -112,6 +112,9 @@ impl Origin {
     }
 }
 
+/// Signed answers whose bodies may be read whole at the same time.
+const SIGNED_BODY_SLOTS: usize = 4;
+
 /// State shared by every connection.
 pub(crate) struct Shared {
     pub(crate) engine: Arc<Engine>,
@@ -123,6 +126,9 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     /// Public origin that DPoP proofs and message signatures name.
     pub(crate) origin: Origin,
+    /// Slots for reading signed answers' bodies whole, which bounds the
+    /// memory they can take to a few times 16 MiB.
+    pub(crate) signed_body_slots: tokio::sync::Semaphore,
 }
 
 /// The client connection a request came on, as request handling uses it.
@@ -191,6 +197,7 @@ impl Gateway {
             response_timeout: config.response_timeout(),
             metrics: Metrics::new(),
             origin: Origin::parse(&config.gateway.origin()),
+            signed_body_slots: tokio::sync::Semaphore::new(SIGNED_BODY_SLOTS),
         };
         Ok(Self {
             shared: Arc::new(shared),

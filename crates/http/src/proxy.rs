@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, FORWARDED, HOST, USER_AGENT};
@@ -200,33 +200,47 @@ async fn decide_and_forward(
     let has_body = !body.is_end_stream();
     let mut body = UpstreamBody::Left(body);
     // A signed answer covers the body's digest, so the body is read whole
-    // and checked before the engine decides.
-    let signs = headers.contains_key(CHALLENGE_HEADER) && !signature_inputs.is_empty();
+    // and checked before the engine decides. It is read only for a valid
+    // token with an open challenge that accepts signatures, within a time
+    // limit and a gateway-wide cap on concurrent reads.
+    let signs = headers.contains_key(CHALLENGE_HEADER)
+        && (!signature_inputs.is_empty() || !signatures.is_empty());
     let mut digest_mismatch = None;
+    let mut body_failure: Option<BodyReadFailure> = None;
     let mut digest_state = if has_body {
         BodyDigest::Missing
     } else {
         BodyDigest::NoBody
     };
-    if signs {
-        let bytes = match read_signed_body(body).await {
-            Ok(bytes) => bytes,
-            Err(response) => return response,
-        };
-        let digest = field_lines(headers, CONTENT_DIGEST_HEADER);
-        if !digest.is_empty() {
-            match stepgate_pop::verify_content_digest(&digest.join(", "), &bytes) {
-                Ok(()) => digest_state = BodyDigest::Matches,
-                Err(err) => digest_mismatch = Some(err.to_string()),
+    let expected = signs
+        && shared.engine.expects_signed_answer(
+            single_header(headers, &AUTHORIZATION),
+            single_header(headers, &HeaderName::from_static(CHALLENGE_HEADER)).unwrap_or(""),
+        );
+    if expected {
+        match read_signed_body(shared, body).await {
+            Ok(bytes) => {
+                let digest = field_lines(headers, CONTENT_DIGEST_HEADER);
+                if !digest.is_empty() {
+                    match stepgate_pop::verify_content_digest(&digest.join(", "), &bytes) {
+                        Ok(()) => digest_state = BodyDigest::Matches,
+                        Err(err) => digest_mismatch = Some(err.to_string()),
+                    }
+                } else if bytes.is_empty() {
+                    digest_state = BodyDigest::NoBody;
+                }
+                body = UpstreamBody::Right(Full::new(bytes));
             }
-        } else if bytes.is_empty() {
-            digest_state = BodyDigest::NoBody;
+            Err(failure) => {
+                body = UpstreamBody::Right(Full::new(Bytes::new()));
+                body_failure = Some(failure);
+            }
         }
-        body = UpstreamBody::Right(Full::new(bytes));
     }
-    let body_digest = match &digest_mismatch {
-        Some(reason) => BodyDigest::Mismatch(reason),
-        None => digest_state,
+    let body_digest = match (&body_failure, &digest_mismatch) {
+        (Some(failure), _) => BodyDigest::Unreadable(&failure.message),
+        (None, Some(reason)) => BodyDigest::Mismatch(reason),
+        (None, None) => digest_state,
     };
     // Only a signed answer needs the header list and the public path.
     let (fields, signed_path): (Vec<(&str, &str)>, String) = if signs {
@@ -310,6 +324,15 @@ async fn decide_and_forward(
         _ => {}
     }
     match verdict {
+        Verdict::Allow(_) if body_failure.is_some() => {
+            // Only a signed answer reads the body, and it cannot pass
+            // without one; never forward a body that was cut short.
+            tracing::error!(
+                "request allowed although its signed body was not read, failing closed"
+            );
+            shared.metrics.request("unavailable");
+            answer::unavailable()
+        }
         Verdict::Allow(mut allowed) => {
             if let Some(factor) = allowed.stepped_up {
                 shared.metrics.step_up("success");
@@ -409,6 +432,9 @@ async fn decide_and_forward(
             }
             shared.metrics.request("step_up_failed");
             shared.metrics.step_up(failure.code());
+            if let Some(body) = &body_failure {
+                return answer::error(body.status, body.code, &body.message);
+            }
             let mut response = answer::step_up_failed(&failure, challenge_id.unwrap_or_default());
             if failure == stepgate_engine::StepUpFailure::DpopNonce {
                 add_dpop_nonce(shared, &mut response);
@@ -459,30 +485,58 @@ impl Drop for PendingFinish<'_> {
 /// Most bytes of a request body read whole to check its `Content-Digest`.
 const MAX_SIGNED_BODY_BYTES: usize = 16 * 1024 * 1024;
 
+/// Longest wait for a signed answer's body, including the wait for a
+/// reading slot.
+const SIGNED_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a signed answer's body could not be read: the status and message
+/// the client gets once the engine has recorded the failure.
+struct BodyReadFailure {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
 /// Reads the body of a signed answer whole, up to
-/// [`MAX_SIGNED_BODY_BYTES`].
-// The error is the finished response.
-#[allow(clippy::result_large_err)]
-async fn read_signed_body(body: UpstreamBody) -> Result<Bytes, Response<Body>> {
-    match http_body_util::Limited::new(body, MAX_SIGNED_BODY_BYTES)
-        .collect()
-        .await
-    {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(answer::error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            &format!(
+/// [`MAX_SIGNED_BODY_BYTES`] and within [`SIGNED_BODY_TIMEOUT`], holding
+/// one of the gateway's slots for such reads.
+async fn read_signed_body(shared: &Shared, body: UpstreamBody) -> Result<Bytes, BodyReadFailure> {
+    let read = async {
+        let _slot = shared.signed_body_slots.acquire().await;
+        http_body_util::Limited::new(body, MAX_SIGNED_BODY_BYTES)
+            .collect()
+            .await
+    };
+    match tokio::time::timeout(SIGNED_BODY_TIMEOUT, read).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => Err(BodyReadFailure {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "body_too_large",
+            message: format!(
                 "a signed step-up answer's body is read whole to check its Content-Digest and may have at most {MAX_SIGNED_BODY_BYTES} bytes; answer the challenge with a smaller request"
             ),
-        )),
-        Err(err) => {
+        }),
+        Ok(Err(err)) => {
             tracing::warn!(error = %err, "failed to read the body of a signed step-up answer");
-            Err(answer::error(
-                StatusCode::BAD_REQUEST,
-                "bad_request_body",
-                "the request body is malformed or ended early",
-            ))
+            Err(BodyReadFailure {
+                status: StatusCode::BAD_REQUEST,
+                code: "bad_request_body",
+                message: "the request body is malformed or ended early".to_owned(),
+            })
+        }
+        Err(_) => {
+            tracing::warn!(
+                timeout_s = SIGNED_BODY_TIMEOUT.as_secs(),
+                "reading the body of a signed step-up answer timed out"
+            );
+            Err(BodyReadFailure {
+                status: StatusCode::REQUEST_TIMEOUT,
+                code: "body_timeout",
+                message: format!(
+                    "the body of the signed step-up answer did not arrive within {} s; send it again",
+                    SIGNED_BODY_TIMEOUT.as_secs()
+                ),
+            })
         }
     }
 }
