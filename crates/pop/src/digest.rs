@@ -15,8 +15,11 @@ pub fn content_digest(body: &[u8]) -> String {
 
 /// Checks a `Content-Digest` value against the body received. Every
 /// `sha-256` and `sha-512` member must match; other algorithms are ignored,
-/// and a value without either is refused.
+/// and a value without either, or with a member named twice, is rejected.
 pub fn verify_content_digest(value: &str, body: &[u8]) -> Result<(), PopError> {
+    // A repeated member would let the last one decide here while another
+    // reader trusts the first.
+    crate::httpsig::reject_duplicate_keys(value)?;
     let dictionary: Dictionary = Parser::new(value).parse().map_err(|err| {
         PopError::Malformed(format!(
             "Content-Digest is not a structured dictionary: {err}"

@@ -125,8 +125,8 @@ pub fn parse_signature_input(value: &str) -> Result<Vec<SignatureInput>, PopErro
 
 /// Rejects a dictionary whose top-level keys repeat. A structured-field
 /// parser keeps the last value of a repeated key (RFC 9651 §4.2.2), which
-/// would let a second signature hide behind the first one's label.
-fn reject_duplicate_keys(value: &str) -> Result<(), PopError> {
+/// would let a second signature or digest hide behind the first one.
+pub(crate) fn reject_duplicate_keys(value: &str) -> Result<(), PopError> {
     let mut labels = Vec::new();
     let mut depth = 0_u32;
     let mut in_string = false;
@@ -156,7 +156,7 @@ fn reject_duplicate_keys(value: &str) -> Result<(), PopError> {
                 start = false;
                 let label = current.trim().to_owned();
                 if labels.contains(&label) {
-                    return Err(malformed(format!("signature label {label} appears twice")));
+                    return Err(malformed(format!("dictionary key {label} appears twice")));
                 }
                 labels.push(label);
             }
@@ -167,7 +167,7 @@ fn reject_duplicate_keys(value: &str) -> Result<(), PopError> {
     if start && !current.trim().is_empty() {
         let label = current.trim().to_owned();
         if labels.contains(&label) {
-            return Err(malformed(format!("signature label {label} appears twice")));
+            return Err(malformed(format!("dictionary key {label} appears twice")));
         }
     }
     Ok(())

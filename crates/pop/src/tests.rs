@@ -727,6 +727,13 @@ mod content_digest {
         assert!(verify_content_digest("sha-256=:not base64!:", BODY).is_err());
         assert!(verify_content_digest("", BODY).is_err());
     }
+
+    #[test]
+    fn repeated_members_fail() {
+        let wrong = "sha-256=:AAAA:";
+        assert!(verify_content_digest(&format!("{wrong}, {SHA256}"), BODY).is_err());
+        assert!(verify_content_digest(&format!("{SHA256}, {SHA256}"), BODY).is_err());
+    }
 }
 
 mod spki {
