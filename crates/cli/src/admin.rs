@@ -608,6 +608,23 @@ fn certificate_rule(matching: &CertificateMatch) -> anyhow::Result<(&'static str
                 file.display()
             )
         })?;
+        let (_, certificate) = x509_parser::parse_x509_certificate(&der).map_err(|err| {
+            anyhow::anyhow!(
+                "{} is not a valid X.509 certificate ({err})",
+                file.display()
+            )
+        })?;
+        if certificate
+            .basic_constraints()
+            .ok()
+            .flatten()
+            .is_some_and(|constraints| constraints.value.ca)
+        {
+            bail!(
+                "{} is a CA certificate; bind the client's own certificate instead",
+                file.display()
+            );
+        }
         return Ok((
             "x5t#S256",
             stepgate_core::ClientCertificate::thumbprint(&der),
@@ -626,10 +643,32 @@ fn certificate_rule(matching: &CertificateMatch) -> anyhow::Result<(&'static str
         return Ok(("x5t#S256", thumbprint.clone()));
     }
     if let Some(subject) = &matching.subject {
+        if !subject.contains('=') || subject.contains(" = ") || subject.trim() != subject {
+            bail!(
+                "--subject {subject:?} is not an RFC 4514 name as the gateway compares it, such as CN=deploy-bot,O=Example; print a certificate's with: openssl x509 -noout -subject -nameopt RFC2253 -in CERT"
+            );
+        }
         return Ok(("subject", subject.clone()));
     }
     if let Some(san) = &matching.san {
-        return Ok(("san", san.clone()));
+        let typed = san.split_once(':').and_then(|(kind, name)| {
+            let kind = kind.to_ascii_lowercase();
+            match kind.as_str() {
+                "dns" | "uri" | "email" if !name.is_empty() => Some(format!("{kind}:{name}")),
+                // Written as the gateway prints addresses, so `::0001` matches `::1`.
+                "ip" => name
+                    .parse::<std::net::IpAddr>()
+                    .ok()
+                    .map(|addr| format!("ip:{addr}")),
+                _ => None,
+            }
+        });
+        let Some(typed) = typed else {
+            bail!(
+                "--san {san:?} does not name its type; write dns:NAME, uri:URI, email:ADDRESS or ip:ADDRESS, such as uri:spiffe://example.com/deploy-bot"
+            );
+        };
+        return Ok(("san", typed));
     }
     bail!("name the certificate with --cert, --thumbprint, --subject or --san")
 }

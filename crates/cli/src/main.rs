@@ -177,8 +177,8 @@ struct CertificateMatch {
     /// `CN=ci-bot,O=Example`.
     #[arg(long, value_name = "DN")]
     subject: Option<String>,
-    /// A subject alternative name: DNS name, URI (such as a SPIFFE id),
-    /// email or IP address.
+    /// A subject alternative name with its type: `dns:NAME`, `uri:URI`
+    /// (such as a SPIFFE id), `email:ADDRESS` or `ip:ADDRESS`.
     #[arg(long, value_name = "NAME")]
     san: Option<String>,
 }

@@ -631,8 +631,9 @@ fn https_get(
     curl(from, &https_url(gateway.port, path), &args)
 }
 
-/// Makes a PKI with a server certificate and two client certificates from
-/// one CA: `bot-cert` for deploy-bot and `other-cert` for someone else.
+/// Makes a PKI with a server certificate and three client certificates from
+/// one CA: `bot-cert` for deploy-bot, `other-cert` for someone else, and
+/// `lookalike-cert`, whose DNS name spells deploy-bot's URI.
 fn client_pki() -> Pki {
     let mut pki = Pki::new();
     pki.ca("server-ca");
@@ -650,6 +651,13 @@ fn client_pki() -> Pki {
         "other-cert",
         "/O=Stepgate Test/CN=other",
         "URI:spiffe://example.test/other",
+        "clientAuth",
+    );
+    pki.issue(
+        "client-ca",
+        "lookalike-cert",
+        "/O=Stepgate Test/CN=lookalike",
+        "DNS:spiffe://example.test/deploy-bot",
         "clientAuth",
     );
     pki
@@ -723,6 +731,20 @@ fn bound_certificate_proves_step_up_without_retry() {
         Some("bot-cert"),
     );
     assert_eq!(proved.status, 200, "{}", proved.body);
+    // A client that follows the challenge repeats the request with the
+    // challenge id and the certificate: that passes too.
+    let challenged = https_get(&pki, &gateway, "127.0.12.9", "/orders/9", &token, None);
+    let challenge = challenged.json()["challenge_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tls = tls_args(&pki, "server-ca", Some("bot-cert"));
+    let auth = bearer(&token);
+    let challenge_header = format!("Stepgate-Challenge: {challenge}");
+    let mut args = strs(&tls);
+    args.extend(["-H", auth.as_str(), "-H", challenge_header.as_str()]);
+    let answered = curl("127.0.12.9", &https_url(gateway.port, "/orders/9"), &args);
+    assert_eq!(answered.status, 200, "{}", answered.body);
 
     gateway.stop();
     let thumbprint = pki.thumbprint("bot-cert");
@@ -735,6 +757,13 @@ fn bound_certificate_proves_step_up_without_retry() {
     assert_eq!(
         allowed["detail"],
         format!("certificate x5t#S256 {thumbprint}")
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|record| record["event"] == "step_up_success"
+                && record["client_addr"] == "127.0.12.9"
+                && record["factor"] == "certificate")
     );
 }
 
@@ -756,7 +785,7 @@ fn certificate_bound_token_refused_without_it() {
         "certificate",
         "deploy-bot",
         "--san",
-        "spiffe://example.test/deploy-bot",
+        "uri:spiffe://example.test/deploy-bot",
         "--require",
     ]);
     gateway.start();
@@ -771,6 +800,21 @@ fn certificate_bound_token_refused_without_it() {
     assert_eq!(with.status, 200, "{}", with.body);
     let without = https_get(&pki, &gateway, "127.0.0.2", "/orders/1", &token, None);
     assert_eq!(without.status, 401, "{}", without.body);
+    let message = without.json()["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("bound to a client certificate"),
+        "{message}"
+    );
+    // A DNS name that spells the bound URI is not that URI.
+    let lookalike = https_get(
+        &pki,
+        &gateway,
+        "127.0.0.2",
+        "/orders/1",
+        &token,
+        Some("lookalike-cert"),
+    );
+    assert_eq!(lookalike.status, 401, "{}", lookalike.body);
     let other = https_get(
         &pki,
         &gateway,
@@ -789,7 +833,7 @@ fn certificate_bound_token_refused_without_it() {
         "certificate",
         "deploy-bot",
         "--san",
-        "spiffe://example.test/deploy-bot",
+        "uri:spiffe://example.test/deploy-bot",
     ]);
     support::wait_for_reload();
     let alone = https_get(&pki, &gateway, "127.0.0.2", "/orders/1", &token, None);
@@ -802,13 +846,15 @@ fn certificate_bound_token_refused_without_it() {
         .filter(|record| record["event"] == "auth_failure")
         .map(|record| record["detail"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(failures.len(), 2, "{failures:?}");
+    assert_eq!(failures.len(), 3, "{failures:?}");
     assert!(
         failures[0].contains("bound to a client certificate"),
         "{failures:?}"
     );
+    let lookalike_thumbprint = pki.thumbprint("lookalike-cert");
+    assert!(failures[1].contains(&lookalike_thumbprint), "{failures:?}");
     let other_thumbprint = pki.thumbprint("other-cert");
-    assert!(failures[1].contains(&other_thumbprint), "{failures:?}");
+    assert!(failures[2].contains(&other_thumbprint), "{failures:?}");
 }
 
 #[test]
@@ -816,11 +862,29 @@ fn certificate_binding_errors_name_the_problem() {
     let upstream = Upstream::start();
     let gateway = Gateway::new(upstream.addr, "");
     gateway.cli_ok(&["identity", "add", "bot"]);
-    let cases: [(&[&str], &str); 4] = [
+    let pki = client_pki();
+    let ca = pki.path("client-ca.pem").display().to_string();
+    let junk = pki.path("junk.pem");
+    std::fs::write(
+        &junk,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let junk = junk.display().to_string();
+    let cases: [(&[&str], &str); 10] = [
         (
             &["--thumbprint", "abc"],
             "not a base64url SHA-256 thumbprint",
         ),
+        (&["--cert", &ca], "is a CA certificate"),
+        (&["--cert", &junk], "not a valid X.509 certificate"),
+        (&["--subject", ""], "not an RFC 4514 name"),
+        (&["--subject", "O = Example, CN = bot"], "-nameopt RFC2253"),
+        (
+            &["--san", "spiffe://example.test/bot"],
+            "does not name its type",
+        ),
+        (&["--san", "ip:not-an-address"], "does not name its type"),
         (
             &["--cert", "/nonexistent/cert.pem"],
             "cannot read certificate file",
@@ -829,7 +893,7 @@ fn certificate_binding_errors_name_the_problem() {
         (
             &[
                 "--san",
-                "x",
+                "dns:x",
                 "--not-before",
                 "2030-01-01T00:00:00Z",
                 "--not-after",
@@ -846,8 +910,16 @@ fn certificate_binding_errors_name_the_problem() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
-    let output = gateway.cli(&["factor", "remove", "certificate", "bot", "--san", "absent"]);
+    let output = gateway.cli(&[
+        "factor",
+        "remove",
+        "certificate",
+        "bot",
+        "--san",
+        "dns:absent",
+    ]);
     assert!(
-        String::from_utf8_lossy(&output.stderr).contains("has no certificate binding san absent")
+        String::from_utf8_lossy(&output.stderr)
+            .contains("has no certificate binding san dns:absent")
     );
 }

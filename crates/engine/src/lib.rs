@@ -121,8 +121,8 @@ pub struct RequestInput<'a> {
     /// A signed grant token from an earlier step-up (`Stepgate-Grant`).
     pub grant_token: Option<&'a str>,
     /// The client certificate the TLS connection presented and the
-    /// listener verified; `None` over plain HTTP or without one. The
-    /// engine does not read it yet.
+    /// listener verified; `None` over plain HTTP or without one. It is
+    /// checked against the identity's certificate bindings.
     pub client_certificate: Option<std::sync::Arc<stepgate_core::ClientCertificate>>,
 }
 
@@ -507,7 +507,16 @@ impl Engine {
         let mut step_up_receipt = None;
         if let Some(answer) = input.answer {
             let token = presented_token(input.authorization).map(|(_, token)| token);
-            match self.answer_challenge(&credentials, &identity, &input.facts, answer, token, now) {
+            let certificate = proved_certificate.as_deref();
+            match self.answer_challenge(
+                &credentials,
+                &identity,
+                &input.facts,
+                answer,
+                token,
+                certificate,
+                now,
+            ) {
                 Ok(proved) => {
                     let mut success = entry.clone();
                     success.event = Some(Event::StepUpSuccess);

@@ -41,7 +41,8 @@ pub(crate) enum CertificateRule {
     Thumbprint,
     /// The subject, as an RFC 4514 string.
     Subject,
-    /// One subject alternative name: a DNS name, URI, email or IP address.
+    /// One subject alternative name of one type, written `dns:NAME`,
+    /// `uri:URI`, `email:ADDRESS` or `ip:ADDRESS`.
     San,
 }
 
@@ -79,13 +80,16 @@ impl CertificateBinding {
                         .ct_eq(self.value.as_bytes()),
                 ),
                 CertificateRule::Subject => certificate.subject == self.value,
-                CertificateRule::San => certificate
-                    .dns_names
-                    .iter()
-                    .chain(&certificate.uris)
-                    .chain(&certificate.emails)
-                    .chain(&certificate.ip_addresses)
-                    .any(|name| *name == self.value),
+                CertificateRule::San => {
+                    let names = match self.value.split_once(':') {
+                        Some(("dns", name)) => Some((&certificate.dns_names, name)),
+                        Some(("uri", name)) => Some((&certificate.uris, name)),
+                        Some(("email", name)) => Some((&certificate.emails, name)),
+                        Some(("ip", name)) => Some((&certificate.ip_addresses, name)),
+                        _ => None,
+                    };
+                    names.is_some_and(|(names, name)| names.iter().any(|known| known == name))
+                }
             }
     }
 }

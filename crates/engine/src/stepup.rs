@@ -150,6 +150,7 @@ impl StepUpFailure {
 impl Engine {
     /// Checks a step-up answer. On success the challenge is consumed and a
     /// grant for the challenged scope and network is stored.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn answer_challenge(
         &self,
         credentials: &Credentials,
@@ -157,9 +158,18 @@ impl Engine {
         facts: &RequestFacts,
         answer: StepUpAnswer<'_>,
         token: Option<&str>,
+        certificate: Option<&str>,
         now: Timestamp,
     ) -> Result<ProvedFactor, StepUpFailure> {
-        let result = self.check_answer(credentials, identity, facts, answer, token, now);
+        let result = self.check_answer(
+            credentials,
+            identity,
+            facts,
+            answer,
+            token,
+            certificate,
+            now,
+        );
         match &result {
             Ok(_) => {
                 tracing::info!(identity = %identity, challenge.id = answer.challenge_id, "step-up succeeded")
@@ -176,6 +186,7 @@ impl Engine {
         result
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn check_answer(
         &self,
         credentials: &Credentials,
@@ -183,6 +194,7 @@ impl Engine {
         facts: &RequestFacts,
         answer: StepUpAnswer<'_>,
         token: Option<&str>,
+        certificate: Option<&str>,
         now: Timestamp,
     ) -> Result<ProvedFactor, StepUpFailure> {
         let challenge = self
@@ -255,6 +267,24 @@ impl Engine {
             return Ok(ProvedFactor {
                 factor: FactorKind::Signature,
                 key: Some(format!("signature key {key_id}")),
+            });
+        }
+        // The connection's bound certificate answers a challenge that
+        // offers it, when the request carries no other answer.
+        if let Some(thumbprint) = certificate
+            && answer.totp_code.is_none()
+            && challenge.factors.contains(&FactorKind::Certificate)
+        {
+            self.grant(
+                identity,
+                answer.challenge_id,
+                challenge,
+                FactorKind::Certificate,
+                now,
+            )?;
+            return Ok(ProvedFactor {
+                factor: FactorKind::Certificate,
+                key: Some(format!("certificate x5t#S256 {thumbprint}")),
             });
         }
         if !challenge.factors.contains(&FactorKind::Totp) {

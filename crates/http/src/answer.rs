@@ -176,6 +176,23 @@ pub(crate) fn step_up_failed(failure: &StepUpFailure, challenge_id: &str) -> Res
 }
 
 /// 401 asking for a DPoP proof with the nonce in the `DPoP-Nonce` header.
+/// 401 for a certificate-bound token on a connection without its client
+/// certificate (RFC 8705 §3).
+pub(crate) fn certificate_required() -> Response<Body> {
+    let mut response = error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+        "this token is bound to a client certificate: send it over TLS with that certificate (curl --cert CERT --key KEY)",
+    );
+    response.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static(
+            r#"Bearer realm="stepgate", error="invalid_token", error_description="The token is bound to a client certificate""#,
+        ),
+    );
+    response
+}
+
 pub(crate) fn use_dpop_nonce() -> Response<Body> {
     let mut response = error(
         StatusCode::UNAUTHORIZED,

@@ -418,6 +418,9 @@ async fn decide_and_forward(
             }
             shared.metrics.request("unauthenticated");
             tracing::info!(reason = failure.as_str(), "authentication failed");
+            if failure == stepgate_engine::AuthFailure::CertificateRequired {
+                return answer::certificate_required();
+            }
             if failure == stepgate_engine::AuthFailure::DpopNonce {
                 let mut response = answer::use_dpop_nonce();
                 add_dpop_nonce(shared, &mut response);
