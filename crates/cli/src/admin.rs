@@ -430,6 +430,20 @@ fn factor_kinds(snapshot: &stepgate_store::Snapshot, name: &IdentityName) -> Vec
     kinds
 }
 
+/// Fails with "not found" when the store has no identity `name`.
+fn require_identity(store: &SqliteStore, name: &IdentityName) -> anyhow::Result<()> {
+    if store
+        .snapshot()?
+        .identities
+        .iter()
+        .any(|identity| &identity.name == name)
+    {
+        Ok(())
+    } else {
+        bail!("identity {name} not found; `stepgate identity list` shows the identities")
+    }
+}
+
 /// Prints an identity's factors, one JSON object or table row each.
 pub(crate) fn list_factors(
     path: Option<&Path>,
@@ -439,10 +453,8 @@ pub(crate) fn list_factors(
     let config = load_config(path)?;
     let store = open_store(&config)?;
     let name = parse_name(identity)?;
+    require_identity(&store, &name)?;
     let snapshot = store.snapshot()?;
-    if !snapshot.identities.iter().any(|known| known.name == name) {
-        bail!("identity {name} not found; `stepgate identity list` shows the identities");
-    }
     let time = |at: Option<Timestamp>| at.map(|at| at.to_rfc3339());
     let mut rows = Vec::new();
     for factor in snapshot.totp.iter().filter(|f| f.identity == name) {
@@ -546,8 +558,18 @@ fn enroll_signature(
     })?;
     let algorithm = stepgate_pop::SignatureAlgorithm::for_key(&key);
     let key_id = match key_id {
-        Some(id) if id.is_empty() || id.len() > 256 || id.chars().any(|c| c.is_control()) => {
-            bail!("--key-id {id:?} must be 1 to 256 printable characters")
+        // A keyid travels as a structured-field string, which carries
+        // printable ASCII only; quotes and backslashes would need escapes.
+        Some(id)
+            if id.is_empty()
+                || id.len() > 256
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') =>
+        {
+            bail!(
+                "--key-id {id:?} must be 1 to 256 visible ASCII characters without spaces, quotes or backslashes"
+            )
         }
         Some(id) => id,
         None => key.thumbprint(),
@@ -721,6 +743,7 @@ pub(crate) fn remove_factor(
             let detail = format!("factor remove certificate for {name} ({rule} {value})");
             let entry = admin_entry(now, &actor(), Some(&name), detail);
             if !store.unbind_certificate(&name, rule, &value, entry)? {
+                require_identity(&store, &name)?;
                 bail!("identity {name} has no certificate binding {rule} {value}");
             }
             eprintln!("removed certificate binding {rule} {value} of identity {name}");
@@ -740,6 +763,7 @@ pub(crate) fn remove_factor(
         eprintln!("removed signing key {key_id} of identity {name}");
         Ok(ExitCode::SUCCESS)
     } else {
+        require_identity(&store, &name)?;
         bail!(
             "identity {name} has no signing key {key_id}; `stepgate factor list {name}` lists its keys"
         )

@@ -461,7 +461,7 @@ fn enrolment_errors_name_the_problem() {
         "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
     )
     .unwrap();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["--key", private.to_str().unwrap()], "private key"),
         (&["--key", garbage.to_str().unwrap()], "public key PEM"),
         (
@@ -483,6 +483,14 @@ fn enrolment_errors_name_the_problem() {
             &["--key", public.to_str().unwrap(), "--key-id", ""],
             "--key-id",
         ),
+        (
+            &["--key", public.to_str().unwrap(), "--key-id", "clé-1"],
+            "visible ASCII",
+        ),
+        (
+            &["--key", public.to_str().unwrap(), "--key-id", " hsm-1"],
+            "visible ASCII",
+        ),
     ];
     for (args, expected) in cases {
         let mut full = vec!["factor", "enroll", "signature", "bot"];
@@ -503,6 +511,8 @@ fn enrolment_errors_name_the_problem() {
         public.to_str().unwrap(),
     ]);
     assert!(!output.status.success());
+    let output = gateway.cli(&["factor", "remove", "signature", "nobody", "--key-id", "k"]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("identity nobody not found"));
     let output = gateway.cli(&["factor", "remove", "signature", "bot", "--key-id", "absent"]);
     assert!(String::from_utf8_lossy(&output.stderr).contains("has no signing key absent"));
 }
