@@ -97,6 +97,11 @@ pub(crate) fn check_config(path: Option<&Path>) -> anyhow::Result<ExitCode> {
     let policy = load_policy(&config, path)?;
     let geo = load_geo(&config, path)?;
     config.check_tls_files()?;
+    if config.step_up.grant_tokens
+        && let Some(keys) = crate::run::load_grant_keys(&config, path, false)?
+    {
+        eprintln!("grant tokens are signed with key {}", keys.key_id());
+    }
     let tls: Vec<&str> = config
         .tls_tables()
         .iter()
@@ -522,17 +527,31 @@ pub(crate) fn list_factors(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Reads a key file, or standard input for `-`.
-fn read_key_file(path: &Path, what: &str) -> anyhow::Result<String> {
-    if path == Path::new("-") {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-            .with_context(|| format!("cannot read the {what} from standard input"))?;
-        Ok(text)
+/// Largest key or certificate file read, in bytes.
+const MAX_KEY_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Reads a key or certificate file of at most 1 MiB, or standard input for
+/// `-`.
+pub(crate) fn read_key_file(path: &Path, what: &str) -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    let read = if path == Path::new("-") {
+        std::io::stdin()
+            .take(MAX_KEY_FILE_BYTES + 1)
+            .read_to_string(&mut text)
+            .with_context(|| format!("cannot read the {what} from standard input"))?
     } else {
-        std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {what} file {}", path.display()))
+        std::fs::File::open(path)
+            .and_then(|file| file.take(MAX_KEY_FILE_BYTES + 1).read_to_string(&mut text))
+            .with_context(|| format!("cannot read {what} file {}", path.display()))?
+    };
+    if read as u64 > MAX_KEY_FILE_BYTES {
+        bail!(
+            "{what} file {} is larger than {MAX_KEY_FILE_BYTES} bytes; give the key or certificate alone",
+            path.display()
+        );
     }
+    Ok(text)
 }
 
 fn enroll_signature(

@@ -76,6 +76,10 @@ enum Command {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+    /// Print the public JWK of the key that signs grant tokens, for other
+    /// replicas' `step_up.grant_trusted_keys`. Creates `grant-key.pem` in
+    /// the data directory when the config names no key file.
+    GrantKey,
     /// Sign a request (RFC 9421) to answer a signature step-up.
     Sign(sign::SignArgs),
     /// Create and read keys in a PKCS#11 token.
@@ -336,6 +340,7 @@ fn main() -> ExitCode {
             admin::remove_factor(cli.config.as_deref(), command)
         }
         Command::Policy(command) => admin::policy(command),
+        Command::GrantKey => run::print_grant_key(cli.config.as_deref()),
         Command::Sign(args) => sign::sign(args),
         Command::Hsm(command) => sign::hsm(command),
         Command::Audit(command) => admin::audit(cli.config.as_deref(), command),

@@ -45,9 +45,10 @@ pub(crate) fn run(config_path: Option<&Path>, log_format: LogFormat) -> anyhow::
             stepgate_pop::NonceIssuer::random().context("cannot create the DPoP nonce key")?,
         );
     }
-    if config.step_up.grant_tokens {
-        let keys = load_grant_keys(&config, config_path)?;
-        tracing::info!(grant.kid = keys.key_id(), "grant tokens on");
+    if config.step_up.grant_tokens
+        && let Some(keys) = load_grant_keys(&config, config_path, true)?
+    {
+        tracing::info!(grant.kid = keys.key_id(), grant.public_jwk = %keys.public_jwk(), "grant tokens on");
         engine = engine.with_grant_keys(keys);
     }
     let engine = Arc::new(engine);
@@ -75,19 +76,35 @@ pub(crate) fn run(config_path: Option<&Path>, log_format: LogFormat) -> anyhow::
     result.map(|()| ExitCode::SUCCESS)
 }
 
-/// Loads the key that signs grant tokens, creating `grant-key.pem` in the
-/// data directory when the config names none, and the other replicas'
-/// public keys.
-fn load_grant_keys(
+/// Runs `stepgate grant-key`: prints the grant-signing key's public JWK.
+pub(crate) fn print_grant_key(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let config = crate::load_config(config_path)?;
+    crate::admin::open_store(&config)?;
+    let keys = load_grant_keys(&config, config_path, true)?
+        .context("no grant key could be loaded or created")?;
+    println!("{}", keys.public_jwk());
+    eprintln!("grant key {}", keys.key_id());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Loads the key that signs grant tokens and the other replicas' public
+/// keys. When the config names no key file, the key is `grant-key.pem` in
+/// the data directory, created when `create` is set; without it and
+/// without `create` there is nothing to load.
+pub(crate) fn load_grant_keys(
     config: &stepgate_config::Config,
     config_path: Option<&Path>,
-) -> anyhow::Result<stepgate_engine::GrantKeys> {
+    create: bool,
+) -> anyhow::Result<Option<stepgate_engine::GrantKeys>> {
     let base = config_path.and_then(Path::parent).unwrap_or(Path::new("."));
     let step_up = &config.step_up;
     let path = match &step_up.grant_key_file {
         Some(file) => base.join(file),
         None => {
             let path = config.gateway.data_dir.join("grant-key.pem");
+            if !path.exists() && !create {
+                return Ok(None);
+            }
             if !path.exists() {
                 use std::io::Write as _;
                 use std::os::unix::fs::OpenOptionsExt as _;
@@ -105,21 +122,12 @@ fn load_grant_keys(
             path
         }
     };
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "cannot read grant key {} (step_up.grant_key_file)",
-            path.display()
-        )
-    })?;
+    let text = crate::admin::read_key_file(&path, "grant key (step_up.grant_key_file)")?;
     let mut trusted = Vec::new();
     for file in &step_up.grant_trusted_keys {
         let path = base.join(file);
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "cannot read trusted grant key {} (step_up.grant_trusted_keys)",
-                path.display()
-            )
-        })?;
+        let text =
+            crate::admin::read_key_file(&path, "trusted grant key (step_up.grant_trusted_keys)")?;
         let key = if text.trim_start().starts_with('{') {
             serde_json::from_str(&text)
                 .map_err(|err| stepgate_pop::PopError::Malformed(err.to_string()))
@@ -130,12 +138,14 @@ fn load_grant_keys(
         .map_err(|err| anyhow::anyhow!("trusted grant key {}: {err}", path.display()))?;
         trusted.push(key);
     }
-    stepgate_engine::GrantKeys::from_pem(&text, trusted).map_err(|err| {
-        anyhow::anyhow!(
-            "grant key {}: {err}; give an Ed25519 private key in PKCS#8 PEM (openssl genpkey -algorithm ed25519)",
-            path.display()
-        )
-    })
+    stepgate_engine::GrantKeys::from_pem(&text, trusted)
+        .map(Some)
+        .map_err(|err| {
+            anyhow::anyhow!(
+                "grant key {}: {err}; give an Ed25519 private key in PKCS#8 PEM (openssl genpkey -algorithm ed25519)",
+                path.display()
+            )
+        })
 }
 
 async fn serve(config: &stepgate_config::Config, engine: Arc<Engine>) -> anyhow::Result<()> {

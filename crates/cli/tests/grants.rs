@@ -126,3 +126,78 @@ fn grant_token_from_one_replica_counts_on_another() {
     assert!(log.contains("grant token not counted"), "{log}");
     assert!(!log.contains(&grant), "the token never reaches the log");
 }
+
+#[test]
+fn grant_key_is_printable_and_checked() {
+    let upstream = Upstream::start();
+    let gateway = Gateway::new(upstream.addr, GRANTS);
+    let printed = gateway.cli_ok(&["grant-key"]);
+    let jwk: serde_json::Value = serde_json::from_str(printed.trim()).unwrap();
+    assert_eq!(jwk["kty"], "OKP", "{printed}");
+    assert!(jwk.get("d").is_none(), "only the public key is printed");
+    // The created key is PKCS#8 that openssl reads.
+    let key = gateway.dir.path().join("data").join("grant-key.pem");
+    let openssl = std::process::Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&key)
+        .output()
+        .expect("openssl runs (Debian package openssl)");
+    assert!(
+        openssl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&openssl.stderr)
+    );
+    gateway.cli_ok(&["check-config"]);
+
+    // check-config reads the configured keys as `run` would.
+    let dir = gateway.dir.path();
+    let p256 = dir.join("p256.pem");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
+        .arg(&p256)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let p256_public = dir.join("p256.pub");
+    let made = std::process::Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&p256)
+        .arg("-out")
+        .arg(&p256_public)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let cases = [
+        (
+            format!("grant_key_file = \"{}\"", dir.join("absent.pem").display()),
+            "cannot read grant key",
+        ),
+        (
+            format!("grant_key_file = \"{}\"", p256.display()),
+            "not an Ed25519 private key",
+        ),
+        (
+            format!("grant_trusted_keys = [\"{}\"]", p256_public.display()),
+            "not an Ed25519 key",
+        ),
+    ];
+    let original = std::fs::read_to_string(&gateway.config).unwrap();
+    for (line, expected) in cases {
+        let text = original.replace(
+            "grant_tokens = true",
+            &format!("grant_tokens = true\n{line}"),
+        );
+        std::fs::write(&gateway.config, text).unwrap();
+        let output = gateway.cli(&["check-config"]);
+        assert!(!output.status.success(), "{line}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{line}: {stderr}");
+    }
+}

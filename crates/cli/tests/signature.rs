@@ -461,7 +461,13 @@ fn enrolment_errors_name_the_problem() {
         "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
     )
     .unwrap();
-    let cases: [(&[&str], &str); 7] = [
+    let huge = keys.path().join("huge.pem");
+    std::fs::write(&huge, vec![b'A'; 2 * 1024 * 1024]).unwrap();
+    let cases: [(&[&str], &str); 8] = [
+        (
+            &["--key", huge.to_str().unwrap()],
+            "larger than 1048576 bytes",
+        ),
         (&["--key", private.to_str().unwrap()], "private key"),
         (&["--key", garbage.to_str().unwrap()], "public key PEM"),
         (

@@ -99,6 +99,15 @@ impl GrantKeys {
             "x": URL_SAFE_NO_PAD.encode(signer.public_key().as_ref()),
         }))
         .map_err(|err| err.to_string())?;
+        if let Some(other) = others
+            .iter()
+            .find(|key| !matches!(key, PublicJwk::Ed25519 { .. }))
+        {
+            return Err(format!(
+                "trusted grant key {} is not an Ed25519 key; grant tokens are signed with Ed25519 only",
+                other.thumbprint()
+            ));
+        }
         let kid = own.thumbprint();
         let mut trusted = vec![(kid.clone(), own)];
         trusted.extend(others.into_iter().map(|key| (key.thumbprint(), key)));
@@ -118,8 +127,10 @@ impl GrantKeys {
 
     /// Generates a new Ed25519 signing key as PKCS#8 PEM.
     pub fn generate_pem() -> Result<String, String> {
-        let rng = aws_lc_rs::rand::SystemRandom::new();
-        let der = Ed25519KeyPair::generate_pkcs8(&rng)
+        // PKCS#8 v1 (RFC 5208), which openssl and other tools read; v2
+        // also carries the public key.
+        let der = Ed25519KeyPair::generate()
+            .and_then(|pair| pair.to_pkcs8v1())
             .map_err(|_| "cannot generate an Ed25519 key".to_owned())?;
         let base64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
         let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
@@ -129,6 +140,16 @@ impl GrantKeys {
         }
         pem.push_str("-----END PRIVATE KEY-----\n");
         Ok(pem)
+    }
+
+    /// Returns the public JWK of the signing key, for other replicas'
+    /// `grant_trusted_keys`.
+    pub fn public_jwk(&self) -> serde_json::Value {
+        serde_json::json!({
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": URL_SAFE_NO_PAD.encode(self.signer.public_key().as_ref()),
+        })
     }
 
     /// Returns the RFC 7638 thumbprint of the signing key, the tokens' `kid`.
