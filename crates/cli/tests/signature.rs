@@ -316,6 +316,17 @@ fn signature_failures_are_refused_and_audited() {
             &body,
             "invalid_signature",
         ),
+        (
+            "Signature without Signature-Input",
+            vec![
+                "-H".to_owned(),
+                format!("Stepgate-Challenge: {challenge}"),
+                "-H".to_owned(),
+                "Signature: bot=:AAAA:".to_owned(),
+            ],
+            &body,
+            "missing_signature",
+        ),
     ];
     for (case, headers, sent_body, reason) in &cases {
         let answered = send("127.0.9.9", &url, &auth, "POST", Some(sent_body), headers);

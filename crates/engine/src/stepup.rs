@@ -18,6 +18,9 @@ use crate::{BodyDigest, DpopAnswer, SignatureAnswer};
 /// Seconds a message signature stays acceptable after its `created` time.
 const SIGNATURE_MAX_AGE_SECS: i64 = 60;
 
+/// Longest `keyid` looked up; enrolment allows no longer ones.
+const MAX_KEY_ID_LEN: usize = 256;
+
 /// Seconds a signer's clock may run ahead of the gateway's.
 const SIGNATURE_CLOCK_SKEW_SECS: i64 = 5;
 
@@ -430,6 +433,16 @@ impl Engine {
                 )));
             }
         };
+        if input
+            .keyid
+            .as_ref()
+            .is_some_and(|id| id.len() > MAX_KEY_ID_LEN)
+        {
+            return Err(invalid(format!(
+                "signature {} has a keyid longer than {MAX_KEY_ID_LEN} characters",
+                input.label
+            )));
+        }
         let key_id = input.keyid.as_deref().ok_or_else(|| {
             invalid(format!(
                 "signature {} has no keyid parameter: name the enrolled key",

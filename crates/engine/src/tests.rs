@@ -793,6 +793,16 @@ mod signatures {
                 ),
                 "no keyid",
             ),
+            (
+                sign(
+                    &key,
+                    "GET",
+                    "/orders/17",
+                    COVERED,
+                    &params(&harness, &"k".repeat(300), &id, 0),
+                ),
+                "longer than 256",
+            ),
         ];
         for (signed, expected) in cases {
             match failure(harness.answer_signed(&id, &signed)) {

@@ -43,7 +43,7 @@ pub fn verify_content_digest(value: &str, body: &[u8]) -> Result<(), PopError> {
             _ => continue,
         };
         if *digest != expected {
-            return Err(PopError::WrongTarget(format!(
+            return Err(PopError::DigestMismatch(format!(
                 "Content-Digest {} does not match the body received",
                 algorithm.as_str()
             )));

@@ -260,7 +260,7 @@ fn component_value(message: &Message<'_>, item: &Item) -> Result<String, PopErro
         return Err(malformed("component is not a string"));
     };
     let name = name.as_str();
-    let missing = || malformed(format!("the message has no {name}"));
+    let missing = || malformed(format!("the message has no component {name:?}"));
     let path = if message.path.is_empty() {
         "/"
     } else {

@@ -24,15 +24,15 @@ pub use spki::public_key_from_pem;
 /// and never contain key material or tokens.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PopError {
-    #[error("malformed proof: {0}")]
+    #[error("malformed: {0}")]
     Malformed(String),
     #[error("unsupported: {0}")]
     Unsupported(String),
-    #[error("private key in proof: {0}")]
+    #[error("private key: {0}")]
     PrivateKey(String),
     #[error("signature does not verify with the proof's key")]
     BadSignature,
-    #[error("proof for another request: {0}")]
+    #[error("for another request: {0}")]
     WrongTarget(String),
     #[error("proof out of its time window: {0}")]
     Expired(String),
@@ -40,6 +40,9 @@ pub enum PopError {
     Nonce(String),
     #[error("replayed proof: {0}")]
     Replayed(String),
+    /// A `Content-Digest` that does not match the body.
+    #[error("{0}")]
+    DigestMismatch(String),
 }
 
 #[cfg(test)]

@@ -711,7 +711,7 @@ mod content_digest {
     #[test]
     fn changed_body_fails() {
         let err = verify_content_digest(SHA256, b"{\"hello\": \"World\"}").unwrap_err();
-        assert!(matches!(err, PopError::WrongTarget(_)), "{err}");
+        assert!(matches!(err, PopError::DigestMismatch(_)), "{err}");
         // One matching member does not excuse another that does not match.
         let mixed = format!("{SHA256}, sha-512=:{}:", "A".repeat(88));
         assert!(verify_content_digest(&mixed, BODY).is_err());
