@@ -740,6 +740,21 @@ fn bind_certificate(
     } else {
         ""
     };
+    let verifies_clients = config
+        .gateway
+        .tls
+        .as_ref()
+        .is_some_and(|tls| tls.client_auth != stepgate_config::ClientAuth::None);
+    if !verifies_clients {
+        eprintln!(
+            "warning: the gateway listener does not verify client certificates ([gateway.tls] client_auth); until it does, this binding never matches{}",
+            if required {
+                " and every request of the identity is rejected"
+            } else {
+                ""
+            }
+        );
+    }
     let detail = format!("factor enroll certificate for {name} ({rule} {value}{mode})");
     store.bind_certificate(&record, admin_entry(now, &actor(), Some(&name), detail))?;
     println!("{rule} {value}");

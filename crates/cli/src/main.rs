@@ -372,7 +372,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", error_chain(&err));
             ExitCode::FAILURE
         }
     }
@@ -385,4 +385,36 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
         None => Config::embedded()?,
     };
     Ok(config)
+}
+
+/// Joins an error and its causes with `: `, leaving out a cause whose text
+/// the message already contains (many errors repeat their source).
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
+}
+
+#[cfg(test)]
+mod error_chain_tests {
+    use super::error_chain;
+
+    #[test]
+    fn repeated_causes_are_left_out() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let err = anyhow::Error::new(io).context("cannot read a.pem: no such file");
+        assert_eq!(error_chain(&err), "cannot read a.pem: no such file");
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let err = anyhow::Error::new(io).context("cannot read a.pem");
+        assert_eq!(error_chain(&err), "cannot read a.pem: no such file");
+    }
 }

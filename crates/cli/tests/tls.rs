@@ -910,6 +910,24 @@ fn certificate_binding_errors_name_the_problem() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
+    // Without client-certificate checks on the listener a binding is
+    // accepted with a warning that it cannot match.
+    let output = gateway.cli(&[
+        "factor",
+        "enroll",
+        "certificate",
+        "bot",
+        "--san",
+        "dns:bot.example.test",
+        "--require",
+    ]);
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("does not verify client certificates")
+            && stderr.contains("every request of the identity is rejected"),
+        "{stderr}"
+    );
     let output = gateway.cli(&[
         "factor",
         "remove",

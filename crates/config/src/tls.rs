@@ -122,6 +122,8 @@ pub enum TlsFileError {
         cert_key: String,
         cert_path: PathBuf,
     },
+    #[error("{key}: {path} is larger than 16 MiB; give the certificate or key file itself")]
+    TooLarge { key: String, path: PathBuf },
     #[error("{key}: certificate {index} in {path} cannot be a trust anchor: {reason}")]
     BadCa {
         key: String,
@@ -206,12 +208,28 @@ fn default_handshake_timeout() -> u64 {
     10
 }
 
+/// Largest TLS file read, in bytes: far more than any certificate chain,
+/// key or CA bundle, and a bound on what a wrong path such as /dev/zero
+/// can make the gateway read.
+const MAX_TLS_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
 fn read_file(key: &str, path: &Path) -> Result<Vec<u8>, TlsFileError> {
-    std::fs::read(path).map_err(|source| TlsFileError::Read {
-        key: key.to_owned(),
-        path: path.to_owned(),
-        source,
-    })
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    let read = std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_TLS_FILE_BYTES + 1).read_to_end(&mut bytes));
+    match read {
+        Ok(len) if len as u64 > MAX_TLS_FILE_BYTES => Err(TlsFileError::TooLarge {
+            key: key.to_owned(),
+            path: path.to_owned(),
+        }),
+        Ok(_) => Ok(bytes),
+        Err(source) => Err(TlsFileError::Read {
+            key: key.to_owned(),
+            path: path.to_owned(),
+            source,
+        }),
+    }
 }
 
 fn read_certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsFileError> {
@@ -262,6 +280,26 @@ fn read_roots(key: &str, path: &Path) -> Result<RootCertStore, TlsFileError> {
     let certificates = read_certificates(key, path)?;
     let mut roots = RootCertStore::empty();
     for (index, certificate) in certificates.into_iter().enumerate() {
+        // A certificate that says it is no CA (basicConstraints CA:FALSE),
+        // such as a server certificate given by mistake, is rejected.
+        let leaf = x509_parser::parse_x509_certificate(certificate.as_ref())
+            .ok()
+            .and_then(|(_, parsed)| {
+                parsed
+                    .basic_constraints()
+                    .ok()
+                    .flatten()
+                    .map(|bc| !bc.value.ca)
+            })
+            .unwrap_or(false);
+        if leaf {
+            return Err(TlsFileError::BadCa {
+                key: key.to_owned(),
+                path: path.to_owned(),
+                index: index + 1,
+                reason: "it is not a CA certificate (basicConstraints CA:FALSE); give the CA that issued the client certificates".to_owned(),
+            });
+        }
         roots.add(certificate).map_err(|err| TlsFileError::BadCa {
             key: key.to_owned(),
             path: path.to_owned(),

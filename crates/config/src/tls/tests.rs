@@ -241,3 +241,37 @@ fn garbage_ca_file_rejected() {
     assert!(err.contains("ca.pem"), "{err}");
     assert!(err.contains("contains no certificate"), "{err}");
 }
+
+#[test]
+fn leaf_as_client_ca_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    self_signed(dir.path(), "server");
+    let output = Command::new("openssl")
+        .current_dir(dir.path())
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=leaf"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-keyout", "leaf.key", "-out", "leaf.pem"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let err = file_error(
+        dir.path(),
+        "[gateway.tls]\ncert_file = \"server.pem\"\nkey_file = \"server.key\"\nclient_ca_file = \"leaf.pem\"\nclient_auth = \"optional\"\n",
+    );
+    assert!(err.contains("gateway.tls.client_ca_file"), "{err}");
+    assert!(err.contains("not a CA certificate"), "{err}");
+}
+
+#[test]
+fn endless_file_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    self_signed(dir.path(), "server");
+    let err = file_error(
+        dir.path(),
+        "[gateway.tls]\ncert_file = \"/dev/zero\"\nkey_file = \"server.key\"\n",
+    );
+    assert!(err.contains("gateway.tls.cert_file"), "{err}");
+    assert!(err.contains("larger than 16 MiB"), "{err}");
+}
