@@ -941,3 +941,32 @@ fn certificate_binding_errors_name_the_problem() {
             .contains("has no certificate binding san dns:absent")
     );
 }
+
+#[test]
+fn plain_http_never_offers_certificate_factor() {
+    let upstream = Upstream::start();
+    let mut gateway = Gateway::new(upstream.addr, "");
+    let token = gateway.add_with_token("deploy-bot");
+    gateway.cli_ok(&[
+        "factor",
+        "enroll",
+        "certificate",
+        "deploy-bot",
+        "--san",
+        "uri:spiffe://example.test/deploy-bot",
+    ]);
+    gateway.start();
+    let auth = bearer(&token);
+    for i in 0..5 {
+        let response = curl(
+            "127.0.0.2",
+            &gateway.url(&format!("/orders/{i}")),
+            &["-H", &auth],
+        );
+        assert_eq!(response.status, 200, "{}", response.body);
+    }
+    // The only factor cannot arrive over plain HTTP: denied, not a
+    // challenge nobody can answer.
+    let response = curl("127.0.9.9", &gateway.url("/orders/9"), &["-H", &auth]);
+    assert_eq!(response.status, 403, "{}", response.body);
+}

@@ -219,6 +219,7 @@ impl Fixture {
             audit_target: path,
             grant_token: None,
             client_certificate: None,
+            client_certificates_checked: false,
         };
         self.engine.decide(input)
     }

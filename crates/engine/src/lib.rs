@@ -124,6 +124,9 @@ pub struct RequestInput<'a> {
     /// listener verified; `None` over plain HTTP or without one. It is
     /// checked against the identity's certificate bindings.
     pub client_certificate: Option<std::sync::Arc<stepgate_core::ClientCertificate>>,
+    /// True when the request came over TLS on a listener that verifies
+    /// client certificates, so a challenge can offer the certificate factor.
+    pub client_certificates_checked: bool,
 }
 
 /// Reason a request failed authentication. Clients only ever learn "invalid
@@ -615,7 +618,8 @@ impl Engine {
             .iter()
             .map(|(kind, at)| (kind, now.since(at).as_secs() as i64))
             .collect();
-        let offered: Vec<FactorKind> = self.enrolled_factors(&credentials, &identity);
+        let offered: Vec<FactorKind> =
+            self.enrolled_factors(&credentials, &identity, input.client_certificates_checked);
         let decision = match evaluate_policy(
             &self.settings,
             &self.policy,
@@ -879,6 +883,7 @@ impl Engine {
         &self,
         credentials: &Credentials,
         identity: &IdentityName,
+        client_certificates_checked: bool,
     ) -> Vec<FactorKind> {
         let mut factors = Vec::new();
         if credentials.totp.contains_key(identity) {
@@ -887,7 +892,8 @@ impl Engine {
         if credentials.dpop.contains_key(identity) {
             factors.push(FactorKind::Dpop);
         }
-        if credentials.certificates.contains_key(identity) {
+        // A certificate cannot answer on a connection that carries none.
+        if client_certificates_checked && credentials.certificates.contains_key(identity) {
             factors.push(FactorKind::Certificate);
         }
         if credentials.signing_keys.contains_key(identity) {

@@ -144,6 +144,7 @@ impl Harness {
             audit_target: path.into(),
             grant_token: None,
             client_certificate: None,
+            client_certificates_checked: false,
         };
         let verdict = self.engine.decide(input);
         match verdict {

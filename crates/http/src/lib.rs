@@ -129,6 +129,8 @@ pub(crate) struct Shared {
     /// Slots for reading signed answers' bodies whole, which bounds the
     /// memory they can take to a few times 16 MiB.
     pub(crate) signed_body_slots: tokio::sync::Semaphore,
+    /// True when the gateway listener verifies client certificates.
+    pub(crate) checks_client_certificates: bool,
 }
 
 /// The client connection a request came on, as request handling uses it.
@@ -198,6 +200,11 @@ impl Gateway {
             metrics: Metrics::new(),
             origin: Origin::parse(&config.gateway.origin()),
             signed_body_slots: tokio::sync::Semaphore::new(SIGNED_BODY_SLOTS),
+            checks_client_certificates: config
+                .gateway
+                .tls
+                .as_ref()
+                .is_some_and(|tls| tls.client_auth != stepgate_config::ClientAuth::None),
         };
         Ok(Self {
             shared: Arc::new(shared),

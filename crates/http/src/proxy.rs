@@ -302,6 +302,8 @@ async fn decide_and_forward(
         audit_target: prepared.audit_target,
         grant_token: single_header(headers, &HeaderName::from_static(GRANT_HEADER)),
         client_certificate: connection.client_certificate,
+        client_certificates_checked: connection.scheme == "https"
+            && shared.checks_client_certificates,
     };
     let verdict = if answer.is_some() {
         // Checking an answer writes the accepted TOTP step durably, which
