@@ -37,19 +37,6 @@ fn proof(key: &Path, method: &str, uri: &str, token: &str) -> String {
     client(&["proof", key.to_str().unwrap(), method, uri, token])
 }
 
-/// Makes five allowed requests from 127.0.0.2, the identity's learning
-/// period.
-fn learn(gateway: &Gateway, auth: &str) {
-    for i in 0..5 {
-        let response = curl(
-            "127.0.0.2",
-            &gateway.url(&format!("/orders/{i}")),
-            &["-H", auth],
-        );
-        assert_eq!(response.status, 200, "{}", response.body);
-    }
-}
-
 #[test]
 fn dpop_proof_answers_a_challenge() {
     let upstream = Upstream::start();
@@ -68,7 +55,7 @@ fn dpop_proof_answers_a_challenge() {
     assert_eq!(thumbprint.trim().len(), 43, "{thumbprint}");
     gateway.start();
     let auth = format!("Authorization: Bearer {token}");
-    learn(&gateway, &auth);
+    gateway.learn(&auth);
 
     // A new network is challenged, with DPoP as the factor on offer.
     let challenged = curl("127.0.9.9", &gateway.url("/orders/1"), &["-H", &auth]);
@@ -376,7 +363,7 @@ fn challenge_lists_every_enrolled_factor() {
     ]);
     gateway.start();
     let auth = format!("Authorization: Bearer {token}");
-    learn(&gateway, &auth);
+    gateway.learn(&auth);
     let challenged = curl("127.0.9.9", &gateway.url("/orders/1"), &["-H", &auth]);
     assert_eq!(challenged.status, 401);
     let body = challenged.json();
@@ -456,7 +443,7 @@ fn dpop_key_outside_its_window_is_refused() {
     ]);
     gateway.start();
     let auth = format!("Authorization: Bearer {token}");
-    learn(&gateway, &auth);
+    gateway.learn(&auth);
     let uri = gateway.url("/orders/1");
     let challenged = curl("127.0.9.9", &uri, &["-H", &auth]);
     let challenge = challenged.json()["challenge_id"]

@@ -100,19 +100,6 @@ fn send(
     curl(from, url, &args)
 }
 
-/// Makes five allowed requests from 127.0.0.2, the identity's learning
-/// period.
-fn learn(gateway: &Gateway, auth: &str) {
-    for i in 0..5 {
-        let response = curl(
-            "127.0.0.2",
-            &gateway.url(&format!("/orders/{i}")),
-            &["-H", auth],
-        );
-        assert_eq!(response.status, 200, "{}", response.body);
-    }
-}
-
 #[test]
 fn signatures_by_every_algorithm_answer_a_challenge() {
     let upstream = Upstream::start();
@@ -148,7 +135,7 @@ fn signatures_by_every_algorithm_answer_a_challenge() {
     gateway.start();
     for (name, token, key, key_id, alg) in &bots {
         let auth = format!("Authorization: Bearer {token}");
-        learn(&gateway, &auth);
+        gateway.learn(&auth);
         let url = gateway.url("/orders/17");
         let challenged = send("127.0.9.9", &url, &auth, "POST", Some(&body), &[]);
         assert_eq!(challenged.status, 401, "{}", challenged.body);
@@ -236,7 +223,7 @@ fn signature_failures_are_refused_and_audited() {
     ]);
     gateway.start();
     let auth = format!("Authorization: Bearer {token}");
-    learn(&gateway, &auth);
+    gateway.learn(&auth);
     let body = keys.path().join("body.json");
     std::fs::write(&body, br#"{"amount": 10}"#).unwrap();
     let changed = keys.path().join("changed.json");
@@ -390,7 +377,7 @@ fn expired_and_rotated_keys() {
     ]);
     gateway.start();
     let auth = format!("Authorization: Bearer {token}");
-    learn(&gateway, &auth);
+    gateway.learn(&auth);
     let answer = |from: &str, key: &Path, key_id: &str| {
         let url = gateway.url("/orders/1");
         let challenged = send(from, &url, &auth, "GET", None, &[]);
@@ -568,7 +555,7 @@ fn signed_bodies_are_read_only_for_open_challenges() {
 
     // A body over the limit for an open challenge: 413, and audited.
     let auth = format!("Authorization: Bearer {token}");
-    learn(&gateway, &auth);
+    gateway.learn(&auth);
     let big = keys.path().join("big.bin");
     std::fs::write(&big, vec![b'x'; 16 * 1024 * 1024 + 1]).unwrap();
     let challenged = send(

@@ -265,6 +265,19 @@ learning_requests = 5
         std::fs::write(&self.config, text).unwrap();
     }
 
+    /// Makes five allowed requests to `/orders/N` from 127.0.0.2 with the
+    /// `Authorization` header `auth`: the identity's learning period.
+    pub fn learn(&self, auth: &str) {
+        for i in 0..5 {
+            let response = curl(
+                "127.0.0.2",
+                &self.url(&format!("/orders/{i}")),
+                &["-H", auth],
+            );
+            assert_eq!(response.status, 200, "{}", response.body);
+        }
+    }
+
     /// Adds an identity with a token and no factor; returns the token.
     pub fn add_with_token(&self, name: &str) -> String {
         self.cli_ok(&["identity", "add", name]);
