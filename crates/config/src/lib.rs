@@ -13,7 +13,10 @@ use serde::Deserialize;
 use stepgate_core::Zone;
 use stepgate_risk::RiskConfig;
 
+mod approval;
 mod tls;
+
+pub use approval::{ApprovalConfig, ApproverGroupConfig, DEFAULT_GROUP, redact_query};
 
 pub use tls::{ClientAuth, TlsConfig, TlsFileError, TlsFiles};
 
@@ -72,6 +75,8 @@ pub struct Config {
     pub audit: AuditConfig,
     #[serde(default)]
     pub geoip: GeoipConfig,
+    #[serde(default)]
+    pub approval: ApprovalConfig,
     /// Where the configuration came from, for messages.
     #[serde(skip)]
     pub source_name: String,
@@ -367,6 +372,7 @@ impl Config {
             nets.push(net);
         }
         self.trusted_proxy_nets = nets;
+        self.validate_approval()?;
 
         if let Some(origin) = &self.gateway.public_origin {
             let valid = ["http://", "https://"].iter().any(|scheme| {
@@ -604,6 +610,39 @@ impl Config {
                     key,
                     value.to_string(),
                     "must be at most 86400 (one day)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_approval(&mut self) -> Result<(), ConfigError> {
+        if let Err((key, value, reason)) = self.approval.validate() {
+            return Err(self.invalid(key, value, reason));
+        }
+        for (i, zone) in self.zones.iter().enumerate() {
+            if zone
+                .approval_quorum
+                .is_some_and(|quorum| quorum == 0 || quorum > 10)
+            {
+                return Err(self.invalid(
+                    format!("zones[{i}].approval_quorum"),
+                    zone.approval_quorum.unwrap_or_default().to_string(),
+                    "must be between 1 and 10",
+                ));
+            }
+            if let Some(group) = &zone.approval_group
+                && !self
+                    .approval
+                    .groups
+                    .iter()
+                    .any(|known| &known.name == group)
+                && group != &self.approval.default_group
+            {
+                return Err(self.invalid(
+                    format!("zones[{i}].approval_group"),
+                    group,
+                    "no [[approval.groups]] entry has this name; add one or use the default group",
                 ));
             }
         }

@@ -23,16 +23,20 @@ pub enum FactorKind {
     /// An HTTP message signature (RFC 9421) by one of the identity's
     /// enrolled signing keys, such as a key inside an HSM.
     Signature,
+    /// A person approved this exact operation of the identity. It says
+    /// nothing about who holds the token, so it adds no strength.
+    Approval,
 }
 
 impl FactorKind {
     /// Every factor kind, weakest first; the step-up search tries them in
     /// this order.
-    pub const ALL: [FactorKind; 4] = [
+    pub const ALL: [FactorKind; 5] = [
         FactorKind::Totp,
         FactorKind::Dpop,
         FactorKind::Certificate,
         FactorKind::Signature,
+        FactorKind::Approval,
     ];
 
     /// The name used in policies (`context.proved.totp`) and audit records.
@@ -42,6 +46,7 @@ impl FactorKind {
             FactorKind::Dpop => "dpop",
             FactorKind::Certificate => "certificate",
             FactorKind::Signature => "signature",
+            FactorKind::Approval => "approval",
         }
     }
 
@@ -53,9 +58,10 @@ impl FactorKind {
     /// Assurance strength, which policies read as `context.assurance`: 1 for
     /// a shared secret, 2 for a software-held private key, 3 for a signing
     /// key enrolled for message signatures, which is meant to live in an
-    /// HSM.
+    /// HSM. An approval is 0: it covers the operation, not the caller.
     pub fn strength(self) -> u8 {
         match self {
+            FactorKind::Approval => 0,
             FactorKind::Totp => 1,
             FactorKind::Dpop | FactorKind::Certificate => 2,
             FactorKind::Signature => 3,
@@ -69,6 +75,7 @@ impl FactorKind {
             FactorKind::Dpop => "urn:stepgate:acr:dpop",
             FactorKind::Certificate => "urn:stepgate:acr:mtls",
             FactorKind::Signature => "urn:stepgate:acr:httpsig",
+            FactorKind::Approval => "urn:stepgate:acr:approval",
         }
     }
 }

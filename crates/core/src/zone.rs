@@ -3,8 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::request::Action;
+
 /// A named part of the upstream's path space.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Zone {
     /// Name used in policies, audit records and reasons.
@@ -21,12 +23,28 @@ pub struct Zone {
     /// Writes and deletes count as the `admin` action.
     #[serde(default)]
     pub admin: bool,
+    /// Actions that need a person's approval of the exact operation, such
+    /// as `["write", "delete"]`, whatever the risk.
+    #[serde(default)]
+    pub approval_for: Vec<Action>,
+    /// Approver group asked for approvals in this zone; the default group
+    /// when unset.
+    #[serde(default)]
+    pub approval_group: Option<String>,
+    /// Approvals needed from distinct approvers; the group's quorum when
+    /// unset.
+    #[serde(default)]
+    pub approval_quorum: Option<u32>,
 }
 
 impl Zone {
     /// True when the zone covers `path`, ignoring ASCII case: an upstream
     /// that matches paths without regard to case must not see `/Reports`
     /// escape the rules of `/reports`.
+    pub fn needs_approval(&self, action: Action) -> bool {
+        self.approval_for.contains(&action)
+    }
+
     pub fn covers(&self, path: &str) -> bool {
         prefix_covers(
             &self.prefix.to_ascii_lowercase(),
@@ -74,6 +92,9 @@ mod tests {
             read_only: false,
             sensitive: false,
             admin: false,
+            approval_for: Vec::new(),
+            approval_group: None,
+            approval_quorum: None,
         }
     }
 

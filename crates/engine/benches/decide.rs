@@ -164,6 +164,7 @@ fn fixture(decision_cache: bool, signals: Signals) -> Fixture {
             read_only: true,
             sensitive: false,
             admin: false,
+            ..Zone::default()
         }]),
     };
     let mut policy = Policy::default_policy().expect("policy");

@@ -71,6 +71,7 @@ impl Harness {
                 read_only: true,
                 sensitive: false,
                 admin: false,
+                ..Zone::default()
             }]),
         };
         let engine = Engine::new(

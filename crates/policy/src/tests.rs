@@ -138,6 +138,7 @@ fn zone_membership_visible_to_policies() {
         read_only: true,
         sensitive: false,
         admin: false,
+        ..Zone::default()
     };
     let decision = decide(&policy, &input(Action::Read, 99, &[], Some(&zone)));
     assert_eq!(decision.outcome, Outcome::Allow);

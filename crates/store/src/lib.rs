@@ -5,7 +5,10 @@
 //! administrative change is written in the same transaction as its audit
 //! record, so the trail never misses a change that took effect.
 
+mod approval;
 mod sqlite;
+
+pub use approval::{ApprovalRecord, ApprovalState, ApprovalStore, ApproverRecord, Vote, VoteError};
 
 pub use sqlite::SqliteStore;
 
@@ -20,6 +23,10 @@ pub enum StoreError {
     IdentityExists(String),
     #[error("identity {0} not found: list identities with `stepgate identity list`")]
     IdentityNotFound(String),
+    #[error("approver {0} already exists")]
+    ApproverExists(String),
+    #[error("approver {0} not found: list approvers with `stepgate approver list`")]
+    ApproverNotFound(String),
     #[error("token {0} not found: list tokens with `stepgate token list`")]
     TokenNotFound(String),
     #[error("cannot open the store at {path}: {source}")]
@@ -176,7 +183,7 @@ pub struct AcceptedSignal {
 }
 
 /// Storage for identities, credentials, factors, baselines and the audit trail.
-pub trait Store: Send + Sync {
+pub trait Store: ApprovalStore + Send + Sync {
     /// Counter raised by every administrative change; a running gateway
     /// polls it to reload identities, tokens and factors.
     fn revision(&self) -> Result<u64, StoreError>;

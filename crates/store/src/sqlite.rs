@@ -7,6 +7,8 @@ use stepgate_audit::{Chain, Entry, Sealed};
 use stepgate_core::{Identity, IdentityName, Timestamp, TokenHash, TokenId};
 use stepgate_risk::Baseline;
 
+mod approvals;
+
 use crate::{
     AcceptedSignal, CertificateBindingRecord, DpopKeyRecord, SignatureKeyRecord, Snapshot, Store,
     StoreError, TokenRecord, TotpRecord,
@@ -94,6 +96,61 @@ CREATE TABLE certificate_bindings (
     not_before INTEGER,
     not_after INTEGER,
     PRIMARY KEY (identity, rule, value)
+);
+"#,
+    r#"
+CREATE TABLE approvers (
+    name TEXT PRIMARY KEY,
+    secret BLOB NOT NULL,
+    algorithm TEXT NOT NULL,
+    digits INTEGER NOT NULL,
+    period INTEGER NOT NULL,
+    last_step INTEGER,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE approver_groups (
+    approver TEXT NOT NULL REFERENCES approvers(name),
+    grp TEXT NOT NULL,
+    PRIMARY KEY (approver, grp)
+);
+CREATE TABLE identity_owners (
+    identity TEXT NOT NULL REFERENCES identities(name),
+    approver TEXT NOT NULL REFERENCES approvers(name),
+    PRIMARY KEY (identity, approver)
+);
+CREATE TABLE approvals (
+    id TEXT PRIMARY KEY,
+    identity TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    method TEXT NOT NULL,
+    target TEXT NOT NULL,
+    body_sha256 TEXT,
+    body_bytes INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    zone TEXT,
+    client_addr TEXT NOT NULL,
+    risk INTEGER NOT NULL,
+    reasons TEXT NOT NULL,
+    policies TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    quorum INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    valid_until INTEGER,
+    decided_at INTEGER,
+    used_at INTEGER
+);
+CREATE INDEX approvals_open ON approvals (state, expires_at);
+CREATE INDEX approvals_operation ON approvals (identity, operation);
+CREATE TABLE approval_votes (
+    approval TEXT NOT NULL REFERENCES approvals(id),
+    approver TEXT NOT NULL,
+    approve INTEGER NOT NULL,
+    comment TEXT NOT NULL,
+    via TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (approval, approver)
 );
 "#,
 ];

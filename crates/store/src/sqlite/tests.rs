@@ -181,3 +181,297 @@ fn baselines_round_trip() {
         .unwrap();
     assert_eq!(store.load_baselines().unwrap().len(), 1);
 }
+
+mod approvals {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{ApprovalRecord, ApprovalState, ApprovalStore, ApproverRecord, Vote, VoteError};
+
+    fn name(text: &str) -> IdentityName {
+        IdentityName::new(text).unwrap()
+    }
+
+    fn add_approver(store: &SqliteStore, approver: &str) {
+        let record = ApproverRecord::new(
+            name(approver),
+            vec![7; 20],
+            "SHA1".into(),
+            6,
+            30,
+            vec!["approvers".into()],
+            Timestamp::from_secs(1),
+        );
+        store.add_approver(&record, admin("approver add")).unwrap();
+    }
+
+    fn request(id: &str, quorum: u32) -> ApprovalRecord {
+        ApprovalRecord {
+            id: id.into(),
+            identity: name("bot"),
+            operation: "ab".repeat(32),
+            method: "DELETE".into(),
+            target: "/orders/1".into(),
+            body_sha256: None,
+            body_bytes: 0,
+            action: "delete".into(),
+            zone: Some("orders".into()),
+            client_addr: "127.0.0.2".into(),
+            risk: 40,
+            reasons: vec!["new_network: 127.0.0.0/24".into()],
+            policies: vec!["zone-approval".into()],
+            group: "approvers".into(),
+            quorum,
+            state: ApprovalState::Pending,
+            created_at: Timestamp::from_secs(100),
+            expires_at: Timestamp::from_secs(200),
+            valid_until: None,
+            decided_at: None,
+            used_at: None,
+            votes: Vec::new(),
+        }
+    }
+
+    fn vote(approver: &str, approve: bool, at: i64) -> Vote {
+        Vote {
+            approver: name(approver),
+            approve,
+            comment: "checked with the team".into(),
+            via: "cli".into(),
+            at: Timestamp::from_secs(at),
+        }
+    }
+
+    fn setup() -> (tempfile::TempDir, SqliteStore) {
+        let (dir, store) = open();
+        add_bot(&store);
+        add_approver(&store, "alice");
+        add_approver(&store, "bob");
+        (dir, store)
+    }
+
+    #[test]
+    fn approval_round_trips() {
+        let (_dir, store) = setup();
+        let created = request("ap_1", 1);
+        store.create_approval(&created, admin("approval")).unwrap();
+        assert_eq!(store.approval("ap_1").unwrap(), Some(created.clone()));
+        let pending = store
+            .pending_approval(&name("bot"), &created.operation, Timestamp::from_secs(150))
+            .unwrap();
+        assert_eq!(pending.map(|found| found.id), Some("ap_1".to_owned()));
+        let after_expiry = store
+            .pending_approval(&name("bot"), &created.operation, Timestamp::from_secs(200))
+            .unwrap();
+        assert!(after_expiry.is_none());
+        assert_eq!(store.approvals(true, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn quorum_of_two_needs_distinct_approvers() {
+        let (_dir, store) = setup();
+        store
+            .create_approval(&request("ap_2", 2), admin("approval"))
+            .unwrap();
+        let valid = Duration::from_secs(60);
+        let first = store
+            .vote("ap_2", &vote("alice", true, 110), valid, admin("vote"))
+            .unwrap();
+        assert_eq!(first.state, ApprovalState::Pending);
+        let again = store.vote("ap_2", &vote("alice", true, 111), valid, admin("vote"));
+        assert!(
+            matches!(again, Err(VoteError::AlreadyVoted { .. })),
+            "{again:?}"
+        );
+        let second = store
+            .vote("ap_2", &vote("bob", true, 120), valid, admin("vote"))
+            .unwrap();
+        assert_eq!(second.state, ApprovalState::Approved);
+        assert_eq!(second.valid_until, Some(Timestamp::from_secs(180)));
+        assert_eq!(second.votes.len(), 2);
+    }
+
+    #[test]
+    fn one_denial_closes_request() {
+        let (_dir, store) = setup();
+        store
+            .create_approval(&request("ap_3", 2), admin("approval"))
+            .unwrap();
+        let valid = Duration::from_secs(60);
+        let denied = store
+            .vote("ap_3", &vote("bob", false, 110), valid, admin("vote"))
+            .unwrap();
+        assert_eq!(denied.state, ApprovalState::Denied);
+        let late = store.vote("ap_3", &vote("alice", true, 111), valid, admin("vote"));
+        assert!(
+            matches!(
+                late,
+                Err(VoteError::Closed {
+                    state: "denied",
+                    ..
+                })
+            ),
+            "{late:?}"
+        );
+        let unknown = store.vote("ap_x", &vote("alice", true, 111), valid, admin("vote"));
+        assert!(
+            matches!(unknown, Err(VoteError::NotFound(_))),
+            "{unknown:?}"
+        );
+    }
+
+    #[test]
+    fn vote_after_expiry_is_rejected() {
+        let (_dir, store) = setup();
+        store
+            .create_approval(&request("ap_4", 1), admin("approval"))
+            .unwrap();
+        let late = store.vote(
+            "ap_4",
+            &vote("alice", true, 200),
+            Duration::from_secs(60),
+            admin("vote"),
+        );
+        assert!(
+            matches!(
+                late,
+                Err(VoteError::Closed {
+                    state: "expired",
+                    ..
+                })
+            ),
+            "{late:?}"
+        );
+    }
+
+    #[test]
+    fn approval_is_used_once() {
+        let (_dir, store) = setup();
+        store
+            .create_approval(&request("ap_5", 1), admin("approval"))
+            .unwrap();
+        store
+            .vote(
+                "ap_5",
+                &vote("alice", true, 110),
+                Duration::from_secs(60),
+                admin("vote"),
+            )
+            .unwrap();
+        assert!(
+            store
+                .use_approval("ap_5", Timestamp::from_secs(120))
+                .unwrap()
+        );
+        assert!(
+            !store
+                .use_approval("ap_5", Timestamp::from_secs(121))
+                .unwrap()
+        );
+        let used = store.approval("ap_5").unwrap().unwrap();
+        assert_eq!(used.state, ApprovalState::Used);
+        assert_eq!(used.used_at, Some(Timestamp::from_secs(120)));
+    }
+
+    #[test]
+    fn unused_approval_expires() {
+        let (_dir, store) = setup();
+        store
+            .create_approval(&request("ap_6", 1), admin("approval"))
+            .unwrap();
+        store
+            .create_approval(&request("ap_7", 1), admin("approval"))
+            .unwrap();
+        store
+            .vote(
+                "ap_6",
+                &vote("alice", true, 110),
+                Duration::from_secs(60),
+                admin("vote"),
+            )
+            .unwrap();
+        assert!(
+            !store
+                .use_approval("ap_6", Timestamp::from_secs(170))
+                .unwrap()
+        );
+        let before = audit_rows(&store).len();
+        let expired = store
+            .expire_approvals(Timestamp::from_secs(200), &|approval| admin(&approval.id))
+            .unwrap();
+        let ids: Vec<&str> = expired
+            .iter()
+            .map(|approval| approval.id.as_str())
+            .collect();
+        assert_eq!(ids, ["ap_6", "ap_7"]);
+        assert_eq!(audit_rows(&store).len(), before + 2);
+        assert_eq!(
+            store.approval("ap_7").unwrap().unwrap().state,
+            ApprovalState::Expired
+        );
+        let again = store
+            .expire_approvals(Timestamp::from_secs(300), &|approval| admin(&approval.id))
+            .unwrap();
+        assert!(again.is_empty());
+    }
+
+    #[test]
+    fn owners_must_be_approvers() {
+        let (_dir, store) = setup();
+        store
+            .add_owner(&name("bot"), &name("alice"), admin("owner"))
+            .unwrap();
+        assert_eq!(store.owners(&name("bot")).unwrap(), [name("alice")]);
+        let err = store
+            .add_owner(&name("bot"), &name("mallory"), admin("owner"))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::ApproverNotFound(_)), "{err}");
+        let err = store
+            .add_owner(&name("ghost"), &name("alice"), admin("owner"))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::IdentityNotFound(_)), "{err}");
+    }
+
+    #[test]
+    fn approver_secret_stays_redacted() {
+        let (_dir, store) = setup();
+        let approver = store.approver(&name("alice")).unwrap().unwrap();
+        assert_eq!(approver.groups, ["approvers"]);
+        assert!(!format!("{approver:?}").contains("7, 7"));
+        let err = store
+            .add_approver(
+                &ApproverRecord::new(
+                    name("alice"),
+                    vec![1; 20],
+                    "SHA1".into(),
+                    6,
+                    30,
+                    vec![],
+                    Timestamp::from_secs(2),
+                ),
+                admin("again"),
+            )
+            .unwrap_err();
+        assert!(matches!(err, StoreError::ApproverExists(_)), "{err}");
+        assert!(store.advance_approver_step(&name("alice"), 10).unwrap());
+        assert!(!store.advance_approver_step(&name("alice"), 10).unwrap());
+    }
+
+    #[test]
+    fn recent_audit_filters_identity() {
+        let (_dir, store) = setup();
+        let mut entry = Entry::new(Event::Allow, Timestamp::from_secs(5));
+        entry.identity = Some("bot".into());
+        store.append_audit(vec![entry.clone(), entry]).unwrap();
+        let mut other = Entry::new(Event::Allow, Timestamp::from_secs(6));
+        other.identity = Some("other".into());
+        store.append_audit(vec![other]).unwrap();
+        let records = store.recent_audit(&name("bot"), 10).unwrap();
+        assert_eq!(records.len(), 2);
+        assert!(
+            records
+                .iter()
+                .all(|record| record.contains("\"identity\":\"bot\""))
+        );
+    }
+}
