@@ -33,6 +33,16 @@ pub enum Event {
     Error,
     /// An administrative change, such as a new identity or token.
     Admin,
+    /// A request was held for a person's approval.
+    ApprovalRequest,
+    /// An approver approved or denied a request, or was refused.
+    ApprovalVote,
+    /// An approval request expired undecided, or an approval expired unused.
+    ApprovalExpire,
+    /// A notification about an approval was sent, or failed.
+    ApprovalNotify,
+    /// An approver signed in, or failed to.
+    ApproverSignIn,
 }
 
 impl Event {
@@ -46,6 +56,11 @@ impl Event {
             Event::AuthFailure => "auth_failure",
             Event::Error => "error",
             Event::Admin => "admin",
+            Event::ApprovalRequest => "approval_request",
+            Event::ApprovalVote => "approval_vote",
+            Event::ApprovalExpire => "approval_expire",
+            Event::ApprovalNotify => "approval_notify",
+            Event::ApproverSignIn => "approver_sign_in",
         }
     }
 }

@@ -221,6 +221,7 @@ impl Fixture {
             grant_token: None,
             client_certificate: None,
             client_certificates_checked: false,
+            approval: None,
         };
         self.engine.decide(input)
     }

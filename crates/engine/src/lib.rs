@@ -9,6 +9,7 @@
 //! records and counters that must be durable before an answer: challenge,
 //! deny and failure records, and the last accepted TOTP step.
 
+mod approval;
 mod grant_token;
 mod state;
 mod stepup;
@@ -28,6 +29,10 @@ use stepgate_policy::{Policy, PolicyDecision, PolicyError, PolicyInput};
 use stepgate_risk::{Accepted, Assessment, FailureKind, Scorer};
 use stepgate_store::{Store, StoreError};
 
+pub use approval::{
+    APPROVAL_HEADER, ApprovalDesk, ApprovalEvent, ApprovalRejection, DeskError, Operation,
+    PendingApproval, body_sha256, operation_digest,
+};
 pub use grant_token::{GrantKeys, GrantTokenError};
 pub use stepup::StepUpFailure;
 pub use writer::{AuditSink, AuditUnavailable, AuditWriter, Receipt};
@@ -64,6 +69,15 @@ pub struct StepUpAnswer<'a> {
     pub totp_code: Option<&'a str>,
     pub dpop: Option<DpopAnswer<'a>>,
     pub signature: Option<SignatureAnswer<'a>>,
+}
+
+/// An approval id sent with a request (`Stepgate-Approval`) and the digest
+/// of the request's operation, which the approval must cover.
+#[derive(Clone, Copy, Debug)]
+pub struct ApprovalAnswer<'a> {
+    pub id: &'a str,
+    /// [`operation_digest`] of the request as received.
+    pub operation: &'a str,
 }
 
 /// An HTTP message signature (RFC 9421) sent to answer a challenge.
@@ -127,6 +141,8 @@ pub struct RequestInput<'a> {
     /// True when the request came over TLS on a listener that verifies
     /// client certificates, so a challenge can offer the certificate factor.
     pub client_certificates_checked: bool,
+    /// An approval the request claims, with its operation digest.
+    pub approval: Option<ApprovalAnswer<'a>>,
 }
 
 /// Reason a request failed authentication. Clients only ever learn "invalid
@@ -211,6 +227,9 @@ pub struct ChallengeIssued {
     pub reasons: Option<Vec<Signal>>,
     /// The kinds of signal raised, for metrics.
     pub signals: Vec<SignalKind>,
+    /// True when a person's approval is also needed once the factor is
+    /// proved.
+    pub then_approval: bool,
 }
 
 /// The engine's answer for one request. Every variant but `Allow` carries
@@ -228,6 +247,16 @@ pub enum Verdict {
     },
     Unauthenticated(AuthFailure, Receipt),
     StepUpFailed(StepUpFailure, Receipt),
+    /// The request needs a person's approval. The front-end digests the
+    /// operation and hands it to [`ApprovalDesk::request`], which writes
+    /// the audit record.
+    ApprovalRequired(Box<PendingApproval>),
+    /// The approval sent with the request does not let it through.
+    ApprovalRejected {
+        identity: IdentityName,
+        rejection: ApprovalRejection,
+        receipt: Receipt,
+    },
     /// The audit trail cannot be written, or the decision failed; the
     /// gateway fails closed.
     Unavailable,
@@ -251,6 +280,8 @@ pub struct Engine {
     dpop_nonces: Option<stepgate_pop::NonceIssuer>,
     /// Keys of signed grant tokens, when they are on.
     grant_keys: Option<GrantKeys>,
+    /// The approval desk, when approvals are on.
+    approvals: Option<Arc<ApprovalDesk>>,
 }
 
 impl Engine {
@@ -294,6 +325,7 @@ impl Engine {
             dpop_replays: stepgate_pop::ReplayCache::default(),
             dpop_nonces: None,
             grant_keys: None,
+            approvals: None,
         };
         engine.restore_locks();
         Ok(engine)
@@ -367,6 +399,34 @@ impl Engine {
         self
     }
 
+    /// Asks people for approvals through `desk`.
+    pub fn with_approvals(mut self, desk: Arc<ApprovalDesk>) -> Self {
+        self.approvals = Some(desk);
+        self
+    }
+
+    pub fn approvals(&self) -> Option<&Arc<ApprovalDesk>> {
+        self.approvals.as_ref()
+    }
+
+    /// Returns the identity of a valid, unrevoked token of an enabled
+    /// identity in `authorization`, without recording anything. Front-ends
+    /// ask before they do work for a caller, such as reading a body whole.
+    pub fn identity_of(&self, authorization: Option<&str>) -> Option<IdentityName> {
+        let (_, value) = presented_token(authorization)?;
+        let token = ApiToken::parse(value).ok()?;
+        let credentials = self.credentials.read().clone();
+        let stored = credentials.tokens.get(token.id().as_str())?;
+        if stored.revoked || stored.hash != token.hash() {
+            return None;
+        }
+        credentials
+            .identities
+            .get(&stored.identity)
+            .filter(|identity| !identity.disabled)
+            .map(|_| stored.identity.clone())
+    }
+
     pub fn with_locator(mut self, locator: Arc<dyn Locator>) -> Self {
         self.locator = Some(locator);
         self
@@ -394,6 +454,9 @@ impl Engine {
         let snapshot = self.store.snapshot()?;
         let revision = snapshot.revision;
         *self.credentials.write() = Arc::new(Credentials::from_snapshot(snapshot));
+        if let Some(desk) = &self.approvals {
+            desk.refresh();
+        }
         tracing::info!(revision, "credentials reloaded");
         Ok(true)
     }
@@ -546,6 +609,34 @@ impl Engine {
             }
         }
 
+        let mut approval: Option<(String, Timestamp)> = None;
+        if let Some(answer) = input.approval {
+            let checked = match &self.approvals {
+                Some(desk) => desk.check(answer.id, &identity, answer.operation),
+                None => Err(ApprovalRejection::Unknown(answer.id.to_owned())),
+            };
+            match checked {
+                Ok(record) => {
+                    approval = Some((
+                        record.id,
+                        record.decided_at.unwrap_or(record.created_at),
+                    ));
+                }
+                Err(rejection) => {
+                    entry.event = Some(Event::StepUpFailure);
+                    entry.factor = Some(FactorKind::Approval.name().to_owned());
+                    entry.challenge_id = Some(answer.id.to_owned());
+                    entry.detail = Some(rejection.to_string());
+                    tracing::info!(identity = %identity, approval.id = answer.id, reason = rejection.code(), "approval not accepted");
+                    return Verdict::ApprovalRejected {
+                        identity,
+                        rejection,
+                        receipt: self.audit.durable(entry),
+                    };
+                }
+            }
+        }
+
         let facts = &input.facts;
         let scope = GrantScope {
             action: facts.action,
@@ -570,6 +661,9 @@ impl Engine {
         let mut assurance = Assurance::none();
         if proved_dpop {
             assurance.add(FactorKind::Dpop, now);
+        }
+        if let Some((_, approved_at)) = &approval {
+            assurance.add(FactorKind::Approval, *approved_at);
         }
         if let Some(thumbprint) = &proved_certificate {
             assurance.add(FactorKind::Certificate, now);
@@ -647,8 +741,52 @@ impl Engine {
         }
 
         let satisfying = decision.satisfying;
+        let then_approval = decision.then_approval;
+        let zone = facts
+            .zone
+            .as_deref()
+            .and_then(|name| self.settings.zones.iter().find(|zone| zone.name == name));
+        let zone_wants_approval =
+            approval.is_none() && zone.is_some_and(|zone| zone.needs_approval(facts.action));
         match (decision.outcome, decision.step_up) {
+            (Outcome::Allow, _) if zone_wants_approval => {
+                let ask = stepgate_policy::ApprovalAsk::default();
+                self.approval_required(entry, &identity, facts, &assessment, &ask, zone)
+            }
+            (Outcome::StepUp, Some(FactorKind::Approval)) => {
+                let ask = self.policy.approval_ask(&entry.policies);
+                self.approval_required(entry, &identity, facts, &assessment, &ask, zone)
+            }
             (Outcome::Allow, _) => {
+                if let Some((id, _)) = &approval {
+                    let used = match &self.approvals {
+                        Some(desk) => desk.use_approval(id),
+                        None => Ok(false),
+                    };
+                    match used {
+                        Ok(true) => {
+                            tracing::info!(identity = %identity, approval.id = %id, "approval used");
+                            entry.challenge_id = Some(id.clone());
+                            entry.factor = Some(FactorKind::Approval.name().to_owned());
+                        }
+                        Ok(false) => {
+                            let rejection = ApprovalRejection::Used(id.clone());
+                            entry.event = Some(Event::StepUpFailure);
+                            entry.factor = Some(FactorKind::Approval.name().to_owned());
+                            entry.challenge_id = Some(id.clone());
+                            entry.detail = Some(rejection.to_string());
+                            return Verdict::ApprovalRejected {
+                                identity,
+                                rejection,
+                                receipt: self.audit.durable(entry),
+                            };
+                        }
+                        Err(err) => {
+                            tracing::error!(identity = %identity, approval.id = %id, error = %err, "cannot use an approval, failing closed");
+                            return Verdict::Unavailable;
+                        }
+                    }
+                }
                 entry.event = Some(Event::Allow);
                 Verdict::Allow(Box::new(Allowed {
                     identity,
@@ -662,10 +800,15 @@ impl Engine {
                 }))
             }
             (Outcome::StepUp, Some(factor)) => {
-                let factors = if satisfying.is_empty() {
+                // An approval is asked for only when nothing else would do.
+                let factors: Vec<FactorKind> = satisfying
+                    .into_iter()
+                    .filter(|kind| *kind != FactorKind::Approval)
+                    .collect();
+                let factors = if factors.is_empty() {
                     vec![factor]
                 } else {
-                    satisfying
+                    factors
                 };
                 let id = format!("ch_{}", stepgate_core::token::random_id(24));
                 let expires_at = now.saturating_add(self.settings.step_up.challenge_ttl());
@@ -699,6 +842,7 @@ impl Engine {
                         .include_reasons
                         .then_some(assessment.signals),
                     signals: kinds,
+                    then_approval: then_approval || zone_wants_approval,
                 };
                 Verdict::Challenge(issued, self.audit.durable(entry))
             }
@@ -717,6 +861,16 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Records a request that needed approval but whose operation could not
+    /// be digested, such as when its body did not arrive; no approval is
+    /// requested.
+    pub fn abandon_approval(&self, pending: Box<PendingApproval>, reason: &str) -> Receipt {
+        let mut entry = pending.entry;
+        entry.decision = Some(Outcome::Deny.as_str().to_owned());
+        entry.detail = Some(format!("approval not requested: {reason}"));
+        self.audit.durable(entry)
     }
 
     /// Records the end of an allowed request and teaches the baseline.
@@ -868,6 +1022,68 @@ impl Engine {
         Ok(None)
     }
 
+    /// Builds the verdict for a request that needs a person's approval:
+    /// the group and quorum come from the policy's annotations, then the
+    /// zone, then the group's settings. Without any approver the request is
+    /// denied, since nobody could approve it.
+    fn approval_required(
+        &self,
+        mut entry: Entry,
+        identity: &IdentityName,
+        facts: &RequestFacts,
+        assessment: &Assessment,
+        ask: &stepgate_policy::ApprovalAsk,
+        zone: Option<&stepgate_core::Zone>,
+    ) -> Verdict {
+        let signals = assessment.signals.iter().map(|signal| signal.kind).collect();
+        let Some(desk) = self.approvals.as_ref().filter(|desk| desk.has_approvers()) else {
+            entry.event = Some(Event::Deny);
+            entry.decision = Some(Outcome::Deny.as_str().to_owned());
+            entry.detail = Some(
+                "approval needed but no approver exists; add one with `stepgate approver add`"
+                    .to_owned(),
+            );
+            return Verdict::Deny {
+                identity: identity.clone(),
+                risk: assessment.score,
+                signals,
+                receipt: self.audit.durable(entry),
+            };
+        };
+        let config = desk.config();
+        let group = ask
+            .group
+            .clone()
+            .or_else(|| zone.and_then(|zone| zone.approval_group.clone()))
+            .unwrap_or_else(|| config.default_group.clone());
+        let quorum = ask
+            .quorum
+            .or_else(|| zone.and_then(|zone| zone.approval_quorum))
+            .unwrap_or_else(|| config.group(&group).quorum);
+        entry.event = Some(Event::ApprovalRequest);
+        entry.decision = Some(Outcome::StepUp.as_str().to_owned());
+        entry.factor = Some(FactorKind::Approval.name().to_owned());
+        let reasons = assessment
+            .signals
+            .iter()
+            .map(|signal| format!("{}: {}", signal.kind.name(), signal.reason))
+            .collect();
+        Verdict::ApprovalRequired(Box::new(PendingApproval {
+            identity: identity.clone(),
+            method: facts.method.clone(),
+            target: entry.path.clone().unwrap_or_default(),
+            action: facts.action.as_str().to_owned(),
+            zone: facts.zone.clone(),
+            client_addr: facts.client_addr.to_string(),
+            risk: assessment.score.value(),
+            reasons,
+            policies: entry.policies.clone(),
+            group,
+            quorum,
+            entry,
+        }))
+    }
+
     fn record_failure(
         &self,
         identity: &IdentityName,
@@ -898,6 +1114,13 @@ impl Engine {
         }
         if credentials.signing_keys.contains_key(identity) {
             factors.push(FactorKind::Signature);
+        }
+        if self
+            .approvals
+            .as_ref()
+            .is_some_and(|desk| desk.has_approvers())
+        {
+            factors.push(FactorKind::Approval);
         }
         factors
     }

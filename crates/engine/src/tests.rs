@@ -146,6 +146,7 @@ impl Harness {
             grant_token: None,
             client_certificate: None,
             client_certificates_checked: false,
+            approval: None,
         };
         let verdict = self.engine.decide(input);
         match verdict {

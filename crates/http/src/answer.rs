@@ -57,6 +57,9 @@ fn answer_headers(factor: FactorKind, challenge_id: &str) -> Value {
         FactorKind::Certificate => json!({
             "Stepgate-Challenge": challenge_id,
         }),
+        FactorKind::Approval => json!({
+            "Stepgate-Approval": "<id of an approved approval of this exact request>",
+        }),
     }
 }
 

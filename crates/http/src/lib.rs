@@ -10,6 +10,7 @@
 //! with each request of its connection.
 
 mod answer;
+mod approval;
 mod client_addr;
 mod client_cert;
 mod echo;
@@ -131,6 +132,12 @@ pub(crate) struct Shared {
     pub(crate) signed_body_slots: tokio::sync::Semaphore,
     /// True when the gateway listener verifies client certificates.
     pub(crate) checks_client_certificates: bool,
+    /// Turns true when the gateway stops, so held requests answer at once.
+    pub(crate) stopping: watch::Sender<bool>,
+    /// Slots for requests held open while they wait for an approval.
+    pub(crate) held: tokio::sync::Semaphore,
+    /// Largest body an approval covers (`approval.max_body_bytes`).
+    pub(crate) approval_body_bytes: usize,
 }
 
 /// The client connection a request came on, as request handling uses it.
@@ -205,6 +212,9 @@ impl Gateway {
                 .tls
                 .as_ref()
                 .is_some_and(|tls| tls.client_auth != stepgate_config::ClientAuth::None),
+            stopping: watch::channel(false).0,
+            held: tokio::sync::Semaphore::new(config.approval.max_held),
+            approval_body_bytes: config.approval.max_body_bytes,
         };
         Ok(Self {
             shared: Arc::new(shared),
@@ -317,6 +327,7 @@ impl Gateway {
             }
         }
         drop(listener);
+        shared.stopping.send_replace(true);
         tracing::info!(
             grace_s = shutdown_grace.as_secs(),
             "HTTP gateway stopping, waiting for requests in flight"

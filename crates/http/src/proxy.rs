@@ -19,6 +19,7 @@ use stepgate_engine::{
 use stepgate_pop::httpsig::Message;
 use tracing::Instrument;
 
+use crate::approval::{self, APPROVAL_HEADER, Hold};
 use crate::answer::{
     self, CHALLENGE_HEADER, CONTENT_DIGEST_HEADER, DPOP_HEADER, GRANT_HEADER, SIGNATURE_HEADER,
     SIGNATURE_INPUT_HEADER, TOTP_HEADER,
@@ -68,6 +69,11 @@ async fn handle_in_span(
 ) -> Response<Body> {
     let started = Instant::now();
     let method = request.method().clone();
+    if request.uri().path().starts_with(approval::STATUS_PREFIX) {
+        let response = approval::status(&shared, &request).await;
+        tracing::debug!(http.method = %method, http.status = response.status().as_u16(), "approval status served");
+        return response;
+    }
     let response = match prepare(&shared, connection.peer, &request) {
         Ok(prepared) => decide_and_forward(&shared, prepared, connection, request, started).await,
         Err(response) => response,
@@ -291,6 +297,43 @@ async fn decide_and_forward(
         dpop,
         signature,
     });
+    // An approval covers the digest of the whole body, so a request that
+    // claims one has its body read whole, but only for a valid token.
+    let approval_id = single_header(headers, &HeaderName::from_static(APPROVAL_HEADER));
+    let wait = approval::prefer_wait(headers);
+    let mut body_bytes: Option<Bytes> = None;
+    let mut claimed_operation = None;
+    if let Some(id) = approval_id
+        && shared.engine.approvals().is_some()
+        && shared.engine.identity_of(authorization).is_some()
+    {
+        if body_failure.is_some() {
+            return answer::error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "send either Stepgate-Approval or a signed step-up answer, not both",
+            );
+        }
+        let bytes = match take_body(shared, &mut body).await {
+            Ok(bytes) => bytes,
+            Err(failure) => {
+                tracing::info!(approval.id = id, reason = failure.code, "body of a request with an approval not read");
+                return answer::error(failure.status, failure.code, &failure.message);
+            }
+        };
+        claimed_operation = Some(approval::operation(
+            parts.method.as_str(),
+            &prepared.path_and_query,
+            &bytes,
+        ));
+        body_bytes = Some(bytes);
+    }
+    let claimed = approval_id
+        .zip(claimed_operation.as_ref())
+        .map(|(id, operation)| stepgate_engine::ApprovalAnswer {
+            id,
+            operation: &operation.digest,
+        });
     let input = RequestInput {
         authorization,
         answer,
@@ -304,8 +347,10 @@ async fn decide_and_forward(
         client_certificate: connection.client_certificate,
         client_certificates_checked: connection.scheme == "https"
             && shared.checks_client_certificates,
+        approval: claimed,
     };
-    let verdict = if answer.is_some() {
+    let retry = (wait.is_some_and(|secs| secs > 0) && approval_id.is_none()).then(|| input.clone());
+    let verdict = if answer.is_some() || claimed.is_some() {
         // Checking an answer writes the accepted TOTP step durably, which
         // blocks; let the runtime move other tasks off this thread.
         tokio::task::block_in_place(|| shared.engine.decide(input))
@@ -315,6 +360,72 @@ async fn decide_and_forward(
     shared
         .metrics
         .decision_time(started.elapsed().as_secs_f64());
+    let retried_operation;
+    let verdict = match verdict {
+        Verdict::ApprovalRequired(pending) => {
+            let bytes = match body_bytes.take() {
+                Some(bytes) => bytes,
+                None => match take_body(shared, &mut body).await {
+                    Ok(bytes) => bytes,
+                    Err(failure) => {
+                        let receipt = shared.engine.abandon_approval(pending, &failure.message);
+                        if receipt.wait().await.is_err() {
+                            return answer::unavailable();
+                        }
+                        shared.metrics.request("bad_request");
+                        return answer::error(failure.status, failure.code, &failure.message);
+                    }
+                },
+            };
+            body = UpstreamBody::Right(Full::new(bytes.clone()));
+            let operation = approval::operation(parts.method.as_str(), &prepared.path_and_query, &bytes);
+            let Some(desk) = shared.engine.approvals() else {
+                return answer::unavailable();
+            };
+            let record = match tokio::task::block_in_place(|| desk.request(*pending, &operation)) {
+                Ok(record) => record,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot record an approval request, failing closed");
+                    shared.metrics.request("unavailable");
+                    return answer::unavailable();
+                }
+            };
+            shared.metrics.request("approval_required");
+            tracing::info!(identity = %record.identity, approval.id = %record.id, "request needs approval");
+            let Some((retry, secs)) = retry.zip(wait) else {
+                return approval::required(shared, &record, None);
+            };
+            let secs = secs.min(desk.config().max_wait_secs);
+            let Ok(_slot) = shared.held.try_acquire() else {
+                tracing::warn!(approval.id = %record.id, "too many held requests, answering without holding");
+                return approval::required(shared, &record, None);
+            };
+            let settled = match approval::hold(shared, &record.id, Duration::from_secs(secs)).await {
+                Hold::Settled(settled) => settled,
+                Hold::Stopping => {
+                    tracing::info!(approval.id = %record.id, "gateway stopping, releasing a held request");
+                    return approval::stopping(shared, &record);
+                }
+                Hold::Failed => return answer::unavailable(),
+            };
+            match settled.state {
+                stepgate_store::ApprovalState::Approved => {}
+                stepgate_store::ApprovalState::Pending => {
+                    shared.metrics.request("approval_wait_timeout");
+                    return approval::required(shared, &settled, Some(secs));
+                }
+                _ => return approval::closed(shared, &settled),
+            }
+            retried_operation = operation;
+            let mut input = retry;
+            input.approval = Some(stepgate_engine::ApprovalAnswer {
+                id: &settled.id,
+                operation: &retried_operation.digest,
+            });
+            tokio::task::block_in_place(|| shared.engine.decide(input))
+        }
+        other => other,
+    };
 
     if let Some(identity) = verdict_identity(&verdict) {
         tracing::Span::current().record("identity", identity);
@@ -446,11 +557,53 @@ async fn decide_and_forward(
             }
             response
         }
+        Verdict::ApprovalRequired(pending) => {
+            // An approval was proved and the policy asks for another; this
+            // does not happen with one approval per operation.
+            let receipt = shared
+                .engine
+                .abandon_approval(pending, "a second approval was asked for the same operation");
+            let _ = receipt.wait().await;
+            shared.metrics.request("deny");
+            answer::denied()
+        }
+        Verdict::ApprovalRejected {
+            identity,
+            rejection,
+            receipt,
+        } => {
+            if receipt.wait().await.is_err() {
+                shared.metrics.request("unavailable");
+                return answer::unavailable();
+            }
+            shared.metrics.request("approval_rejected");
+            tracing::info!(identity = %identity, reason = rejection.code(), "approval not accepted");
+            approval::rejected(&rejection)
+        }
         Verdict::Unavailable => {
             shared.metrics.request("unavailable");
             answer::unavailable()
         }
     }
+}
+
+/// Reads the rest of a request body whole for an approval's digest and
+/// puts it back as a buffered body.
+async fn take_body(
+    shared: &Shared,
+    body: &mut UpstreamBody,
+) -> Result<Bytes, approval::BodyFailure> {
+    let taken = std::mem::replace(body, UpstreamBody::Right(Full::new(Bytes::new())));
+    let bytes = match taken {
+        UpstreamBody::Right(full) => full
+            .collect()
+            .await
+            .map(|collected| collected.to_bytes())
+            .unwrap_or_default(),
+        left => approval::read_body(left, shared.approval_body_bytes).await?,
+    };
+    *body = UpstreamBody::Right(Full::new(bytes.clone()));
+    Ok(bytes)
 }
 
 fn verdict_identity(verdict: &Verdict) -> Option<&str> {

@@ -78,6 +78,17 @@ pub struct PolicyDecision {
     pub satisfying: Vec<FactorKind>,
     /// Ids of the policies that decided, such as `low-risk`.
     pub reasons: Vec<String>,
+    /// True when `step_up` permits the request only together with a
+    /// person's approval, which is asked for once the factor is proved.
+    pub then_approval: bool,
+}
+
+/// The approver group and quorum a policy asks for with
+/// `@approval_group("NAME")` and `@approval_quorum("N")`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApprovalAsk {
+    pub group: Option<String>,
+    pub quorum: Option<u32>,
 }
 
 /// A validated policy set, ready to evaluate.
@@ -259,6 +270,19 @@ impl Policy {
                 });
             }
         }
+        for policy in policies.policies() {
+            if let Some(text) = policy.annotation("approval_quorum")
+                && !text.parse::<u32>().is_ok_and(|quorum| (1..=10).contains(&quorum))
+            {
+                return Err(PolicyError::Invalid {
+                    source_name: source_name.to_owned(),
+                    message: format!(
+                        "  @approval_quorum({text:?}) on policy {}: give a whole number from 1 to 10",
+                        policy.annotation("id").unwrap_or(policy.id().as_ref())
+                    ),
+                });
+            }
+        }
         let labels: HashMap<PolicyId, String> = policies
             .policies()
             .map(|policy| {
@@ -322,6 +346,31 @@ impl Policy {
         !self.teaching.is_empty() && reasons.iter().any(|id| self.teaching.contains(id))
     }
 
+    /// Returns the approver group and quorum named by the deciding
+    /// policies' `@approval_group` and `@approval_quorum` annotations; the
+    /// largest quorum wins when several name one.
+    pub fn approval_ask(&self, reasons: &[String]) -> ApprovalAsk {
+        let mut ask = ApprovalAsk::default();
+        for policy in self.policies.policies() {
+            let label = self.labels.get(policy.id());
+            if !label.is_some_and(|label| reasons.contains(label)) {
+                continue;
+            }
+            if let Some(group) = policy.annotation("approval_group")
+                && ask.group.is_none()
+            {
+                ask.group = Some(group.to_owned());
+            }
+            if let Some(quorum) = policy
+                .annotation("approval_quorum")
+                .and_then(|text| text.parse::<u32>().ok())
+            {
+                ask.quorum = Some(ask.quorum.map_or(quorum, |known| known.max(quorum)));
+            }
+        }
+        ask
+    }
+
     pub fn decide(
         &self,
         input: &PolicyInput<'_>,
@@ -357,6 +406,7 @@ impl Policy {
                 step_up: None,
                 satisfying: Vec::new(),
                 reasons: first.1,
+                then_approval: false,
             });
         }
         let mut satisfying = Vec::new();
@@ -374,20 +424,50 @@ impl Policy {
                 step_up_reasons.get_or_insert(reasons);
             }
         }
-        match step_up_reasons {
-            Some(reasons) => Ok(PolicyDecision {
+        if let Some(reasons) = step_up_reasons {
+            return Ok(PolicyDecision {
                 outcome: Outcome::StepUp,
                 step_up: satisfying.first().copied(),
                 satisfying,
                 reasons,
-            }),
-            None => Ok(PolicyDecision {
-                outcome: Outcome::Deny,
-                step_up: None,
-                satisfying,
-                reasons: first.1,
-            }),
+                then_approval: false,
+            });
         }
+        // A policy may want a factor and an approval together: the factor
+        // is asked for first, then the approval.
+        let approval_offered = offered.contains(&FactorKind::Approval)
+            && !input
+                .proved
+                .iter()
+                .any(|(kind, _)| *kind == FactorKind::Approval);
+        if approval_offered {
+            for &factor in FactorKind::ALL
+                .iter()
+                .filter(|factor| **factor != FactorKind::Approval && offered.contains(factor))
+            {
+                let mut proved: Vec<(FactorKind, i64)> = input.proved.to_vec();
+                proved.retain(|(kind, _)| *kind != factor);
+                proved.push((factor, 0));
+                proved.push((FactorKind::Approval, 0));
+                let (permitted, reasons) = self.evaluate(input, &proved, &entities)?;
+                if permitted {
+                    return Ok(PolicyDecision {
+                        outcome: Outcome::StepUp,
+                        step_up: Some(factor),
+                        satisfying: vec![factor],
+                        reasons,
+                        then_approval: true,
+                    });
+                }
+            }
+        }
+        Ok(PolicyDecision {
+            outcome: Outcome::Deny,
+            step_up: None,
+            satisfying,
+            reasons: first.1,
+            then_approval: false,
+        })
     }
 
     fn evaluate(
