@@ -75,12 +75,12 @@ pub struct Attempt {
 /// Result of a delivery.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// The receiver answered with a 2xx status.
+    /// The receiver responded with a 2xx status.
     Delivered { attempts: u32, status: u16 },
     /// Every attempt failed with a retryable status or error. `last` is the
     /// last one, such as `HTTP status 503` or `timed out after 10 s`.
     GaveUp { attempts: u32, last: String },
-    /// The receiver answered with a status that is not retried: a 4xx
+    /// The receiver responded with a status that is not retried: a 4xx
     /// other than 408 and 429, or a 1xx or 3xx (redirects are not
     /// followed).
     Rejected { status: u16 },

@@ -77,7 +77,7 @@ impl Endpoint {
         Target::from_endpoint(self).map(|_| ())
     }
 
-    /// The URL for errors and logs: scheme, host and port, with the path
+    /// Returns the URL for errors and logs: scheme, host and port, with the path
     /// shown as `/…` and the query as `?…`. Slack and Teams incoming webhook
     /// URLs carry their credential in the path, other services often in
     /// the query, so neither is shown. User information is left out.
@@ -125,7 +125,7 @@ pub(crate) enum Scheme {
     Https,
 }
 
-/// What a delivery needs from a checked endpoint URL.
+/// Connection details of a checked endpoint URL.
 #[derive(Clone, Debug)]
 pub(crate) struct Target {
     pub(crate) scheme: Scheme,
@@ -149,6 +149,7 @@ impl Target {
             url: redact(url),
             reason: reason.to_owned(),
         };
+
         let scheme = match url.scheme_str() {
             Some("http") => Scheme::Http,
             Some("https") => Scheme::Https,
@@ -167,12 +168,14 @@ impl Target {
         if host.is_empty() {
             return Err(invalid("the URL has no host"));
         }
+
         if endpoint.secret.len() < MIN_SECRET_LEN {
             return Err(NotifyError::ShortSecret {
                 group: endpoint.group.clone(),
                 len: endpoint.secret.len(),
             });
         }
+
         let port = authority.port_u16().unwrap_or(match scheme {
             Scheme::Http => 80,
             Scheme::Https => 443,

@@ -9,6 +9,24 @@
 //! URLs, retries with exponential backoff and reports every attempt to the
 //! caller. A notification never approves anything: its only action is a
 //! link to the approval page.
+//!
+//! A receiver checks the `Stepgate-Signature` header (`t=<unix seconds>,
+//! v1=<hex>`) by computing HMAC-SHA256 with the shared secret over the
+//! timestamp, a full stop and the raw body, comparing it in constant time,
+//! and rejecting timestamps far from its clock. It can drop a repeated
+//! `Stepgate-Delivery` id, because retries of one delivery reuse it. In
+//! Rust:
+//!
+//! ```
+//! use stepgate_notify::{Secret, sign, verify};
+//!
+//! let secret = Secret::new(b"0123456789abcdef0123456789abcdef".to_vec());
+//! let body = br#"{"text":"Approval requested"}"#;
+//! let header = sign(&secret, 1_767_225_600, body);
+//! // The receiver's clock reads 50 s later; it accepts up to 300 s of skew.
+//! assert!(verify(&secret, &header, body, 1_767_225_650, 300).is_ok());
+//! assert!(verify(&secret, &header, b"{}", 1_767_225_650, 300).is_err());
+//! ```
 
 mod deliver;
 mod endpoint;

@@ -5,6 +5,12 @@
 //! webhooks (Office 365 connectors) show only `text`, so `text` is a
 //! complete summary on its own. Other receivers read the `stepgate` object.
 //!
+//! NOTE: Teams webhooks made with the Workflows app, which Microsoft offers
+//! in place of the retiring Office 365 connectors, accept only Adaptive
+//! Cards (Microsoft Learn, "Create and send messages", known issues). This
+//! body has no Adaptive Card, so such a webhook needs a workflow that
+//! builds one from `text` or the `stepgate` fields.
+//!
 //! Every value in `text` and `blocks` is escaped for Slack mrkdwn (`&`, `<`
 //! and `>`), so a crafted path cannot form a link or a mention such as
 //! `<!channel>`. Values that come from a request are also shown inside code
@@ -106,28 +112,11 @@ pub struct Notification {
     pub link: String,
 }
 
-/// Structured fields for machine receivers, with the caps applied.
+/// The notification with every cap applied. Its serialized form is the
+/// `stepgate` object for machine receivers.
 #[derive(Serialize)]
-struct Structured<'a> {
-    event: &'static str,
-    approval_id: String,
-    identity: String,
-    method: String,
-    target: String,
-    risk: u8,
-    reasons: Vec<String>,
-    reasons_omitted: usize,
-    requested_at: String,
-    expires_at: String,
-    group: String,
-    quorum: u32,
-    decided_by: Vec<String>,
-    decided_by_omitted: usize,
-    link: &'a str,
-}
-
-/// The notification with every cap applied.
 struct Capped<'a> {
+    #[serde(rename = "event")]
     kind: NotificationKind,
     approval_id: String,
     identity: String,
@@ -194,34 +183,15 @@ pub fn render(notification: &Notification) -> Vec<u8> {
     let body = json!({
         "text": summary_text(&capped),
         "blocks": slack_blocks(&capped),
-        "stepgate": structured(&capped),
+        "stepgate": &capped,
     });
-    // `Value`'s `Display` writes compact JSON and cannot fail, unlike
-    // `serde_json::to_vec`, whose error case only exists for other types.
+    // Serializing a `Value` cannot fail because its map keys are strings,
+    // so `to_string` is used in place of `serde_json::to_vec` and its
+    // `Result`, whose error branch would never run.
     body.to_string().into_bytes()
 }
 
-fn structured<'a>(capped: &Capped<'a>) -> Structured<'a> {
-    Structured {
-        event: capped.kind.as_str(),
-        approval_id: capped.approval_id.clone(),
-        identity: capped.identity.clone(),
-        method: capped.method.clone(),
-        target: capped.target.clone(),
-        risk: capped.risk,
-        reasons: capped.reasons.clone(),
-        reasons_omitted: capped.reasons_omitted,
-        requested_at: capped.requested_at.clone(),
-        expires_at: capped.expires_at.clone(),
-        group: capped.group.clone(),
-        quorum: capped.quorum,
-        decided_by: capped.decided_by.clone(),
-        decided_by_omitted: capped.decided_by_omitted,
-        link: capped.link,
-    }
-}
-
-/// The top-level `text`: a summary that reads on its own in Slack
+/// Builds the top-level `text`, a summary that reads on its own in Slack
 /// notifications and in Teams, which shows nothing else.
 fn summary_text(capped: &Capped<'_>) -> String {
     let operation = code(&format!("{} {}", capped.method, capped.target));
@@ -277,6 +247,8 @@ fn summary_text(capped: &Capped<'_>) -> String {
             escape(capped.link)
         ));
     }
+    // Each line is a sentence, so the summary still reads where a receiver
+    // joins the lines.
     lines.join("\n")
 }
 
@@ -438,7 +410,7 @@ fn cap(value: &str, max: usize) -> String {
     capped
 }
 
-/// A request value as escaped mrkdwn inside a code span. A backtick in the
+/// Formats a request value as escaped mrkdwn inside a code span. A backtick in the
 /// value becomes `ˋ` (U+02CB) so that it cannot close the span.
 fn code(value: &str) -> String {
     if value.is_empty() {

@@ -1,6 +1,7 @@
 //! One HTTP/1.1 POST over a new connection, with TLS for https: connect,
 //! handshake, send, and read the status and at most 64 KiB of the
-//! response body. Errors are reasons for the caller's attempt record.
+//! response body. Errors are strings, the reasons of the caller's attempt
+//! records.
 
 use std::error::Error as StdError;
 use std::fs::File;
@@ -29,8 +30,8 @@ use crate::{DELIVERY_HEADER, SIGNATURE_HEADER};
 /// dropped. The body is only read so that the exchange can finish.
 const MAX_RESPONSE_BODY: usize = 64 * 1024;
 
-/// Maximum size of a CA file. The system bundle of Debian 13 is about
-/// 220 KiB.
+/// Maximum size of a CA file, the limit the gateway also applies to its
+/// TLS files. System CA bundles are a few hundred KiB.
 const MAX_CA_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
 const USER_AGENT_VALUE: &str = concat!("stepgate/", env!("CARGO_PKG_VERSION"));

@@ -532,3 +532,62 @@ fn missing_ca_file_rejected() {
     assert_eq!(Path::new(named), path);
     assert!(err.to_string().contains("no-such-ca.pem"), "{err}");
 }
+
+/// Log output captured in memory.
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn logs_name_group_and_approval_without_secrets() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    // The test runtime runs on this thread, so the subscriber receives the
+    // delivery's events.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let receiver = Receiver::http(secret(), vec![Reply::status(500)]).await;
+    let endpoint = endpoint(&receiver.url("http", "/services/T1/B2/path-token?token=query-token"));
+    let (outcome, _) = deliver(&deliverer(fast_policy(2)), &endpoint, &notification()).await;
+    assert!(matches!(outcome, Outcome::GaveUp { .. }), "{outcome:?}");
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("webhook delivery failed, retrying"), "{text}");
+    assert!(
+        text.contains("webhook delivery failed, giving up"),
+        "{text}"
+    );
+    assert!(text.contains("webhook.group=\"ops\""), "{text}");
+    assert!(text.contains("approval.id=\"ap_0123456789\""), "{text}");
+    assert!(text.contains("HTTP status 500"), "{text}");
+    assert!(!text.contains("whsec"), "{text}");
+    assert!(!text.contains("path-token"), "{text}");
+    assert!(!text.contains("query-token"), "{text}");
+}
+
+#[test]
+fn deliver_future_is_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let deliverer = deliverer(RetryPolicy::default());
+    let endpoint = endpoint("http://127.0.0.1:9/hook");
+    let notification = notification();
+    let mut report = |_: &Attempt| {};
+    // Built but never polled: the check is that it compiles.
+    let future = deliverer.deliver(&endpoint, &notification, &mut report);
+    assert_send(&future);
+}

@@ -27,7 +27,7 @@ fn rendered(notification: &Notification) -> Value {
     serde_json::from_slice(&render(notification)).expect("render must produce JSON")
 }
 
-/// Every string in `text` and `blocks` except button URLs, which are not
+/// Collects every string in `text` and `blocks` except button URLs, which are not
 /// mrkdwn.
 fn display_strings(body: &Value) -> Vec<String> {
     fn walk(value: &Value, key: Option<&str>, out: &mut Vec<String>) {

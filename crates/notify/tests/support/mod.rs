@@ -1,6 +1,6 @@
 //! Loopback webhook receivers for the delivery tests: plain HTTP, HTTPS
 //! with a certificate made by the `openssl` command, and a listener that
-//! never answers.
+//! never responds.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,7 +26,7 @@ use tokio_rustls::TlsAcceptor;
 /// Signature timestamps this far from the receiver's clock are rejected.
 const TOLERANCE_SECS: u64 = 300;
 
-/// One answer of a receiver.
+/// One scripted response of a receiver.
 #[derive(Clone, Debug)]
 pub(crate) struct Reply {
     pub(crate) status: u16,
@@ -89,7 +89,7 @@ struct State {
     received: Mutex<Vec<Received>>,
 }
 
-/// A webhook receiver on 127.0.0.1 that records each request and answers
+/// A webhook receiver on 127.0.0.1 that records each request and responds
 /// with its scripted replies. A request whose signature does not verify
 /// gets 401.
 pub(crate) struct Receiver {
@@ -250,7 +250,7 @@ async fn answer(
         .unwrap()
 }
 
-/// A listener on 127.0.0.1 that accepts connections and never answers.
+/// A listener on 127.0.0.1 that accepts connections and never responds.
 pub(crate) struct Silent {
     pub(crate) addr: SocketAddr,
     task: JoinHandle<()>,
@@ -261,8 +261,8 @@ impl Silent {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
-            // Held open so the client waits for an answer instead of
-            // seeing the connection close.
+            // Kept open so the client waits for a response instead of
+            // reading the end of the connection.
             let mut open: Vec<TcpStream> = Vec::new();
             while let Ok((stream, _)) = listener.accept().await {
                 open.push(stream);
