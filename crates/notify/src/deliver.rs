@@ -9,7 +9,7 @@ use rustls::ClientConfig;
 
 use crate::endpoint::{Scheme, Target};
 use crate::transport::{self, Message, Response};
-use crate::{Endpoint, Notification, NotifyError, render, sign};
+use crate::{Endpoint, Notification, NotifyError, Secret, render, sign};
 
 /// Name of the request header that carries the delivery id. The id is
 /// random per [`Deliverer::deliver`] call and the same on each of its
@@ -196,6 +196,7 @@ impl Deliverer {
                 };
             }
         };
+
         let delivery_id = match new_delivery_id() {
             Ok(id) => id,
             Err(reason) => {
@@ -203,43 +204,25 @@ impl Deliverer {
                 return Outcome::NotSent { reason };
             }
         };
+
         let body = Bytes::from(render(notification));
         let attempts = self.policy.attempts.max(1);
         let mut number = 0;
         loop {
             number += 1;
-            let signature = sign(&endpoint.secret, unix_now(), &body);
-            let message = Message {
-                body: body.clone(),
-                signature: &signature,
-                delivery_id: &delivery_id,
-            };
-            let result = match tokio::time::timeout(
-                self.policy.timeout,
-                transport::post(tls, &target, message),
-            )
-            .await
-            {
-                Ok(result) => result,
-                Err(_) => Err(format!(
-                    "timed out after {}",
-                    describe_duration(self.policy.timeout)
-                )),
-            };
+            let result = self
+                .send_once(tls, &target, &endpoint.secret, &body, &delivery_id)
+                .await;
             let (verdict, retry_after) = classify(&result);
-            let last = number >= attempts;
             let retry_in = match verdict {
-                Verdict::Retry if !last => Some(
-                    retry_after
-                        .map(|delay| delay.min(self.policy.max_delay))
-                        .unwrap_or_else(|| self.policy.backoff(number)),
-                ),
+                Verdict::Retry if number < attempts => Some(self.retry_delay(number, retry_after)),
                 _ => None,
             };
             let status_or_reason = result
                 .as_ref()
                 .map(|response| response.status)
                 .map_err(String::clone);
+
             report(&Attempt {
                 group: group.to_owned(),
                 approval_id: approval_id.to_owned(),
@@ -248,6 +231,7 @@ impl Deliverer {
                 result: status_or_reason.clone(),
                 retry_in,
             });
+
             let failure = match &status_or_reason {
                 Ok(status) => format!("HTTP status {status}"),
                 Err(reason) => reason.clone(),
@@ -276,6 +260,37 @@ impl Deliverer {
                     };
                 }
             }
+        }
+    }
+
+    /// Signs and sends one attempt within the policy's timeout.
+    async fn send_once(
+        &self,
+        tls: Option<&Arc<ClientConfig>>,
+        target: &Target,
+        secret: &Secret,
+        body: &Bytes,
+        delivery_id: &str,
+    ) -> Result<Response, String> {
+        let signature = sign(secret, unix_now(), body);
+        let message = Message {
+            body: body.clone(),
+            signature: &signature,
+            delivery_id,
+        };
+        let timeout = self.policy.timeout;
+        match tokio::time::timeout(timeout, transport::post(tls, target, message)).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("timed out after {}", describe_duration(timeout))),
+        }
+    }
+
+    /// Delay after failed attempt `number`: the receiver's `Retry-After`
+    /// if it sent one, else the backoff, in both cases at most `max_delay`.
+    fn retry_delay(&self, number: u32, retry_after: Option<Duration>) -> Duration {
+        match retry_after {
+            Some(delay) => delay.min(self.policy.max_delay),
+            None => self.policy.backoff(number),
         }
     }
 }

@@ -302,6 +302,11 @@ mod tests {
             secret: secret(),
         };
         assert!(missing_host.check().is_err());
+        // `http::Uri` itself rejects an empty authority.
+        let err = Endpoint::new("ops", "http:///hook", secret()).unwrap_err();
+        assert!(matches!(err, NotifyError::InvalidUrl { .. }), "{err:?}");
+        let (_, reason) = invalid_reason("https://:443/hook");
+        assert_eq!(reason, "the URL has no host");
     }
 
     #[test]
