@@ -51,6 +51,12 @@ pub(crate) fn run(config_path: Option<&Path>, log_format: LogFormat) -> anyhow::
         tracing::info!(grant.kid = keys.key_id(), grant.public_jwk = %keys.public_jwk(), "grant tokens on");
         engine = engine.with_grant_keys(keys);
     }
+    let desk = Arc::new(stepgate_engine::ApprovalDesk::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        config.approval.clone(),
+    ));
+    engine = engine.with_approvals(desk);
     let engine = Arc::new(engine);
     tracing::info!(
         config = %config.source_name,
@@ -183,6 +189,13 @@ async fn maintain(engine: Arc<Engine>, mut stopped: watch::Receiver<bool>) {
                     Ok(Err(err)) => tracing::error!(error = %err, "cannot save baselines, retrying later"),
                     Err(err) => tracing::error!(error = %err, "baseline flush task failed"),
                     Ok(Ok(_)) => {}
+                }
+                if let Some(desk) = engine.approvals().cloned() {
+                    match tokio::task::spawn_blocking(move || desk.expire_due()).await {
+                        Ok(Err(err)) => tracing::error!(error = %err, "cannot expire approvals, retrying later"),
+                        Err(err) => tracing::error!(error = %err, "approval expiry task failed"),
+                        Ok(Ok(_)) => {}
+                    }
                 }
             }
             _ = stopped.changed() => break,

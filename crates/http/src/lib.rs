@@ -69,6 +69,15 @@ where
     body.boxed()
 }
 
+/// A future of an admin page's response.
+pub type AdminPageFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Response<Bytes>> + Send + 'static>>;
+
+/// Serves the admin listener's requests other than `/metrics` and
+/// `/healthz`, such as the approvals page. It gets the request and the
+/// peer's address and returns the whole response.
+pub type AdminPages = Arc<dyn Fn(Request<Incoming>, SocketAddr) -> AdminPageFuture + Send + Sync>;
+
 /// Errors that stop the front-end from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -160,9 +169,17 @@ pub struct Gateway {
     max_header_bytes: usize,
     max_headers: usize,
     shutdown_grace: Duration,
+    admin_pages: Option<AdminPages>,
 }
 
 impl Gateway {
+    /// Serves `pages` on the admin listener for every path but `/metrics`
+    /// and `/healthz`.
+    pub fn with_admin_pages(mut self, pages: AdminPages) -> Self {
+        self.admin_pages = Some(pages);
+        self
+    }
+
     /// Binds the listeners named in `config`.
     pub async fn bind(config: &Config, engine: Arc<Engine>) -> Result<Self, StartError> {
         let router =
@@ -225,6 +242,7 @@ impl Gateway {
             max_header_bytes: config.gateway.max_header_bytes,
             max_headers: config.gateway.max_headers,
             shutdown_grace: Duration::from_secs(config.gateway.shutdown_grace_secs),
+            admin_pages: None,
         })
     }
 
@@ -249,6 +267,7 @@ impl Gateway {
             max_header_bytes,
             max_headers,
             shutdown_grace,
+            admin_pages,
         } = self;
         if let Some(admin) = admin {
             let admin_tls = admin_tls.map(Arc::new);
@@ -259,6 +278,7 @@ impl Gateway {
                 admin,
                 admin_tls,
                 shared.clone(),
+                admin_pages,
                 shutdown.clone(),
             ));
         }
@@ -389,6 +409,7 @@ async fn serve_admin(
     listener: TcpListener,
     tls: Option<Arc<TlsListener>>,
     shared: Arc<Shared>,
+    pages: Option<AdminPages>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     tracing::info!(listen = ?listener.local_addr().ok(), tls = tls.is_some(), "admin listener started");
@@ -405,12 +426,13 @@ async fn serve_admin(
                 };
                 let shared = shared.clone();
                 let tls = tls.clone();
+                let pages = pages.clone();
                 tokio::spawn(async move {
                     match tls {
-                        None => serve_admin_connection(stream, shared).await,
+                        None => serve_admin_connection(stream, peer, shared, pages).await,
                         Some(tls) => {
                             if let Some((stream, _)) = tls.handshake(stream, peer).await {
-                                serve_admin_connection(stream, shared).await;
+                                serve_admin_connection(stream, peer, shared, pages).await;
                             }
                         }
                     }
@@ -422,13 +444,31 @@ async fn serve_admin(
     tracing::info!("admin listener stopped");
 }
 
-async fn serve_admin_connection<S>(io: S, shared: Arc<Shared>)
-where
+async fn serve_admin_connection<S>(
+    io: S,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    pages: Option<AdminPages>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |request: Request<Incoming>| {
         let shared = shared.clone();
-        async move { Ok::<_, Infallible>(admin_response(&shared, &request)) }
+        let pages = pages.clone();
+        async move {
+            let path = request.uri().path();
+            let response = match pages {
+                Some(pages) if path != "/metrics" && path != "/healthz" => pages(request, peer)
+                    .await
+                    .map(|bytes| {
+                        http_body_util::Full::new(bytes)
+                            .map_err(|never| match never {})
+                            .boxed()
+                    }),
+                _ => admin_response(&shared, &request),
+            };
+            Ok::<_, Infallible>(response)
+        }
     });
     let builder = auto::Builder::new(TokioExecutor::new());
     if let Err(err) = builder.serve_connection(TokioIo::new(io), service).await {
