@@ -184,8 +184,8 @@ async fn maintain(engine: Arc<Engine>, mut stopped: watch::Receiver<bool>) {
                 }
             }
             _ = flush.tick() => {
-                let engine = engine.clone();
-                match tokio::task::spawn_blocking(move || engine.flush()).await {
+                let flushing = engine.clone();
+                match tokio::task::spawn_blocking(move || flushing.flush()).await {
                     Ok(Err(err)) => tracing::error!(error = %err, "cannot save baselines, retrying later"),
                     Err(err) => tracing::error!(error = %err, "baseline flush task failed"),
                     Ok(Ok(_)) => {}
