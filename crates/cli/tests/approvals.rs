@@ -126,7 +126,16 @@ fn held_request_is_forwarded_after_approval() {
     assert_eq!(upstream.count(), 1);
     assert_eq!(upstream.last().method, "DELETE");
 
-    let audit = gateway.audit();
+    // The allow record is written behind the response.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let audit = loop {
+        let audit = gateway.audit();
+        if audit.iter().any(|record| record["event"] == "allow") {
+            break audit;
+        }
+        assert!(Instant::now() < deadline, "no allow record: {audit:?}");
+        thread::sleep(Duration::from_millis(100));
+    };
     let events: Vec<&str> = audit
         .iter()
         .filter_map(|record| record["event"].as_str())
@@ -391,15 +400,35 @@ approval_quorum = 2
     let bob = add_approver(&gateway, "bob", &[]);
     gateway.start();
     let auth = format!("Authorization: Bearer {token}");
-    let held = held_delete(&gateway, &auth, 20);
-    let id = wait_for_pending(&gateway);
-    decide(&gateway, "approve", &id, "alice", &alice, "");
+    let url = gateway.url("/orders/7");
+    let first = curl("127.0.0.2", &url, &["-X", "DELETE", "-H", &auth]);
+    let id = first.json()["approval"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(first.json()["approval"]["quorum"], 2);
+    let first_code = oathtool(&alice);
+    gateway.cli_ok(&[
+        "approvals",
+        "approve",
+        &id,
+        "--as",
+        "alice",
+        "--totp",
+        &first_code,
+    ]);
     let shown: serde_json::Value =
         serde_json::from_str(&gateway.cli_ok(&["approvals", "show", &id, "--format", "json"]))
             .unwrap();
     assert_eq!(shown["state"], "pending");
     assert_eq!(shown["approvals"], 1);
     assert_eq!(shown["quorum"], 2);
+    let header = format!("Stepgate-Approval: {id}");
+    let early = curl(
+        "127.0.0.2",
+        &url,
+        &["-X", "DELETE", "-H", &auth, "-H", &header],
+    );
+    assert_eq!(early.status, 409, "{}", early.body);
+    assert!(early.json()["message"].as_str().unwrap().contains("1 of 2"));
+
     let twice = gateway.cli(&[
         "approvals",
         "approve",
@@ -407,15 +436,20 @@ approval_quorum = 2
         "--as",
         "alice",
         "--totp",
-        &support::next_totp_code(&alice, &oathtool(&alice)),
+        &support::next_totp_code(&alice, &first_code),
     ]);
     assert!(!twice.status.success());
     let message = String::from_utf8_lossy(&twice.stderr);
     assert!(message.contains("alice already decided"), "{message}");
     assert_eq!(upstream.count(), 0);
+
+    // The second approval releases a request held at that moment.
+    let held = held_delete(&gateway, &auth, 15);
+    thread::sleep(Duration::from_millis(500));
     decide(&gateway, "approve", &id, "bob", &bob, "second pair of eyes");
     let response = held.join().unwrap();
     assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(upstream.count(), 1);
 }
 
 #[test]

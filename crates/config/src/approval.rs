@@ -22,6 +22,10 @@ pub struct ApprovalConfig {
     /// Longest hold a client can ask for with `Prefer: wait=N`, in seconds.
     /// Default 300.
     pub max_wait_secs: u64,
+    /// An approval lets its operation through once. When false, the same
+    /// operation passes again until `valid_secs` after the approval.
+    /// Default true.
+    pub single_use: bool,
     /// Ask approvers for a fresh TOTP code on every decision, not only at
     /// sign-in. The CLI always asks. Default false.
     pub totp_on_decision: bool,
@@ -54,6 +58,7 @@ impl Default for ApprovalConfig {
             ttl_secs: 900,
             valid_secs: 300,
             max_wait_secs: 300,
+            single_use: true,
             totp_on_decision: false,
             max_body_bytes: 1 << 20,
             max_held: 256,

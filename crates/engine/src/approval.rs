@@ -210,6 +210,9 @@ pub struct ApprovalDesk {
     events: Mutex<Option<mpsc::UnboundedSender<ApprovalEvent>>>,
     /// True when at least one approver exists, so approval can be offered.
     has_approvers: std::sync::atomic::AtomicBool,
+    /// The store's approvals revision when it was last read, and when.
+    seen_revision: std::sync::atomic::AtomicU64,
+    polled_at: Mutex<Option<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for ApprovalDesk {
@@ -228,6 +231,8 @@ impl ApprovalDesk {
             failures: Mutex::default(),
             events: Mutex::default(),
             has_approvers: std::sync::atomic::AtomicBool::new(false),
+            seen_revision: std::sync::atomic::AtomicU64::new(0),
+            polled_at: Mutex::new(None),
         };
         desk.refresh();
         desk
@@ -627,10 +632,40 @@ impl ApprovalDesk {
         Ok(expired.len())
     }
 
+    /// Reads the store's approvals revision, at most once per poll
+    /// interval for all waiters together, and wakes every waiter when it
+    /// changed: another process, such as the CLI, decided something.
+    fn poll_changes(&self) {
+        {
+            let mut polled_at = self.polled_at.lock();
+            let now = std::time::Instant::now();
+            if polled_at.is_some_and(|at| now.duration_since(at) < POLL_INTERVAL) {
+                return;
+            }
+            *polled_at = Some(now);
+        }
+        let revision = match self.store.approvals_revision() {
+            Ok(revision) => revision,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read the approvals revision");
+                return;
+            }
+        };
+        let seen = self
+            .seen_revision
+            .swap(revision, std::sync::atomic::Ordering::AcqRel);
+        if seen != revision {
+            for notify in self.waiters.lock().values() {
+                notify.notify_waiters();
+            }
+        }
+    }
+
     /// Waits until approval `id` leaves the pending state or `timeout`
     /// passes, and returns it as it then is. Decisions made in this process
-    /// wake the wait at once; those of other processes are read every
-    /// quarter second.
+    /// wake the wait at once. Those of other processes are noticed through
+    /// the store's approvals revision, read every quarter second for all
+    /// waiters together.
     pub async fn wait(&self, id: &str, timeout: Duration) -> Result<ApprovalRecord, StoreError> {
         let notify = self
             .waiters
@@ -639,22 +674,42 @@ impl ApprovalDesk {
             .or_default()
             .clone();
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut stale = true;
+        let mut read_at = 0;
+        let mut approval = None;
         let result = loop {
+            // Registered before the read, so a wake between the read and
+            // the wait is not lost.
             let notified = notify.notified();
-            let approval = match self.store.approval(id) {
-                Ok(Some(approval)) => approval,
-                Ok(None) => break Err(StoreError::Corrupt(format!("approval {id} vanished"))),
-                Err(err) => break Err(err),
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let revision = self
+                .seen_revision
+                .load(std::sync::atomic::Ordering::Acquire);
+            if stale || revision != read_at {
+                read_at = revision;
+                approval = match self.store.approval(id) {
+                    Ok(Some(approval)) => Some(approval),
+                    Ok(None) => break Err(StoreError::Corrupt(format!("approval {id} vanished"))),
+                    Err(err) => break Err(err),
+                };
+                stale = false;
+            }
+            let Some(current) = &approval else {
+                break Err(StoreError::Corrupt(format!("approval {id} vanished")));
             };
             let now = tokio::time::Instant::now();
-            if approval.state != ApprovalState::Pending
-                || approval.expires_at <= self.now()
+            if current.state != ApprovalState::Pending
+                || current.expires_at <= self.now()
                 || now >= deadline
             {
-                break Ok(approval);
+                break Ok(current.clone());
             }
             let pause = POLL_INTERVAL.min(deadline - now);
-            let _ = tokio::time::timeout(pause, notified).await;
+            if tokio::time::timeout(pause, notified).await.is_ok() {
+                stale = true;
+            }
+            self.poll_changes();
         };
         let mut waiters = self.waiters.lock();
         if let Some(existing) = waiters.get(id)

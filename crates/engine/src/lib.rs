@@ -757,6 +757,7 @@ impl Engine {
             (Outcome::Allow, _) => {
                 if let Some((id, _)) = &approval {
                     let used = match &self.approvals {
+                        Some(desk) if !desk.config().single_use => Ok(true),
                         Some(desk) => desk.use_approval(id),
                         None => Ok(false),
                     };

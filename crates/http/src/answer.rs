@@ -143,6 +143,12 @@ pub(crate) fn challenge(
     if let Some(accept) = accept_signature {
         body["accept_signature"] = json!(accept);
     }
+    if issued.then_approval {
+        body["then"] = json!("approval");
+        body["message"] = json!(
+            "this request needs a step-up and then a person's approval: repeat it with the headers in answer_headers, and the answer will say how the approval is requested"
+        );
+    }
     let mut response = json_response(StatusCode::UNAUTHORIZED, &body);
     if let Some(value) = accept_signature.and_then(|accept| HeaderValue::from_str(accept).ok()) {
         response

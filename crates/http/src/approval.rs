@@ -63,9 +63,18 @@ pub(crate) struct BodyFailure {
 
 /// Reads a body whole to digest it, up to `max_bytes` and within
 /// [`BODY_TIMEOUT`].
-pub(crate) async fn read_body(body: UpstreamBody, max_bytes: usize) -> Result<Bytes, BodyFailure> {
+pub(crate) async fn read_body(
+    shared: &Shared,
+    body: UpstreamBody,
+    max_bytes: usize,
+) -> Result<Bytes, BodyFailure> {
     use http_body_util::BodyExt;
-    let read = http_body_util::Limited::new(body, max_bytes).collect();
+    let read = async {
+        let _slot = shared.approval_body_slots.acquire().await;
+        http_body_util::Limited::new(body, max_bytes)
+            .collect()
+            .await
+    };
     match tokio::time::timeout(BODY_TIMEOUT, read).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => Err(BodyFailure {
@@ -315,8 +324,11 @@ pub(crate) async fn status(shared: &Shared, request: &Request<Incoming>) -> Resp
         }
     };
     let wait = prefer_wait(request.headers()).map(|secs| secs.min(desk.config().max_wait_secs));
+    // Long polls share the held-request slots; without a free slot the
+    // state is returned at once.
+    let slot = shared.held.try_acquire();
     let (approval, waited) = match wait {
-        Some(secs) if secs > 0 && approval.state == ApprovalState::Pending => {
+        Some(secs) if secs > 0 && approval.state == ApprovalState::Pending && slot.is_ok() => {
             match hold(shared, id, Duration::from_secs(secs)).await {
                 Hold::Settled(approval) => (*approval, Some(secs)),
                 Hold::Stopping => return stopping(shared, &approval),

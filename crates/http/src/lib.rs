@@ -129,6 +129,10 @@ impl Origin {
 /// Signed answers whose bodies may be read whole at the same time.
 const SIGNED_BODY_SLOTS: usize = 4;
 
+/// Bodies of requests that need or claim an approval that may be read
+/// whole at the same time.
+const APPROVAL_BODY_SLOTS: usize = 64;
+
 /// State shared by every connection.
 pub(crate) struct Shared {
     pub(crate) engine: Arc<Engine>,
@@ -151,6 +155,9 @@ pub(crate) struct Shared {
     pub(crate) held: tokio::sync::Semaphore,
     /// Largest body an approval covers (`approval.max_body_bytes`).
     pub(crate) approval_body_bytes: usize,
+    /// Slots for reading bodies whole for approvals, which bounds their
+    /// memory to [`APPROVAL_BODY_SLOTS`] times `approval.max_body_bytes`.
+    pub(crate) approval_body_slots: tokio::sync::Semaphore,
 }
 
 /// The client connection a request came on, as request handling uses it.
@@ -244,6 +251,7 @@ impl Gateway {
             stopping: watch::channel(false).0,
             held: tokio::sync::Semaphore::new(config.approval.max_held),
             approval_body_bytes: config.approval.max_body_bytes,
+            approval_body_slots: tokio::sync::Semaphore::new(APPROVAL_BODY_SLOTS),
         };
         Ok(Self {
             shared: Arc::new(shared),

@@ -424,6 +424,11 @@ async fn decide_and_forward(
             }
             retried_operation = operation;
             let mut input = retry;
+            // A step-up answered by the held request is already recorded as
+            // a grant, and its code or proof cannot be used twice.
+            // TODO: a DPoP-bound token's proof is checked again here and
+            // fails as a replay; such clients wait on the status URL.
+            input.answer = None;
             input.approval = Some(stepgate_engine::ApprovalAnswer {
                 id: &settled.id,
                 operation: &retried_operation.digest,
@@ -607,7 +612,7 @@ async fn take_body(
             .await
             .map(|collected| collected.to_bytes())
             .unwrap_or_default(),
-        left => approval::read_body(left, shared.approval_body_bytes).await?,
+        left => approval::read_body(shared, left, shared.approval_body_bytes).await?,
     };
     *body = UpstreamBody::Right(Full::new(bytes.clone()));
     Ok(bytes)

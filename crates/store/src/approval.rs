@@ -211,6 +211,9 @@ pub trait ApprovalStore: Send + Sync {
         valid_for: std::time::Duration,
         audit: Entry,
     ) -> Result<ApprovalRecord, VoteError>;
+    /// Counter raised by every change of an approval request, so waiters in
+    /// one process notice decisions made by another.
+    fn approvals_revision(&self) -> Result<u64, StoreError>;
     /// Marks an approved request used, when it still is approved and valid
     /// at `now`; false when it is not, so it cannot be used twice.
     fn use_approval(&self, id: &str, now: Timestamp) -> Result<bool, StoreError>;

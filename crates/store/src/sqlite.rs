@@ -99,6 +99,7 @@ CREATE TABLE certificate_bindings (
 );
 "#,
     r#"
+INSERT INTO meta (key, value) VALUES ('approvals', 0);
 CREATE TABLE approvers (
     name TEXT PRIMARY KEY,
     secret BLOB NOT NULL,

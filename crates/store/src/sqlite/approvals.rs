@@ -189,6 +189,11 @@ impl SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(StoreError::from)?;
         let (value, entries) = change(&tx)?;
+        tx.execute(
+            "UPDATE meta SET value = value + 1 WHERE key = 'approvals'",
+            [],
+        )
+        .map_err(StoreError::from)?;
         append(&tx, entries)?;
         tx.commit().map_err(StoreError::from)?;
         Ok(value)
@@ -425,6 +430,17 @@ impl ApprovalStore for SqliteStore {
             }
             let after = load_approval(tx, id)?.ok_or_else(|| VoteError::NotFound(id.to_owned()))?;
             Ok((after, vec![audit]))
+        })
+    }
+
+    fn approvals_revision(&self) -> Result<u64, StoreError> {
+        self.with(|conn| {
+            let value: u64 = conn.query_row(
+                "SELECT value FROM meta WHERE key = 'approvals'",
+                [],
+                |row| row.get(0),
+            )?;
+            Ok(value)
         })
     }
 

@@ -345,6 +345,26 @@ mod approvals {
     }
 
     #[test]
+    fn approval_changes_raise_revision() {
+        let (_dir, store) = setup();
+        let start = store.approvals_revision().unwrap();
+        store
+            .create_approval(&request("ap_8", 1), admin("approval"))
+            .unwrap();
+        let created = store.approvals_revision().unwrap();
+        assert!(created > start);
+        store
+            .vote(
+                "ap_8",
+                &vote("alice", true, 110),
+                Duration::from_secs(60),
+                admin("vote"),
+            )
+            .unwrap();
+        assert!(store.approvals_revision().unwrap() > created);
+    }
+
+    #[test]
     fn approval_is_used_once() {
         let (_dir, store) = setup();
         store
