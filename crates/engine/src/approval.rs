@@ -27,7 +27,7 @@ pub const APPROVAL_HEADER: &str = "Stepgate-Approval";
 const MAX_CODE_FAILURES: u32 = 5;
 /// How long a locked approver stays locked.
 const CODE_LOCKOUT: Duration = Duration::from_secs(300);
-/// Longest comment kept with a decision, in characters.
+/// Maximum length of a decision's comment, in characters.
 const MAX_COMMENT_CHARS: usize = 1000;
 /// How often a waiting client's approval is read again, for decisions made
 /// by another process such as the CLI.
@@ -82,7 +82,7 @@ pub struct PendingApproval {
     pub(crate) entry: Entry,
 }
 
-/// What happened to an approval request, for notifications.
+/// A change of an approval request, for notifications.
 #[derive(Clone, Debug)]
 pub struct ApprovalEvent {
     /// `requested`, `approved`, `denied` or `expired`.
@@ -90,7 +90,7 @@ pub struct ApprovalEvent {
     pub approval: ApprovalRecord,
 }
 
-/// Why an approval presented with a request does not let it through.
+/// Reason an approval presented with a request does not let it through.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ApprovalRejection {
     #[error(
@@ -150,7 +150,7 @@ impl ApprovalRejection {
     }
 }
 
-/// Why an approver's sign-in or decision was rejected. Messages never
+/// Reason an approver's sign-in or decision was rejected. Messages never
 /// contain a code or secret.
 #[derive(Debug, thiserror::Error)]
 pub enum DeskError {

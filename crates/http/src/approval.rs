@@ -1,6 +1,6 @@
 //! Approvals on the HTTP front-end: the operation digest of a request,
 //! holding a request open with `Prefer: wait` (RFC 7240), the approval
-//! status URL, and the answers that tell a client where it stands.
+//! status URL, and the responses that tell a client the approval's state.
 
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use crate::{Body, Shared, UpstreamBody};
 pub(crate) const APPROVAL_HEADER: &str = "stepgate-approval";
 /// Path prefix of the approval status URL on the gateway listener.
 pub(crate) const STATUS_PREFIX: &str = "/.stepgate/approvals/";
-/// Longest wait for the body of a request that needs an approval.
+/// Maximum wait for the body of a request that needs an approval.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Reads the `wait` preference (RFC 7240 §4.3) of every `Prefer` field
@@ -54,7 +54,7 @@ pub(crate) fn operation(method: &str, path_and_query: &str, body: &[u8]) -> Oper
     }
 }
 
-/// Why the body of a request that needs an approval could not be read.
+/// Reason the body of a request that needs an approval could not be read.
 pub(crate) struct BodyFailure {
     pub(crate) status: StatusCode,
     pub(crate) code: &'static str,
@@ -107,8 +107,9 @@ pub(crate) fn status_url(shared: &Shared, id: &str) -> String {
     format!("{}{STATUS_PREFIX}{id}", shared.origin.full)
 }
 
-/// The approval as a client sees it: state, operation, votes and where to
-/// wait. Comments of approvals are shown; they are meant for the requester.
+/// Builds the approval as a client sees it: state, operation, votes and
+/// where to wait. Approvers' comments are included because they are meant
+/// for the requester.
 pub(crate) fn approval_json(shared: &Shared, approval: &ApprovalRecord) -> Value {
     let votes: Vec<Value> = approval
         .votes
@@ -244,7 +245,7 @@ pub(crate) fn stopping(shared: &Shared, approval: &ApprovalRecord) -> Response<B
     response
 }
 
-/// The answer for an approval sent with a request that does not let it
+/// Builds the response to a request whose approval does not let it
 /// through.
 pub(crate) fn rejected(rejection: &ApprovalRejection) -> Response<Body> {
     let status = match rejection {
@@ -255,7 +256,7 @@ pub(crate) fn rejected(rejection: &ApprovalRejection) -> Response<Body> {
     answer::error(status, rejection.code(), &rejection.to_string())
 }
 
-/// How a hold ended.
+/// Outcome of holding a request.
 pub(crate) enum Hold {
     /// The approval left the pending state, or the wait ran out.
     Settled(Box<ApprovalRecord>),

@@ -14,15 +14,24 @@ const APPROVAL_COLUMNS: &str = "id, identity, operation, method, target, body_sh
      action, zone, client_addr, risk, reasons, policies, grp, quorum, state, created_at, \
      expires_at, valid_until, decided_at, used_at";
 
-fn approval_from_row(row: &Row<'_>) -> rusqlite::Result<(ApprovalRecord, String, String)> {
-    let identity: String = row.get(1)?;
-    let reasons: String = row.get(11)?;
-    let policies: String = row.get(12)?;
+/// Reads a text column that must parse, reporting a value that does not as
+/// a conversion failure of that column.
+fn parsed<T, E: std::error::Error + Send + Sync + 'static>(
+    row: &Row<'_>,
+    index: usize,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> rusqlite::Result<T> {
+    let text: String = row.get(index)?;
+    parse(&text).map_err(|err| {
+        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(err))
+    })
+}
+
+fn approval_from_row(row: &Row<'_>) -> rusqlite::Result<ApprovalRecord> {
     let state: String = row.get(15)?;
-    let record = ApprovalRecord {
+    Ok(ApprovalRecord {
         id: row.get(0)?,
-        // Replaced after the row is read, where a bad name can be an error.
-        identity: IdentityName::new("placeholder").map_err(|_| rusqlite::Error::InvalidQuery)?,
+        identity: parsed(row, 1, IdentityName::new)?,
         operation: row.get(2)?,
         method: row.get(3)?,
         target: row.get(4)?,
@@ -32,10 +41,11 @@ fn approval_from_row(row: &Row<'_>) -> rusqlite::Result<(ApprovalRecord, String,
         zone: row.get(8)?,
         client_addr: row.get(9)?,
         risk: row.get(10)?,
-        reasons: Vec::new(),
-        policies: Vec::new(),
+        reasons: parsed(row, 11, |text| serde_json::from_str::<Vec<String>>(text))?,
+        policies: parsed(row, 12, |text| serde_json::from_str::<Vec<String>>(text))?,
         group: row.get(13)?,
         quorum: row.get(14)?,
+        // An unknown state can decide nothing, so it reads as expired.
         state: ApprovalState::parse(&state).unwrap_or(ApprovalState::Expired),
         created_at: Timestamp(row.get(16)?),
         expires_at: Timestamp(row.get(17)?),
@@ -43,42 +53,29 @@ fn approval_from_row(row: &Row<'_>) -> rusqlite::Result<(ApprovalRecord, String,
         decided_at: row.get::<_, Option<i64>>(19)?.map(Timestamp),
         used_at: row.get::<_, Option<i64>>(20)?.map(Timestamp),
         votes: Vec::new(),
-    };
-    Ok((record, identity, format!("{reasons}\n{policies}")))
+    })
 }
 
+/// Adds the votes of an approval read by [`approval_from_row`].
 fn finish_record(
     tx: &Transaction<'_>,
-    (mut record, identity, lists): (ApprovalRecord, String, String),
+    mut record: ApprovalRecord,
 ) -> Result<ApprovalRecord, StoreError> {
-    record.identity = parse_name(identity)?;
-    let (reasons, policies) = lists.split_once('\n').unwrap_or((&lists, "[]"));
-    let corrupt =
-        |err: serde_json::Error| StoreError::Corrupt(format!("approval {}: {err}", record.id));
-    record.reasons = serde_json::from_str(reasons).map_err(corrupt)?;
-    record.policies = serde_json::from_str(policies).map_err(corrupt)?;
     let mut statement = tx.prepare_cached(
         "SELECT approver, approve, comment, via, at FROM approval_votes \
          WHERE approval = ?1 ORDER BY at, approver",
     )?;
     let rows = statement.query_map([&record.id], |row| {
-        Ok((
-            row.get::<_, String>(0)?,
-            row.get::<_, bool>(1)?,
-            row.get::<_, String>(2)?,
-            row.get::<_, String>(3)?,
-            row.get::<_, i64>(4)?,
-        ))
+        Ok(Vote {
+            approver: parsed(row, 0, IdentityName::new)?,
+            approve: row.get(1)?,
+            comment: row.get(2)?,
+            via: row.get(3)?,
+            at: Timestamp(row.get(4)?),
+        })
     })?;
-    for row in rows {
-        let (approver, approve, comment, via, at) = row?;
-        record.votes.push(Vote {
-            approver: parse_name(approver)?,
-            approve,
-            comment,
-            via,
-            at: Timestamp(at),
-        });
+    for vote in rows {
+        record.votes.push(vote?);
     }
     Ok(record)
 }
@@ -486,7 +483,7 @@ impl ApprovalStore for SqliteStore {
     ) -> Result<Vec<String>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(|tx| {
-            // Scans from the newest record backwards and stops at `limit`;
+            // Scans from the newest record backwards and stops at `limit`.
             // TODO: index records by identity when trails grow large.
             let mut statement = tx.prepare(
                 "SELECT record FROM audit WHERE json_extract(record, '$.identity') = ?1 \
