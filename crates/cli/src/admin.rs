@@ -15,7 +15,7 @@ use stepgate_engine::admin_entry;
 use stepgate_factors::totp::{Algorithm, TotpParams, TotpSecret, otpauth_uri};
 use stepgate_policy::Policy;
 use stepgate_risk::ANY_VALUE;
-use stepgate_store::{AcceptedSignal, SqliteStore, Store, TokenRecord, TotpRecord};
+use stepgate_store::{AcceptedSignal, ApprovalStore, SqliteStore, Store, TokenRecord, TotpRecord};
 
 use crate::{
     AuditCommand, BaselineCommand, CertificateMatch, EnrollCommand, IdentityCommand, ListFormat,
@@ -81,7 +81,7 @@ pub(crate) fn load_geo(
 }
 
 /// Who made an administrative change: the operating-system user.
-fn actor() -> String {
+pub(crate) fn actor() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .map(|user| format!("cli:{user}"))
@@ -128,8 +128,9 @@ pub(crate) fn identity(path: Option<&Path>, command: IdentityCommand) -> anyhow:
     let store = open_store(&config)?;
     let now = SystemClock.now();
     match command {
-        IdentityCommand::Add { name } => {
+        IdentityCommand::Add { name, owners } => {
             let name = parse_name(&name)?;
+            let owners = crate::approvals::check_owners(&store, &owners)?;
             let identity = Identity {
                 name: name.clone(),
                 disabled: false,
@@ -139,6 +140,18 @@ pub(crate) fn identity(path: Option<&Path>, command: IdentityCommand) -> anyhow:
                 &identity,
                 admin_entry(now, &actor(), Some(&name), format!("identity add {name}")),
             )?;
+            for owner in &owners {
+                store.add_owner(
+                    &name,
+                    owner,
+                    admin_entry(
+                        now,
+                        &actor(),
+                        Some(&name),
+                        format!("identity {name} owned by approver {owner}"),
+                    ),
+                )?;
+            }
             eprintln!("added identity {name}");
         }
         IdentityCommand::Disable { name } => {

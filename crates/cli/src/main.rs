@@ -2,6 +2,7 @@
 //! lives in its own module; the work happens in the library crates.
 
 mod admin;
+mod approvals;
 mod replay;
 mod run;
 mod sign;
@@ -39,6 +40,12 @@ enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage the people who approve held requests.
+    #[command(subcommand)]
+    Approver(approvals::ApproverCommand),
+    /// List, show, approve and deny requests held for approval.
+    #[command(subcommand)]
+    Approvals(approvals::ApprovalsCommand),
     /// Enrol step-up factors.
     #[command(subcommand)]
     Factor(FactorCommand),
@@ -124,7 +131,13 @@ enum ReplayFormat {
 #[derive(Subcommand, Debug)]
 enum IdentityCommand {
     /// Add an identity.
-    Add { name: String },
+    Add {
+        name: String,
+        /// Approver who owns the identity and so never approves its
+        /// requests; repeat for several.
+        #[arg(long = "owner", value_name = "APPROVER")]
+        owners: Vec<String>,
+    },
     /// List identities.
     List {
         #[arg(long, value_enum, default_value_t = ListFormat::Table)]
@@ -330,6 +343,8 @@ fn main() -> ExitCode {
         Command::CheckConfig => admin::check_config(cli.config.as_deref()),
         Command::Identity(command) => admin::identity(cli.config.as_deref(), command),
         Command::Token(command) => admin::token(cli.config.as_deref(), command),
+        Command::Approver(command) => approvals::approver(cli.config.as_deref(), command),
+        Command::Approvals(command) => approvals::approvals(cli.config.as_deref(), command),
         Command::Factor(FactorCommand::Enroll(command)) => {
             admin::enroll(cli.config.as_deref(), command)
         }

@@ -97,13 +97,27 @@ pub enum ApprovalRejection {
         "approval {0} is unknown for this identity: repeat the request without Stepgate-Approval to request one"
     )]
     Unknown(String),
-    #[error("approval {id} is still pending ({approvals} of {quorum} approvals): wait for it, then repeat the request")]
-    Pending { id: String, approvals: usize, quorum: u32 },
+    #[error(
+        "approval {id} is still pending ({approvals} of {quorum} approvals): wait for it, then repeat the request"
+    )]
+    Pending {
+        id: String,
+        approvals: usize,
+        quorum: u32,
+    },
     #[error("approval {id} was denied by {by}{}", comment_suffix(comment))]
-    Denied { id: String, by: String, comment: String },
-    #[error("approval {0} expired: repeat the request without Stepgate-Approval to request a new one")]
+    Denied {
+        id: String,
+        by: String,
+        comment: String,
+    },
+    #[error(
+        "approval {0} expired: repeat the request without Stepgate-Approval to request a new one"
+    )]
     Expired(String),
-    #[error("approval {0} was already used; each approval covers one request, so request a new one")]
+    #[error(
+        "approval {0} was already used; each approval covers one request, so request a new one"
+    )]
     Used(String),
     #[error(
         "approval {0} covers another operation: the method, target or body changed since it was approved, so a new approval is needed"
@@ -152,21 +166,29 @@ pub enum DeskError {
     Locked { name: String, until: Timestamp },
     #[error("approval {0} not found: list approvals with `stepgate approvals list`")]
     NotFound(String),
-    #[error("{approver} cannot decide approval {id}: it was requested by {approver}'s own identity")]
+    #[error(
+        "{approver} cannot decide approval {id}: it was requested by {approver}'s own identity"
+    )]
     OwnRequest { approver: String, id: String },
-    #[error("{approver} cannot decide approval {id}: {approver} owns identity {identity}, and owners never approve their own identities' requests")]
+    #[error(
+        "{approver} cannot decide approval {id}: {approver} owns identity {identity}, and owners never approve their own identities' requests"
+    )]
     Owner {
         approver: String,
         id: String,
         identity: String,
     },
-    #[error("{approver} is not in approver group {group}, which decides approval {id}; add them with `stepgate approver add {approver} --group {group}`")]
+    #[error(
+        "{approver} is not in approver group {group}, which decides approval {id}; add them with `stepgate approver add {approver} --group {group}`"
+    )]
     NotInGroup {
         approver: String,
         group: String,
         id: String,
     },
-    #[error("approver group {group} may decide only {window}; approval {id} must wait for that window or be decided by another group's member")]
+    #[error(
+        "approver group {group} may decide only {window}; approval {id} must wait for that window or be decided by another group's member"
+    )]
     OutsideWindow {
         group: String,
         window: String,
@@ -346,7 +368,9 @@ impl ApprovalDesk {
                 let vote = approval.votes.iter().find(|vote| !vote.approve);
                 return Err(ApprovalRejection::Denied {
                     id: id.to_owned(),
-                    by: vote.map(|vote| vote.approver.to_string()).unwrap_or_default(),
+                    by: vote
+                        .map(|vote| vote.approver.to_string())
+                        .unwrap_or_default(),
                     comment: vote.map(|vote| vote.comment.clone()).unwrap_or_default(),
                 });
             }

@@ -617,10 +617,7 @@ impl Engine {
             };
             match checked {
                 Ok(record) => {
-                    approval = Some((
-                        record.id,
-                        record.decided_at.unwrap_or(record.created_at),
-                    ));
+                    approval = Some((record.id, record.decided_at.unwrap_or(record.created_at)));
                 }
                 Err(rejection) => {
                     entry.event = Some(Event::StepUpFailure);
@@ -1035,7 +1032,11 @@ impl Engine {
         ask: &stepgate_policy::ApprovalAsk,
         zone: Option<&stepgate_core::Zone>,
     ) -> Verdict {
-        let signals = assessment.signals.iter().map(|signal| signal.kind).collect();
+        let signals = assessment
+            .signals
+            .iter()
+            .map(|signal| signal.kind)
+            .collect();
         let Some(desk) = self.approvals.as_ref().filter(|desk| desk.has_approvers()) else {
             entry.event = Some(Event::Deny);
             entry.decision = Some(Outcome::Deny.as_str().to_owned());

@@ -917,3 +917,270 @@ mod signatures {
         assert_eq!(stepped_up(answer(&new)), Some(FactorKind::Signature));
     }
 }
+
+mod approvals {
+    use stepgate_config::ApprovalConfig;
+    use stepgate_store::{ApprovalState, ApprovalStore, ApproverRecord};
+
+    use super::*;
+
+    const ALICE_SECRET: &[u8] = b"alice-secret-0123456";
+
+    struct Desk {
+        harness: Harness,
+        desk: Arc<ApprovalDesk>,
+    }
+
+    /// A harness whose engine asks for approvals: `/orders` needs one for
+    /// deletes, `policy` replaces the default policy when given, and
+    /// alice is an approver when `with_approver` is set.
+    fn desk(policy: Option<&str>, with_approver: bool) -> Desk {
+        let mut harness = Harness::new();
+        if with_approver {
+            let alice = ApproverRecord::new(
+                IdentityName::new("alice").unwrap(),
+                ALICE_SECRET.to_vec(),
+                "SHA1".into(),
+                6,
+                30,
+                vec!["approvers".into(), "dba".into()],
+                Timestamp::from_secs(START),
+            );
+            harness
+                .store
+                .add_approver(
+                    &alice,
+                    admin_entry(Timestamp::from_secs(START), "test", None, "alice".into()),
+                )
+                .unwrap();
+        }
+        let (sink, writer) = AuditWriter::start(harness.store.clone(), 64).unwrap();
+        let settings = Settings {
+            risk: Arc::new(Scorer::new(RiskConfig::default())),
+            step_up: StepUpConfig::default(),
+            zones: Zones::new(vec![Zone {
+                name: "orders".into(),
+                prefix: "/orders".into(),
+                approval_for: vec![Action::Delete],
+                ..Zone::default()
+            }]),
+        };
+        let policy = match policy {
+            Some(text) => Policy::new(text, "test policy").unwrap(),
+            None => Policy::default_policy().unwrap(),
+        };
+        let clock: Arc<dyn Clock> = Arc::new(harness.clock.clone());
+        let desk = Arc::new(ApprovalDesk::new(
+            harness.store.clone(),
+            clock.clone(),
+            ApprovalConfig::default(),
+        ));
+        let engine = Engine::new(settings, policy, clock, harness.store.clone(), sink)
+            .unwrap()
+            .with_approvals(desk.clone());
+        harness.engine = engine;
+        harness.writer = Some(writer);
+        Desk { harness, desk }
+    }
+
+    impl Desk {
+        fn decide_with(&self, method: &str, path: &str, approval: Option<(&str, &str)>) -> Verdict {
+            let authorization = format!("Bearer {}", self.harness.token);
+            let input = RequestInput {
+                authorization: Some(&authorization),
+                answer: None,
+                dpop: None,
+                facts: self.harness.facts("127.0.0.2", method, path),
+                audit_target: path.into(),
+                grant_token: None,
+                client_certificate: None,
+                client_certificates_checked: false,
+                approval: approval.map(|(id, operation)| ApprovalAnswer { id, operation }),
+            };
+            self.harness.engine.decide(input)
+        }
+
+        fn alice_code(&self) -> String {
+            code_at(
+                &TotpSecret::from_bytes(ALICE_SECRET.to_vec()),
+                &TotpParams::default(),
+                self.harness.clock.now().as_secs() as u64,
+            )
+        }
+
+        fn request(&self, method: &str, path: &str) -> ApprovalRecord {
+            let pending = match self.decide_with(method, path, None) {
+                Verdict::ApprovalRequired(pending) => pending,
+                other => panic!("expected an approval request, got {other:?}"),
+            };
+            let operation = Operation {
+                digest: operation_digest(method, path, None),
+                body_sha256: None,
+                body_bytes: 0,
+            };
+            self.desk.request(*pending, &operation).unwrap()
+        }
+    }
+
+    use stepgate_store::ApprovalRecord;
+
+    #[test]
+    fn zone_asks_for_approval() {
+        let desk = desk(None, true);
+        assert!(matches!(
+            desk.decide_with("GET", "/orders/1", None),
+            Verdict::Allow(_)
+        ));
+        let approval = desk.request("DELETE", "/orders/1");
+        assert_eq!(approval.state, ApprovalState::Pending);
+        assert_eq!(approval.group, "approvers");
+        assert_eq!(approval.quorum, 1);
+        assert_eq!(approval.method, "DELETE");
+        // The same operation again reuses the pending request.
+        assert_eq!(desk.request("DELETE", "/orders/1").id, approval.id);
+        assert_ne!(desk.request("DELETE", "/orders/2").id, approval.id);
+    }
+
+    #[test]
+    fn approval_lets_exact_operation_through_once() {
+        let desk = desk(None, true);
+        let approval = desk.request("DELETE", "/orders/1");
+        let digest = operation_digest("DELETE", "/orders/1", None);
+        let early = desk.decide_with("DELETE", "/orders/1", Some((&approval.id, &digest)));
+        assert!(
+            matches!(
+                &early,
+                Verdict::ApprovalRejected {
+                    rejection: ApprovalRejection::Pending { .. },
+                    ..
+                }
+            ),
+            "{early:?}"
+        );
+        let alice = IdentityName::new("alice").unwrap();
+        let decided = desk
+            .desk
+            .decide(
+                &approval.id,
+                &alice,
+                true,
+                "ok",
+                Some(&desk.alice_code()),
+                true,
+                "test",
+            )
+            .unwrap();
+        assert_eq!(decided.state, ApprovalState::Approved);
+
+        let other = operation_digest("DELETE", "/orders/2", None);
+        let wrong = desk.decide_with("DELETE", "/orders/2", Some((&approval.id, &other)));
+        assert!(
+            matches!(
+                &wrong,
+                Verdict::ApprovalRejected {
+                    rejection: ApprovalRejection::OtherOperation(_),
+                    ..
+                }
+            ),
+            "{wrong:?}"
+        );
+        let allowed = desk.decide_with("DELETE", "/orders/1", Some((&approval.id, &digest)));
+        assert!(matches!(allowed, Verdict::Allow(_)), "{allowed:?}");
+        let replayed = desk.decide_with("DELETE", "/orders/1", Some((&approval.id, &digest)));
+        assert!(
+            matches!(
+                &replayed,
+                Verdict::ApprovalRejected {
+                    rejection: ApprovalRejection::Used(_),
+                    ..
+                }
+            ),
+            "{replayed:?}"
+        );
+    }
+
+    #[test]
+    fn no_approver_means_deny() {
+        let desk = desk(None, false);
+        let verdict = desk.decide_with("DELETE", "/orders/1", None);
+        assert!(matches!(verdict, Verdict::Deny { .. }), "{verdict:?}");
+    }
+
+    #[test]
+    fn approval_expires_undecided() {
+        let desk = desk(None, true);
+        let approval = desk.request("DELETE", "/orders/1");
+        desk.harness.clock.advance(ApprovalConfig::default().ttl());
+        assert_eq!(desk.desk.expire_due().unwrap(), 1);
+        let digest = operation_digest("DELETE", "/orders/1", None);
+        let late = desk.decide_with("DELETE", "/orders/1", Some((&approval.id, &digest)));
+        assert!(
+            matches!(
+                &late,
+                Verdict::ApprovalRejected {
+                    rejection: ApprovalRejection::Expired(_),
+                    ..
+                }
+            ),
+            "{late:?}"
+        );
+        let alice = IdentityName::new("alice").unwrap();
+        let vote = desk.desk.decide(
+            &approval.id,
+            &alice,
+            true,
+            "",
+            Some(&desk.alice_code()),
+            true,
+            "test",
+        );
+        assert!(matches!(vote, Err(DeskError::Vote(_))), "{vote:?}");
+    }
+
+    #[test]
+    fn policy_names_group_and_quorum() {
+        let policy = r#"
+@id("reads") permit (principal, action == Stepgate::Action::"read", resource);
+@id("deletes-need-two")
+@approval_group("dba")
+@approval_quorum("2")
+permit (principal, action == Stepgate::Action::"delete", resource)
+when { context.proved has approval };
+"#;
+        let desk = desk(Some(policy), true);
+        let verdict = desk.decide_with("DELETE", "/accounts/1", None);
+        let Verdict::ApprovalRequired(pending) = verdict else {
+            panic!("expected an approval request, got {verdict:?}");
+        };
+        assert_eq!(pending.group, "dba");
+        assert_eq!(pending.quorum, 2);
+    }
+
+    #[test]
+    fn factor_comes_before_approval() {
+        let policy = r#"
+@id("reads") permit (principal, action == Stepgate::Action::"read", resource);
+@id("deletes-need-both")
+permit (principal, action == Stepgate::Action::"delete", resource)
+when { context.proved has totp && context.proved has approval };
+"#;
+        let desk = desk(Some(policy), true);
+        let verdict = desk.decide_with("DELETE", "/accounts/1", None);
+        let Verdict::Challenge(issued, receipt) = verdict else {
+            panic!("expected a challenge, got {verdict:?}");
+        };
+        receipt.wait_blocking().unwrap();
+        assert_eq!(issued.factors, [FactorKind::Totp]);
+        assert!(issued.then_approval);
+    }
+
+    #[test]
+    fn bad_quorum_annotation_rejected() {
+        let policy = r#"
+@id("x") @approval_quorum("zero")
+permit (principal, action, resource) when { context.proved has approval };
+"#;
+        let err = Policy::new(policy, "test policy").unwrap_err().to_string();
+        assert!(err.contains("@approval_quorum(\"zero\")"), "{err}");
+    }
+}

@@ -142,7 +142,11 @@ fn max_wait(shared: &Shared) -> u64 {
 
 /// 401 for a request that waits for a person's approval: the approval, the
 /// header to repeat the request with, and how to wait.
-pub(crate) fn required(shared: &Shared, approval: &ApprovalRecord, waited: Option<u64>) -> Response<Body> {
+pub(crate) fn required(
+    shared: &Shared,
+    approval: &ApprovalRecord,
+    waited: Option<u64>,
+) -> Response<Body> {
     let max_wait = max_wait(shared);
     let message = match waited {
         Some(secs) => format!(
@@ -245,7 +249,7 @@ pub(crate) fn rejected(rejection: &ApprovalRejection) -> Response<Body> {
 /// How a hold ended.
 pub(crate) enum Hold {
     /// The approval left the pending state, or the wait ran out.
-    Settled(ApprovalRecord),
+    Settled(Box<ApprovalRecord>),
     /// The gateway is stopping.
     Stopping,
     Failed,
@@ -263,7 +267,7 @@ pub(crate) async fn hold(shared: &Shared, id: &str, wait: Duration) -> Hold {
     }
     tokio::select! {
         result = desk.wait(id, wait) => match result {
-            Ok(approval) => Hold::Settled(approval),
+            Ok(approval) => Hold::Settled(Box::new(approval)),
             Err(err) => {
                 tracing::error!(approval.id = %id, error = %err, "cannot read an approval while holding a request");
                 Hold::Failed
@@ -314,7 +318,7 @@ pub(crate) async fn status(shared: &Shared, request: &Request<Incoming>) -> Resp
     let (approval, waited) = match wait {
         Some(secs) if secs > 0 && approval.state == ApprovalState::Pending => {
             match hold(shared, id, Duration::from_secs(secs)).await {
-                Hold::Settled(approval) => (approval, Some(secs)),
+                Hold::Settled(approval) => (*approval, Some(secs)),
                 Hold::Stopping => return stopping(shared, &approval),
                 Hold::Failed => return answer::unavailable(),
             }
@@ -349,7 +353,10 @@ mod tests {
         assert_eq!(prefer_wait(&headers(&["wait=10"])), Some(10));
         assert_eq!(prefer_wait(&headers(&["respond-async, wait=5"])), Some(5));
         assert_eq!(prefer_wait(&headers(&["WAIT = 7"])), Some(7));
-        assert_eq!(prefer_wait(&headers(&["handling=lenient", "wait=\"3\""])), Some(3));
+        assert_eq!(
+            prefer_wait(&headers(&["handling=lenient", "wait=\"3\""])),
+            Some(3)
+        );
         assert_eq!(prefer_wait(&headers(&["wait=3;foo=bar"])), Some(3));
     }
 
@@ -371,8 +378,14 @@ mod tests {
         assert_eq!(empty.body_sha256, None);
         assert_ne!(empty.digest, body.digest);
         assert_ne!(body.digest, other.digest);
-        assert_ne!(body.digest, operation("PUT", "/orders", b"{\"n\":1}").digest);
-        assert_ne!(body.digest, operation("POST", "/orders?x=1", b"{\"n\":1}").digest);
+        assert_ne!(
+            body.digest,
+            operation("PUT", "/orders", b"{\"n\":1}").digest
+        );
+        assert_ne!(
+            body.digest,
+            operation("POST", "/orders?x=1", b"{\"n\":1}").digest
+        );
         assert_eq!(body.body_bytes, 7);
     }
 }

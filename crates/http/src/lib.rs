@@ -17,6 +17,7 @@ mod echo;
 mod framing;
 mod hop;
 mod metrics;
+mod notify;
 mod path;
 mod proxy;
 mod route;
@@ -46,6 +47,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 pub use echo::serve_echo;
+pub use notify::WebhookError;
 pub use tls::TlsSetupError;
 
 use client_addr::TrustedProxies;
@@ -93,6 +95,8 @@ pub enum StartError {
     IdentityHeader(String),
     #[error(transparent)]
     Tls(#[from] TlsSetupError),
+    #[error(transparent)]
+    Webhook(#[from] WebhookError),
 }
 
 /// The gateway's public origin, as clients name it: scheme, authority and
@@ -170,6 +174,7 @@ pub struct Gateway {
     max_headers: usize,
     shutdown_grace: Duration,
     admin_pages: Option<AdminPages>,
+    webhooks: Option<notify::Webhooks>,
 }
 
 impl Gateway {
@@ -214,6 +219,13 @@ impl Gateway {
             Some(admin) => Some(bind(admin.listen).await?),
             None => None,
         };
+        let page_url = match (&config.approval.page_url, &config.admin) {
+            (Some(url), _) => url.clone(),
+            (None, Some(admin)) if admin.tls.is_some() => format!("https://{}", admin.listen),
+            (None, Some(admin)) => format!("http://{}", admin.listen),
+            (None, None) => config.gateway.origin(),
+        };
+        let webhooks = notify::Webhooks::load(&config.approval, page_url)?;
         let shared = Shared {
             engine,
             router,
@@ -243,6 +255,7 @@ impl Gateway {
             max_headers: config.gateway.max_headers,
             shutdown_grace: Duration::from_secs(config.gateway.shutdown_grace_secs),
             admin_pages: None,
+            webhooks,
         })
     }
 
@@ -268,7 +281,13 @@ impl Gateway {
             max_headers,
             shutdown_grace,
             admin_pages,
+            webhooks,
         } = self;
+        if let (Some(webhooks), Some(desk)) = (webhooks, shared.engine.approvals()) {
+            let (sender, events) = tokio::sync::mpsc::unbounded_channel();
+            desk.subscribe(sender);
+            tokio::spawn(webhooks.run(shared.clone(), events));
+        }
         if let Some(admin) = admin {
             let admin_tls = admin_tls.map(Arc::new);
             if let Some(admin_tls) = &admin_tls {
@@ -458,13 +477,13 @@ async fn serve_admin_connection<S>(
         async move {
             let path = request.uri().path();
             let response = match pages {
-                Some(pages) if path != "/metrics" && path != "/healthz" => pages(request, peer)
-                    .await
-                    .map(|bytes| {
+                Some(pages) if path != "/metrics" && path != "/healthz" => {
+                    pages(request, peer).await.map(|bytes| {
                         http_body_util::Full::new(bytes)
                             .map_err(|never| match never {})
                             .boxed()
-                    }),
+                    })
+                }
                 _ => admin_response(&shared, &request),
             };
             Ok::<_, Infallible>(response)

@@ -17,6 +17,7 @@ pub(crate) struct Metrics {
     challenges: Family<Labels, Counter>,
     step_ups: Family<Labels, Counter>,
     signals: Family<Labels, Counter>,
+    webhooks: Family<Labels, Counter>,
     decision_duration: Histogram,
     upstream_duration: Histogram,
     audit_queue: Gauge,
@@ -28,7 +29,7 @@ impl Metrics {
         let requests = Family::<Labels, Counter>::default();
         registry.register(
             "requests",
-            "Requests by decision: allow, step_up, deny, unauthenticated, step_up_failed, bad_request, no_route, unavailable.",
+            "Requests by decision: allow, step_up, deny, unauthenticated, step_up_failed, approval_required, approval_wait_timeout, approval_rejected, bad_request, no_route, unavailable.",
             requests.clone(),
         );
         let challenges = Family::<Labels, Counter>::default();
@@ -48,6 +49,12 @@ impl Metrics {
             "signals",
             "Risk signals raised by authenticated requests, by signal.",
             signals.clone(),
+        );
+        let webhooks = Family::<Labels, Counter>::default();
+        registry.register(
+            "approval_webhooks",
+            "Approval webhook attempts by result: delivered, retry, rejected, failed, not_sent.",
+            webhooks.clone(),
         );
         let decision_duration = Histogram::new(exponential_buckets(0.000_002, 2.0, 20));
         registry.register_with_unit(
@@ -75,6 +82,7 @@ impl Metrics {
             challenges,
             step_ups,
             signals,
+            webhooks,
             decision_duration,
             upstream_duration,
             audit_queue,
@@ -105,6 +113,10 @@ impl Metrics {
                 .get_or_create(&vec![("signal", kind.name())])
                 .inc();
         }
+    }
+
+    pub(crate) fn webhook(&self, result: &'static str) {
+        self.webhooks.get_or_create(&vec![("result", result)]).inc();
     }
 
     pub(crate) fn decision_time(&self, seconds: f64) {

@@ -19,11 +19,11 @@ use stepgate_engine::{
 use stepgate_pop::httpsig::Message;
 use tracing::Instrument;
 
-use crate::approval::{self, APPROVAL_HEADER, Hold};
 use crate::answer::{
     self, CHALLENGE_HEADER, CONTENT_DIGEST_HEADER, DPOP_HEADER, GRANT_HEADER, SIGNATURE_HEADER,
     SIGNATURE_INPUT_HEADER, TOTP_HEADER,
 };
+use crate::approval::{self, APPROVAL_HEADER, Hold};
 use crate::client_addr::client_addr;
 use crate::hop::remove_hop_by_hop;
 use crate::path::{normalize_path, redact_query, route_template};
@@ -317,7 +317,11 @@ async fn decide_and_forward(
         let bytes = match take_body(shared, &mut body).await {
             Ok(bytes) => bytes,
             Err(failure) => {
-                tracing::info!(approval.id = id, reason = failure.code, "body of a request with an approval not read");
+                tracing::info!(
+                    approval.id = id,
+                    reason = failure.code,
+                    "body of a request with an approval not read"
+                );
                 return answer::error(failure.status, failure.code, &failure.message);
             }
         };
@@ -378,7 +382,8 @@ async fn decide_and_forward(
                 },
             };
             body = UpstreamBody::Right(Full::new(bytes.clone()));
-            let operation = approval::operation(parts.method.as_str(), &prepared.path_and_query, &bytes);
+            let operation =
+                approval::operation(parts.method.as_str(), &prepared.path_and_query, &bytes);
             let Some(desk) = shared.engine.approvals() else {
                 return answer::unavailable();
             };
@@ -400,7 +405,8 @@ async fn decide_and_forward(
                 tracing::warn!(approval.id = %record.id, "too many held requests, answering without holding");
                 return approval::required(shared, &record, None);
             };
-            let settled = match approval::hold(shared, &record.id, Duration::from_secs(secs)).await {
+            let settled = match approval::hold(shared, &record.id, Duration::from_secs(secs)).await
+            {
                 Hold::Settled(settled) => settled,
                 Hold::Stopping => {
                     tracing::info!(approval.id = %record.id, "gateway stopping, releasing a held request");
@@ -560,9 +566,10 @@ async fn decide_and_forward(
         Verdict::ApprovalRequired(pending) => {
             // An approval was proved and the policy asks for another; this
             // does not happen with one approval per operation.
-            let receipt = shared
-                .engine
-                .abandon_approval(pending, "a second approval was asked for the same operation");
+            let receipt = shared.engine.abandon_approval(
+                pending,
+                "a second approval was asked for the same operation",
+            );
             let _ = receipt.wait().await;
             shared.metrics.request("deny");
             answer::denied()

@@ -272,7 +272,9 @@ impl Policy {
         }
         for policy in policies.policies() {
             if let Some(text) = policy.annotation("approval_quorum")
-                && !text.parse::<u32>().is_ok_and(|quorum| (1..=10).contains(&quorum))
+                && !text
+                    .parse::<u32>()
+                    .is_ok_and(|quorum| (1..=10).contains(&quorum))
             {
                 return Err(PolicyError::Invalid {
                     source_name: source_name.to_owned(),

@@ -33,7 +33,7 @@ fn decide(policy: &Policy, input: &PolicyInput<'_>) -> PolicyDecision {
 #[test]
 fn default_policy_validates() {
     let policy = Policy::default_policy().unwrap();
-    assert_eq!(policy.policy_count(), 6);
+    assert_eq!(policy.policy_count(), 7);
 }
 
 #[test]
