@@ -32,7 +32,7 @@ use crate::session::Sessions;
 /// most a few hundred records, so a larger body means a bug.
 const MAX_RESPONSE_BYTES: usize = 4 << 20;
 
-/// How the console runs.
+/// Settings of the console.
 #[derive(Clone)]
 pub struct ConsoleSettings {
     /// Marks cookies `Secure` and gives them the `__Host-` name prefix. Set
@@ -113,7 +113,8 @@ impl Console {
         Arc::new(Console { shared, router })
     }
 
-    /// Answers one request of the admin listener with a whole response.
+    /// Handles one request of the admin listener and returns the whole
+    /// response.
     ///
     /// POST requests from another site are rejected with 403 before
     /// routing, and every response gets the security headers.

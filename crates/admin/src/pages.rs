@@ -36,7 +36,8 @@ const DECIDED_SHOWN: usize = 15;
 const HISTORY_LIMIT: usize = 20;
 /// Lifetime of the sign-in form's pre-session cookie, in seconds.
 const PRE_SESSION_SECS: u64 = 1800;
-/// Longest approver name written to logs from a failed sign-in.
+/// Maximum characters of an approver name written to logs from a failed
+/// sign-in.
 const MAX_LOGGED_NAME: usize = 64;
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
@@ -77,7 +78,7 @@ impl CookieNames {
     }
 }
 
-/// A `Set-Cookie` value: host-only, `HttpOnly`, `SameSite=Strict`, and
+/// Builds a `Set-Cookie` value: host-only, `HttpOnly`, `SameSite=Strict`, and
 /// `Secure` when configured. An empty value with max age 0 deletes it.
 fn set_cookie(shared: &Shared, name: &str, value: &str, max_age_secs: u64) -> HeaderValue {
     let secure = if shared.settings.secure_cookies {
@@ -88,11 +89,12 @@ fn set_cookie(shared: &Shared, name: &str, value: &str, max_age_secs: u64) -> He
     let text = format!(
         "{name}={value}; Path=/; Max-Age={max_age_secs}; HttpOnly; SameSite=Strict{secure}"
     );
-    // Names are constants and values are base64url, so this cannot fail.
+    // Names are constants and values are base64url or empty, so the header
+    // value is always valid.
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers.
+/// Finds the value of cookie `name` in the request's `Cookie` headers.
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
@@ -152,7 +154,7 @@ fn message(
     render(status, &page)
 }
 
-/// The answer to a POST from another site, sent before routing.
+/// Builds the response to a POST from another site, sent before routing.
 pub(crate) fn cross_site_response() -> Response<axum::body::Body> {
     message(
         StatusCode::FORBIDDEN,
@@ -210,8 +212,8 @@ impl FromRequestParts<Arc<Shared>> for SignedIn {
             return Ok(SignedIn(session));
         }
         if parts.headers.contains_key("hx-request") {
-            // htmx follows redirects inside XMLHttpRequest, so it is told to
-            // load the sign-in page as a whole page instead.
+            // htmx follows redirects inside XMLHttpRequest, so the HX-Redirect
+            // header makes it load the sign-in page as a whole page instead.
             let mut response = StatusCode::UNAUTHORIZED.into_response();
             response
                 .headers_mut()
@@ -282,8 +284,8 @@ struct SignInForm {
     csrf: String,
 }
 
-/// The one message for every failed sign-in, so it never tells whether an
-/// approver of that name exists.
+/// The one message for every failed sign-in, so it never reveals whether
+/// an approver of that name exists.
 const SIGN_IN_FAILED: &str = "Sign-in failed. Check your approver name and enter the current code from your authenticator app. Each code works only once, so if you just used one, wait for the next.";
 
 async fn sign_in(
@@ -336,7 +338,8 @@ async fn sign_in(
     }
 }
 
-/// A short failure reason for the log; the page shows one message for all.
+/// Returns a short failure reason for the log. The page shows one message
+/// for all of them.
 fn sign_in_failure(err: &DeskError) -> &'static str {
     match err {
         DeskError::UnknownApprover(_) => "unknown approver",
@@ -597,7 +600,7 @@ async fn decide(
     }
 }
 
-/// The status and plain words for a decision the desk rejected.
+/// Maps a decision the desk rejected to a status and plain words.
 fn decision_error(err: &DeskError) -> (StatusCode, String) {
     match err {
         DeskError::OwnRequest { .. } => (

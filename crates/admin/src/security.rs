@@ -12,8 +12,8 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
      style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; \
      frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
 
-/// Rejects a state-changing request that a browser says came from another
-/// site. `Sec-Fetch-Site` must be `same-origin` or `none` when present, and
+/// Rejects a state-changing request that a browser reports as coming from
+/// another site. `Sec-Fetch-Site` must be `same-origin` or `none` when present, and
 /// `Origin` must name this host (or the configured public origin) when
 /// present. Requests with neither header come from clients other than
 /// browsers and still need the CSRF token.

@@ -26,7 +26,7 @@ const MAX_SESSIONS: usize = 10_000;
 /// Bytes of randomness in session ids, CSRF tokens and pre-session ids.
 const TOKEN_BYTES: usize = 32;
 
-/// A signed-in approver as a request sees it.
+/// A signed-in approver's session.
 #[derive(Clone, Debug)]
 pub(crate) struct Session {
     pub(crate) approver: IdentityName,
@@ -57,7 +57,8 @@ pub(crate) struct Sessions {
     sign_in_key: Option<hmac::Key>,
 }
 
-/// Why a session or token could not be made.
+/// Error of the system random generator, which no session or token can
+/// be made without.
 #[derive(Debug, thiserror::Error)]
 #[error("the system random number generator failed")]
 pub(crate) struct RandomFailed;
@@ -107,7 +108,7 @@ impl Sessions {
         Ok((id, session))
     }
 
-    /// Returns the live session with cookie value `id`, and forgets it when
+    /// Returns the live session with cookie value `id`, and removes it when
     /// it has expired.
     pub(crate) fn get(&self, id: &str) -> Option<Session> {
         let hash = hash_id(id);
@@ -128,13 +129,13 @@ impl Sessions {
         self.by_hash.lock().remove(&hash_id(id))
     }
 
-    /// A new pre-session id for the sign-in form's cookie.
+    /// Makes a new pre-session id for the sign-in form's cookie.
     pub(crate) fn new_pre_session(&self) -> Result<String, RandomFailed> {
         self.random_token()
     }
 
-    /// The sign-in form's CSRF token for pre-session cookie value `pre`;
-    /// empty when there is no key.
+    /// Computes the sign-in form's CSRF token for pre-session cookie value
+    /// `pre`, or an empty string when there is no key.
     pub(crate) fn sign_in_token(&self, pre: &str) -> String {
         match &self.sign_in_key {
             Some(key) => {

@@ -1,5 +1,5 @@
-//! What the pages show: askama templates and the view models they render,
-//! built from the desk's records. Templates escape every value as HTML.
+//! Page templates (askama) and their view models, built from the desk's
+//! records. Templates escape every value as HTML.
 
 use askama::Template;
 use stepgate_audit::Entry;
@@ -53,14 +53,14 @@ pub(crate) struct ApprovalPage {
     pub(crate) owners: Vec<String>,
     pub(crate) history: Vec<HistoryRow>,
     pub(crate) csrf: String,
-    /// True when the config asks for a TOTP code on every decision.
+    /// True when the config requires a TOTP code on every decision.
     pub(crate) code_required: bool,
     /// True when the signed-in approver owns the requesting identity, so
     /// the desk will reject their decision.
     pub(crate) viewer_is_owner: bool,
     /// The signed-in approver's own vote, when they decided already.
     pub(crate) viewer_vote: Option<VoteView>,
-    /// Why the last decision was not recorded.
+    /// Reason the last decision was not recorded.
     pub(crate) error: Option<String>,
     /// The comment the approver typed, kept after an error.
     pub(crate) comment: String,
@@ -74,7 +74,7 @@ pub(crate) struct MessagePage {
     pub(crate) message: String,
 }
 
-/// How worrying a risk score is, for colour and words.
+/// Severity band of a risk score, for colour and words.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum RiskLevel {
     Low,
@@ -308,7 +308,7 @@ impl HistoryRow {
     }
 }
 
-/// The approvers who decided, for "Approved by alice and bob".
+/// Lists the approvers who decided, for "Approved by alice and bob".
 fn deciders(votes: &[Vote], denied: bool) -> String {
     let names: Vec<&str> = votes
         .iter()
@@ -322,9 +322,9 @@ fn deciders(votes: &[Vote], denied: bool) -> String {
     }
 }
 
-/// The signals of a request in plain words. The desk stores each as
+/// Describes the signals of a request in plain words. The desk stores each as
 /// `kind: description`. A request without signals needed approval only
-/// because of its zone or policy, which the first reason then says.
+/// because of its zone or policy, which the only reason then states.
 fn reasons(record: &ApprovalRecord) -> Vec<Reason> {
     if record.reasons.is_empty() {
         let place = match &record.zone {
@@ -355,7 +355,8 @@ fn reasons(record: &ApprovalRecord) -> Vec<Reason> {
         .collect()
 }
 
-/// A short label for a signal kind, in the words an on-call person uses.
+/// Returns a short label for a signal kind, in the words an on-call person
+/// uses.
 fn signal_label(kind: &str) -> String {
     let Some(kind) = SignalKind::from_name(kind) else {
         return kind.replace('_', " ");
@@ -388,7 +389,7 @@ fn signal_label(kind: &str) -> String {
     .to_owned()
 }
 
-/// `2026-05-01 14:02:11 UTC`.
+/// Formats a time as `2026-05-01 14:02:11 UTC`.
 pub(crate) fn clock_text(at: Timestamp) -> String {
     let text = at.to_rfc3339();
     match (text.get(..10), text.get(11..19)) {
@@ -397,7 +398,7 @@ pub(crate) fn clock_text(at: Timestamp) -> String {
     }
 }
 
-/// A duration in whole seconds for people: `45 s`, `12 min 5 s`,
+/// Formats a duration in whole seconds for people: `45 s`, `12 min 5 s`,
 /// `2 h 3 min`, `3 days`.
 pub(crate) fn duration_text(secs: u64) -> String {
     match secs {

@@ -149,7 +149,7 @@ impl Fixture {
         stepgate_core::Clock::now(&self.clock)
     }
 
-    /// The approver's TOTP code at the clock's time.
+    /// Computes the approver's TOTP code at the clock's time.
     fn code(&self, approver: &str) -> String {
         let params = TotpParams::new(Algorithm::Sha1, 6, 30).unwrap();
         let secs = u64::try_from(self.clock_now().as_secs()).unwrap();
@@ -172,7 +172,7 @@ impl Fixture {
         self.store.approval(id).unwrap().unwrap()
     }
 
-    /// Every audit record, parsed.
+    /// Reads every audit record, parsed.
     fn audit(&self) -> Vec<Entry> {
         let mut entries = Vec::new();
         self.store
@@ -213,7 +213,7 @@ impl Page {
             .collect()
     }
 
-    /// The value of the first hidden `csrf` field.
+    /// Returns the value of the first hidden `csrf` field.
     fn csrf(&self) -> String {
         let marker = "name=\"csrf\" value=\"";
         let start = self.body.find(marker).expect("page has a csrf field") + marker.len();
@@ -264,7 +264,7 @@ impl Browser {
         self.send(Request::get(path), String::new()).await
     }
 
-    /// A same-origin form POST, as a browser sends it.
+    /// Sends a same-origin form POST, as a browser sends it.
     async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
         self.post_with(
             path,
@@ -696,7 +696,7 @@ async fn deny_from_page() {
 }
 
 #[tokio::test]
-async fn self_approval_refused() {
+async fn self_approval_rejected() {
     let mut fixture = standard();
     fixture.add_identity("dave");
     fixture.add_approver("dave", &["approvers"]);
@@ -715,7 +715,7 @@ async fn self_approval_refused() {
 }
 
 #[tokio::test]
-async fn owner_approval_refused() {
+async fn owner_approval_rejected() {
     let fixture = standard();
     let mut browser = fixture.signed_in("carol").await;
     let page = browser.get("/approvals/ap_one").await;
@@ -737,7 +737,7 @@ async fn owner_approval_refused() {
 }
 
 #[tokio::test]
-async fn other_group_refused() {
+async fn other_group_rejected() {
     let mut fixture = standard();
     fixture.add_approver("erin", &["dba"]);
     let mut browser = fixture.signed_in("erin").await;

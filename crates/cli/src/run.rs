@@ -172,7 +172,7 @@ async fn serve(config: &stepgate_config::Config, engine: Arc<Engine>) -> anyhow:
     Ok(())
 }
 
-/// The approvals page for the admin listener, when `[admin]` is
+/// Builds the approvals page for the admin listener, when `[admin]` is
 /// configured. Its cookies are `Secure` over HTTPS and on loopback
 /// addresses, which browsers treat as secure contexts over plain HTTP.
 fn approvals_page(
@@ -193,7 +193,7 @@ fn approvals_page(
     }))
 }
 
-/// The origin (`scheme://host[:port]`) of a URL such as the configured
+/// Returns the origin (`scheme://host[:port]`) of a URL such as the configured
 /// `approval.page_url`.
 fn origin_of(url: &str) -> Option<String> {
     let (scheme, rest) = url.split_once("://")?;
