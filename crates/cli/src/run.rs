@@ -159,7 +159,10 @@ async fn serve(config: &stepgate_config::Config, engine: Arc<Engine>) -> anyhow:
     if let Some(echo) = &config.echo {
         serve_echo(echo.listen, stopped.clone()).await?;
     }
-    let gateway = Gateway::bind(config, engine.clone()).await?;
+    let mut gateway = Gateway::bind(config, engine.clone()).await?;
+    if let Some(pages) = approvals_page(config, &engine) {
+        gateway = gateway.with_admin_pages(pages);
+    }
     tokio::spawn(maintain(engine, stopped.clone()));
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -167,6 +170,35 @@ async fn serve(config: &stepgate_config::Config, engine: Arc<Engine>) -> anyhow:
     });
     gateway.serve(stopped).await;
     Ok(())
+}
+
+/// Builds the approvals page for the admin listener, when `[admin]` is
+/// configured. Its cookies are `Secure` over HTTPS and on loopback
+/// addresses, which browsers treat as secure contexts over plain HTTP.
+fn approvals_page(
+    config: &stepgate_config::Config,
+    engine: &Engine,
+) -> Option<stepgate_http::AdminPages> {
+    let admin = config.admin.as_ref()?;
+    let desk = engine.approvals()?.clone();
+    let mut settings = stepgate_admin::ConsoleSettings::new(
+        admin.tls.is_some() || admin.listen.ip().is_loopback(),
+        Duration::from_secs(config.approval.session_secs),
+    );
+    settings.public_origin = config.approval.page_url.as_deref().and_then(origin_of);
+    let console = stepgate_admin::Console::new(desk, settings);
+    Some(Arc::new(move |request, peer| {
+        let console = console.clone();
+        Box::pin(async move { console.handle(request, peer).await })
+    }))
+}
+
+/// Returns the origin (`scheme://host[:port]`) of a URL such as the configured
+/// `approval.page_url`.
+fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host = rest.split(['/', '?', '#']).next()?;
+    (!host.is_empty()).then(|| format!("{scheme}://{host}"))
 }
 
 /// Reloads credentials after administrative changes and saves baselines.
@@ -227,5 +259,24 @@ fn init_tracing(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_of;
+
+    #[test]
+    fn origin_of_page_url() {
+        assert_eq!(
+            origin_of("https://stepgate.example.com/approvals").as_deref(),
+            Some("https://stepgate.example.com")
+        );
+        assert_eq!(
+            origin_of("http://127.0.0.1:9091").as_deref(),
+            Some("http://127.0.0.1:9091")
+        );
+        assert_eq!(origin_of("stepgate.example.com"), None);
+        assert_eq!(origin_of("https:///x"), None);
     }
 }
