@@ -358,6 +358,12 @@ fn reasons(record: &ApprovalRecord) -> Vec<Reason> {
 /// Returns a short label for a signal kind, in the words an on-call person
 /// uses.
 fn signal_label(kind: &str) -> String {
+    // The engine puts the rule that asked for the approval first.
+    match kind {
+        "zone_approval" => return "Approval rule".to_owned(),
+        "policy" => return "Policy".to_owned(),
+        _ => {}
+    }
     let Some(kind) = SignalKind::from_name(kind) else {
         return kind.replace('_', " ");
     };

@@ -748,11 +748,22 @@ impl Engine {
         match (decision.outcome, decision.step_up) {
             (Outcome::Allow, _) if zone_wants_approval => {
                 let ask = stepgate_policy::ApprovalAsk::default();
-                self.approval_required(entry, &identity, facts, &assessment, &ask, zone)
+                let cause = zone.map(|zone| {
+                    format!(
+                        "zone_approval: zone {} needs a person's approval for every {}",
+                        zone.name,
+                        facts.action.as_str()
+                    )
+                });
+                self.approval_required(entry, &identity, facts, &assessment, &ask, zone, cause)
             }
             (Outcome::StepUp, Some(FactorKind::Approval)) => {
                 let ask = self.policy.approval_ask(&entry.policies);
-                self.approval_required(entry, &identity, facts, &assessment, &ask, zone)
+                let cause = Some(format!(
+                    "policy: {} asks for a person's approval",
+                    entry.policies.join(", ")
+                ));
+                self.approval_required(entry, &identity, facts, &assessment, &ask, zone, cause)
             }
             (Outcome::Allow, _) => {
                 if let Some((id, _)) = &approval {
@@ -1024,6 +1035,7 @@ impl Engine {
     /// the group and quorum come from the policy's annotations, then the
     /// zone, then the group's settings. Without any approver the request is
     /// denied, since nobody could approve it.
+    #[allow(clippy::too_many_arguments)]
     fn approval_required(
         &self,
         mut entry: Entry,
@@ -1032,6 +1044,7 @@ impl Engine {
         assessment: &Assessment,
         ask: &stepgate_policy::ApprovalAsk,
         zone: Option<&stepgate_core::Zone>,
+        cause: Option<String>,
     ) -> Verdict {
         let signals = assessment
             .signals
@@ -1065,10 +1078,14 @@ impl Engine {
         entry.event = Some(Event::ApprovalRequest);
         entry.decision = Some(Outcome::StepUp.as_str().to_owned());
         entry.factor = Some(FactorKind::Approval.name().to_owned());
-        let reasons = assessment
-            .signals
-            .iter()
-            .map(|signal| format!("{}: {}", signal.kind.name(), signal.reason))
+        let reasons = cause
+            .into_iter()
+            .chain(
+                assessment
+                    .signals
+                    .iter()
+                    .map(|signal| format!("{}: {}", signal.kind.name(), signal.reason)),
+            )
             .collect();
         Verdict::ApprovalRequired(Box::new(PendingApproval {
             identity: identity.clone(),
