@@ -471,3 +471,83 @@ fn dpop_key_outside_its_window_is_refused() {
         rejected.body
     );
 }
+
+#[test]
+fn dpop_bound_request_held_for_approval() {
+    let upstream = Upstream::start();
+    let mut gateway = Gateway::new(
+        upstream.addr,
+        r#"
+[[zones]]
+name = "orders"
+prefix = "/orders"
+approval_for = ["delete"]
+"#,
+    );
+    let token = gateway.add_with_token("bound");
+    let keys = tempfile::tempdir().unwrap();
+    let (key, jwk) = keygen(keys.path(), "bound");
+    gateway.cli_ok(&[
+        "factor",
+        "enroll",
+        "dpop",
+        "bound",
+        "--jwk",
+        jwk.to_str().unwrap(),
+        "--require",
+    ]);
+    let uri_secret = gateway.cli_ok(&["approver", "add", "alice"]);
+    let secret = uri_secret
+        .trim()
+        .split(['?', '&'])
+        .find_map(|part| part.strip_prefix("secret="))
+        .unwrap()
+        .to_owned();
+    gateway.start();
+    let uri = gateway.url("/orders/1");
+    let proved = proof(&key, "DELETE", &uri, &token);
+    let held = {
+        let uri = uri.clone();
+        let auth = format!("Authorization: DPoP {token}");
+        std::thread::spawn(move || {
+            curl(
+                "127.0.0.2",
+                &uri,
+                &[
+                    "-X",
+                    "DELETE",
+                    "-H",
+                    &auth,
+                    "-H",
+                    &format!("DPoP: {proved}"),
+                    "-H",
+                    "Prefer: wait=15",
+                ],
+            )
+        })
+    };
+    // The held request's proof was accepted once; after the approval the
+    // request is decided again without checking that proof a second time.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let id = loop {
+        let listed = gateway.cli_ok(&["approvals", "list", "--format", "json"]);
+        if let Some(line) = listed.lines().next() {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            break value["id"].as_str().unwrap().to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "no pending approval");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    gateway.cli_ok(&[
+        "approvals",
+        "approve",
+        &id,
+        "--as",
+        "alice",
+        "--totp",
+        &support::oathtool(&secret),
+    ]);
+    let response = held.join().unwrap();
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(upstream.count(), 1);
+}

@@ -222,6 +222,7 @@ impl Fixture {
             client_certificate: None,
             client_certificates_checked: false,
             approval: None,
+            dpop_checked: false,
         };
         self.engine.decide(input)
     }

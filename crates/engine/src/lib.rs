@@ -143,6 +143,11 @@ pub struct RequestInput<'a> {
     pub client_certificates_checked: bool,
     /// An approval the request claims, with its operation digest.
     pub approval: Option<ApprovalAnswer<'a>>,
+    /// True when an earlier decision of this same request accepted its DPoP
+    /// proof, as when a held request is decided again after its approval.
+    /// The proof is not checked twice, since its replay check would reject
+    /// it.
+    pub dpop_checked: bool,
 }
 
 /// Reason a request failed authentication. Clients only ever learn "invalid
@@ -978,6 +983,9 @@ impl Engine {
         let presented = presented_token(input.authorization);
         let scheme_dpop = presented.is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("DPoP"));
         let binding = credentials.dpop.get(identity);
+        if scheme_dpop && input.dpop_checked && binding.is_some() {
+            return Ok(true);
+        }
         if !scheme_dpop {
             return match binding {
                 Some(binding) if binding.required => Err(AuthFailure::DpopRequired),

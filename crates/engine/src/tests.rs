@@ -147,6 +147,7 @@ impl Harness {
             client_certificate: None,
             client_certificates_checked: false,
             approval: None,
+            dpop_checked: false,
         };
         let verdict = self.engine.decide(input);
         match verdict {
@@ -996,6 +997,7 @@ mod approvals {
                 client_certificate: None,
                 client_certificates_checked: false,
                 approval: approval.map(|(id, operation)| ApprovalAnswer { id, operation }),
+                dpop_checked: false,
             };
             self.harness.engine.decide(input)
         }

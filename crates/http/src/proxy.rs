@@ -352,6 +352,7 @@ async fn decide_and_forward(
         client_certificates_checked: connection.scheme == "https"
             && shared.checks_client_certificates,
         approval: claimed,
+        dpop_checked: false,
     };
     let retry = (wait.is_some_and(|secs| secs > 0) && approval_id.is_none()).then(|| input.clone());
     let verdict = if answer.is_some() || claimed.is_some() {
@@ -426,9 +427,8 @@ async fn decide_and_forward(
             let mut input = retry;
             // A step-up answered by the held request is already recorded as
             // a grant, and its code or proof cannot be used twice.
-            // TODO: a DPoP-bound token's proof is checked again here and
-            // fails as a replay; such clients wait on the status URL.
             input.answer = None;
+            input.dpop_checked = true;
             input.approval = Some(stepgate_engine::ApprovalAnswer {
                 id: &settled.id,
                 operation: &retried_operation.digest,
