@@ -206,10 +206,19 @@ impl FromRequestParts<Arc<Shared>> for SignedIn {
         shared: &Arc<Shared>,
     ) -> Result<Self, Self::Rejection> {
         let names = CookieNames::new(shared.settings.secure_cookies);
-        if let Some(session) =
-            cookie(&parts.headers, names.session).and_then(|id| shared.sessions.get(id))
-        {
-            return Ok(SignedIn(session));
+        let id = cookie(&parts.headers, names.session);
+        if let Some(session) = id.and_then(|id| shared.sessions.get(id)) {
+            // A removed approver's sessions end at their next request.
+            match shared.desk.store().approver(&session.approver) {
+                Ok(Some(_)) => return Ok(SignedIn(session)),
+                Ok(None) => {
+                    tracing::info!(approver = %session.approver, "session of a removed approver ended");
+                    if let Some(id) = id {
+                        shared.sessions.remove(id);
+                    }
+                }
+                Err(err) => return Err(store_unavailable(&session, &err)),
+            }
         }
         if parts.headers.contains_key("hx-request") {
             // htmx follows redirects inside XMLHttpRequest, so the HX-Redirect

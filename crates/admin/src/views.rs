@@ -124,7 +124,11 @@ pub(crate) struct ApprovalView {
     pub(crate) id: String,
     pub(crate) identity: String,
     pub(crate) method: String,
+    /// The host the request named, which routes it.
+    pub(crate) host: String,
     pub(crate) target: String,
+    /// The start of a text body, for the approver to read.
+    pub(crate) body_preview: Option<String>,
     pub(crate) risk: u8,
     pub(crate) risk_class: &'static str,
     pub(crate) risk_label: &'static str,
@@ -234,7 +238,9 @@ impl ApprovalView {
             id: record.id.clone(),
             identity: record.identity.to_string(),
             method: record.method.clone(),
+            host: record.host.clone(),
             target: record.target.clone(),
+            body_preview: record.body_preview.clone(),
             risk: record.risk,
             risk_class: level.class(),
             risk_label: level.label(),

@@ -114,8 +114,10 @@ impl Fixture {
             identity: name(identity),
             operation: "ab".repeat(32),
             method: "DELETE".to_owned(),
+            host: "api.example".to_owned(),
             target: target.to_owned(),
             body_sha256: None,
+            body_preview: Some("{\"reason\": \"<b>cleanup</b>\"}".to_owned()),
             body_bytes: 0,
             action: "delete".to_owned(),
             zone: Some("orders".to_owned()),
@@ -134,6 +136,7 @@ impl Fixture {
             valid_until: None,
             decided_at: None,
             used_at: None,
+            notified_at: None,
             votes: Vec::new(),
         };
         let mut entry = Entry::new(Event::ApprovalRequest, now);
@@ -861,6 +864,15 @@ async fn hostile_target_escaped() {
         );
         assert!(!page.body.contains("?q=\"'"), "{path}");
     }
+    // The body preview is shown escaped on the detail page.
+    let page = browser.get("/approvals/ap_xss").await;
+    assert!(!page.body.contains("<b>cleanup</b>"));
+    assert!(
+        page.body.contains("&#60;b&#62;cleanup") || page.body.contains("&lt;b&gt;cleanup"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("api.example"));
     // A hostile comment is escaped in the votes table too.
     browser
         .decide("ap_xss", "deny", "<img src=x onerror=alert(1)>", "")

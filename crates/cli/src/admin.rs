@@ -57,7 +57,22 @@ pub(crate) fn load_policy(config: &Config, config_path: Option<&Path>) -> anyhow
             file
         )
     })?;
-    Ok(Policy::new(&text, &path.display().to_string())?)
+    let policy = Policy::new(&text, &path.display().to_string())?;
+    for group in policy.approval_groups() {
+        let known = group == config.approval.default_group
+            || config
+                .approval
+                .groups
+                .iter()
+                .any(|known| known.name == group);
+        anyhow::ensure!(
+            known,
+            "policy {}: @approval_group({group:?}) names no [[approval.groups]] entry; add one or use the default group {:?}",
+            path.display(),
+            config.approval.default_group
+        );
+    }
+    Ok(policy)
 }
 
 /// Opens the GeoIP databases the config names, relative to the config
@@ -97,6 +112,7 @@ pub(crate) fn check_config(path: Option<&Path>) -> anyhow::Result<ExitCode> {
     let policy = load_policy(&config, path)?;
     let geo = load_geo(&config, path)?;
     config.check_tls_files()?;
+    stepgate_http::check_webhooks(&config)?;
     if config.step_up.grant_tokens
         && let Some(keys) = crate::run::load_grant_keys(&config, path, false)?
     {

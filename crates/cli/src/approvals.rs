@@ -109,6 +109,18 @@ pub(crate) fn approver(path: Option<&Path>, command: ApproverCommand) -> anyhow:
             };
             for group in &groups {
                 check_group(group)?;
+                let configured = *group == config.approval.default_group
+                    || config
+                        .approval
+                        .groups
+                        .iter()
+                        .any(|known| &known.name == group);
+                if !configured {
+                    eprintln!(
+                        "warning: group {group} has no [[approval.groups]] entry in {}, so it has a quorum of 1, no time window and no webhook",
+                        config.source_name
+                    );
+                }
             }
             let algorithm = Algorithm::Sha1;
             let params = TotpParams::new(algorithm, 6, 30)?;
@@ -131,24 +143,25 @@ pub(crate) fn approver(path: Option<&Path>, command: ApproverCommand) -> anyhow:
             );
         }
         ApproverCommand::List { format } => {
+            use std::fmt::Write as _;
             let approvers = store.approvers()?;
+            let mut text = String::new();
             match format {
                 ListFormat::Json => {
                     for approver in &approvers {
-                        println!(
-                            "{}",
-                            serde_json::json!({
-                                "name": approver.name.as_str(),
-                                "groups": approver.groups,
-                                "created_at": approver.created_at.to_rfc3339(),
-                            })
-                        );
+                        let line = serde_json::json!({
+                            "name": approver.name.as_str(),
+                            "groups": approver.groups,
+                            "created_at": approver.created_at.to_rfc3339(),
+                        });
+                        let _ = writeln!(text, "{line}");
                     }
                 }
                 ListFormat::Table => {
-                    println!("{:<24} {:<30} CREATED", "NAME", "GROUPS");
+                    let _ = writeln!(text, "{:<24} {:<30} CREATED", "NAME", "GROUPS");
                     for approver in &approvers {
-                        println!(
+                        let _ = writeln!(
+                            text,
                             "{:<24} {:<30} {}",
                             approver.name.as_str(),
                             approver.groups.join(","),
@@ -157,6 +170,7 @@ pub(crate) fn approver(path: Option<&Path>, command: ApproverCommand) -> anyhow:
                     }
                 }
             }
+            write_stdout(&text)?;
         }
         ApproverCommand::Remove { name } => {
             let name = parse_name(&name, "approver")?;
@@ -199,27 +213,31 @@ pub(crate) fn approvals(
     let desk = ApprovalDesk::new(store, Arc::new(SystemClock), config.approval.clone());
     match command {
         ApprovalsCommand::List { all, format } => {
+            use std::fmt::Write as _;
             desk.expire_due()?;
             let approvals = desk.approvals(!all, 500)?;
+            let mut text = String::new();
             match format {
                 ListFormat::Json => {
                     for approval in &approvals {
-                        println!("{}", approval_json(approval));
+                        let _ = writeln!(text, "{}", approval_json(approval));
                     }
                 }
                 ListFormat::Table => {
-                    println!(
+                    let _ = writeln!(
+                        text,
                         "{:<28} {:<9} {:<20} {:<40} {:>4} {:>6} EXPIRES",
                         "ID", "STATE", "IDENTITY", "OPERATION", "RISK", "VOTES"
                     );
                     for approval in &approvals {
                         let operation = format!("{} {}", approval.method, approval.target);
-                        println!(
+                        let _ = writeln!(
+                            text,
                             "{:<28} {:<9} {:<20} {:<40} {:>4} {:>6} {}",
                             approval.id,
                             approval.state.as_str(),
                             approval.identity.as_str(),
-                            truncate(&operation, 40),
+                            truncate(&operation.escape_debug().to_string(), 40),
                             approval.risk,
                             format!("{}/{}", approval.approvals(), approval.quorum),
                             approval.expires_at.to_rfc3339()
@@ -230,6 +248,7 @@ pub(crate) fn approvals(
                     }
                 }
             }
+            write_stdout(&text)?;
         }
         ApprovalsCommand::Show { id, format } => {
             let approval = desk.approval(&id)?.with_context(|| {
@@ -268,6 +287,20 @@ fn decide(desk: &ApprovalDesk, args: DecideArgs, approve: bool) -> anyhow::Resul
     Ok(ExitCode::SUCCESS)
 }
 
+/// Writes `text` to stdout; a reader that closed the pipe, such as `head`,
+/// is not an error.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(err.into()),
+        _ => Ok(()),
+    }
+}
+
 fn truncate(text: &str, width: usize) -> String {
     if text.chars().count() <= width {
         return text.to_owned();
@@ -296,7 +329,9 @@ fn approval_json(approval: &ApprovalRecord) -> serde_json::Value {
         "state": approval.state.as_str(),
         "identity": approval.identity.as_str(),
         "method": approval.method,
+        "host": approval.host,
         "target": approval.target,
+        "body_preview": approval.body_preview,
         "action": approval.action,
         "zone": approval.zone,
         "client_addr": approval.client_addr,
@@ -327,9 +362,14 @@ fn print_approval(approval: &ApprovalRecord, desk: &ApprovalDesk) -> anyhow::Res
         println!("owners     {}", owners.join(", "));
     }
     println!("operation  {} {}", approval.method, approval.target);
+    println!("host       {}", approval.host);
     match &approval.body_sha256 {
         Some(digest) => println!("body       {} bytes, sha256 {digest}", approval.body_bytes),
         None => println!("body       none"),
+    }
+    if let Some(preview) = &approval.body_preview {
+        // Control characters would act on the terminal, so they are escaped.
+        println!("body text  {}", preview.escape_debug());
     }
     println!("from       {}", approval.client_addr);
     println!("risk       {}", approval.risk);

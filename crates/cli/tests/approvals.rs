@@ -721,3 +721,184 @@ webhook_secret_file = "{}"
         metrics.body
     );
 }
+
+#[test]
+fn approval_is_bound_to_host() {
+    let upstream = Upstream::start();
+    let (gateway, auth, alice) = setup(&upstream, "");
+    let url = gateway.url("/orders/7");
+    let first = curl(
+        "127.0.0.2",
+        &url,
+        &["-X", "DELETE", "-H", &auth, "-H", "Host: staging.example"],
+    );
+    let approval = &first.json()["approval"];
+    assert_eq!(approval["host"], "staging.example");
+    let id = approval["id"].as_str().unwrap().to_owned();
+    decide(&gateway, "approve", &id, "alice", &alice, "");
+    let header = format!("Stepgate-Approval: {id}");
+    let other_host = curl(
+        "127.0.0.2",
+        &url,
+        &[
+            "-X",
+            "DELETE",
+            "-H",
+            &auth,
+            "-H",
+            "Host: prod.example",
+            "-H",
+            &header,
+        ],
+    );
+    assert_eq!(other_host.status, 403, "{}", other_host.body);
+    assert_eq!(other_host.json()["error"], "approval_other_operation");
+    let same_host = curl(
+        "127.0.0.2",
+        &url,
+        &[
+            "-X",
+            "DELETE",
+            "-H",
+            &auth,
+            "-H",
+            "Host: Staging.Example",
+            "-H",
+            &header,
+        ],
+    );
+    assert_eq!(same_host.status, 200, "{}", same_host.body);
+}
+
+#[test]
+fn approvers_see_query_and_body() {
+    let upstream = Upstream::start();
+    let (gateway, auth, _alice) = setup(&upstream, "");
+    let first = curl(
+        "127.0.0.2",
+        &gateway.url("/orders/pay?dry_run=false"),
+        &[
+            "-X",
+            "POST",
+            "-H",
+            &auth,
+            "--data-binary",
+            r#"{"amount":1000000}"#,
+        ],
+    );
+    let id = first.json()["approval"]["id"].as_str().unwrap().to_owned();
+    let shown = gateway.cli_ok(&["approvals", "show", &id]);
+    assert!(
+        shown.contains("operation  POST /orders/pay?dry_run=false"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(r#"body text  {\"amount\":1000000}"#),
+        "{shown}"
+    );
+    // The audit trail keeps query values redacted.
+    let request = gateway
+        .audit()
+        .into_iter()
+        .find(|record| record["event"] == "approval_request")
+        .unwrap();
+    assert_eq!(request["path"], "/orders/pay?dry_run=REDACTED");
+}
+
+#[test]
+fn pending_requests_per_identity_are_capped() {
+    let upstream = Upstream::start();
+    let (gateway, auth, _alice) = setup(&upstream, "");
+    for i in 0..20 {
+        let response = curl(
+            "127.0.0.2",
+            &gateway.url(&format!("/orders/{i}")),
+            &["-X", "DELETE", "-H", &auth],
+        );
+        assert_eq!(response.status, 401, "{i}: {}", response.body);
+    }
+    let over = curl(
+        "127.0.0.2",
+        &gateway.url("/orders/99"),
+        &["-X", "DELETE", "-H", &auth],
+    );
+    assert_eq!(over.status, 429, "{}", over.body);
+    assert_eq!(over.json()["error"], "too_many_pending_approvals");
+    assert_eq!(pending_ids(&gateway).len(), 20);
+}
+
+#[test]
+fn wrong_codes_lock_approver_everywhere() {
+    let upstream = Upstream::start();
+    let (gateway, auth, alice) = setup(&upstream, "");
+    let first = curl(
+        "127.0.0.2",
+        &gateway.url("/orders/7"),
+        &["-X", "DELETE", "-H", &auth],
+    );
+    let id = first.json()["approval"]["id"].as_str().unwrap().to_owned();
+    let code = oathtool(&alice);
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    for _ in 0..5 {
+        let output = gateway.cli(&[
+            "approvals",
+            "approve",
+            &id,
+            "--as",
+            "alice",
+            "--totp",
+            wrong,
+        ]);
+        assert!(!output.status.success());
+    }
+    // Each CLI run is its own process; the count is in the store.
+    let locked = gateway.cli(&[
+        "approvals",
+        "approve",
+        &id,
+        "--as",
+        "alice",
+        "--totp",
+        &code,
+    ]);
+    assert!(!locked.status.success());
+    let message = String::from_utf8_lossy(&locked.stderr);
+    assert!(message.contains("approver alice is locked"), "{message}");
+    assert_eq!(pending_ids(&gateway), std::slice::from_ref(&id));
+}
+
+#[test]
+fn unreachable_upstream_keeps_approval() {
+    let upstream = Upstream::start();
+    let dead = support::free_port();
+    let extra = format!(
+        r#"
+[[routes]]
+prefix = "/vault"
+upstream = "http://127.0.0.1:{dead}"
+
+[[zones]]
+name = "vault"
+prefix = "/vault"
+approval_for = ["delete"]
+"#
+    );
+    let (gateway, auth, alice) = setup(&upstream, &extra);
+    let url = gateway.url("/vault/keys/1");
+    let first = curl("127.0.0.2", &url, &["-X", "DELETE", "-H", &auth]);
+    let id = first.json()["approval"]["id"].as_str().unwrap().to_owned();
+    decide(&gateway, "approve", &id, "alice", &alice, "");
+    let header = format!("Stepgate-Approval: {id}");
+    for attempt in 0..2 {
+        let response = curl(
+            "127.0.0.2",
+            &url,
+            &["-X", "DELETE", "-H", &auth, "-H", &header],
+        );
+        assert_eq!(response.status, 502, "{attempt}: {}", response.body);
+    }
+    let shown: serde_json::Value =
+        serde_json::from_str(&gateway.cli_ok(&["approvals", "show", &id, "--format", "json"]))
+            .unwrap();
+    assert_eq!(shown["state"], "approved");
+}

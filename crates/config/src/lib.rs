@@ -293,6 +293,14 @@ impl Config {
         })?;
         let mut config = Self::parse(&text, &path.display().to_string())?;
         let base = path.parent().unwrap_or(Path::new(""));
+        for group in &mut config.approval.groups {
+            if let Some(file) = &mut group.webhook_secret_file {
+                *file = base.join(&*file);
+            }
+        }
+        if let Some(file) = &mut config.approval.webhook_ca_file {
+            *file = base.join(&*file);
+        }
         for tls in config.tls_tables_mut() {
             tls.cert_file = base.join(&tls.cert_file);
             tls.key_file = base.join(&tls.key_file);

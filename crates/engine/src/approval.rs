@@ -23,6 +23,9 @@ use tokio::sync::{Notify, mpsc};
 /// Header a client repeats an approved request with.
 pub const APPROVAL_HEADER: &str = "Stepgate-Approval";
 
+/// Maximum pending approval requests of one identity; more are rejected so
+/// one token cannot flood the approvers.
+pub(crate) const MAX_PENDING_PER_IDENTITY: usize = 20;
 /// Failed sign-ins or decisions in a row that lock an approver.
 const MAX_CODE_FAILURES: u32 = 5;
 /// How long a locked approver stays locked.
@@ -33,12 +36,20 @@ const MAX_COMMENT_CHARS: usize = 1000;
 /// by another process such as the CLI.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
-/// The digest an approval is bound to: the method, the normalised target
-/// (path and query as received) and the body's SHA-256.
-pub fn operation_digest(method: &str, target: &str, body_sha256: Option<&str>) -> String {
+/// The digest an approval is bound to: the method, the host the request
+/// named (which routes it), the normalised target (path and query as
+/// received) and the body's SHA-256.
+pub fn operation_digest(
+    method: &str,
+    host: &str,
+    target: &str,
+    body_sha256: Option<&str>,
+) -> String {
     let mut hasher = Sha256::new();
-    hasher.update(b"stepgate-operation-v1\n");
+    hasher.update(b"stepgate-operation-v2\n");
     hasher.update(method.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(host.as_bytes());
     hasher.update(b"\n");
     hasher.update(target.as_bytes());
     hasher.update(b"\n");
@@ -59,8 +70,14 @@ fn hex(bytes: &[u8]) -> String {
 #[derive(Clone, Debug)]
 pub struct Operation {
     pub digest: String,
+    /// The host the request named, lowercased; `-` without one.
+    pub host: String,
+    /// Path and query as received, shown to approvers.
+    pub target: String,
     pub body_sha256: Option<String>,
     pub body_bytes: u64,
+    /// The start of a UTF-8 body, shown to approvers.
+    pub body_preview: Option<String>,
 }
 
 /// A request the engine found needs approval, before the front-end has
@@ -125,6 +142,10 @@ pub enum ApprovalRejection {
     OtherOperation(String),
     #[error("the approval could not be checked; try again")]
     StoreUnavailable,
+    #[error(
+        "identity has {0} approval requests pending already; wait for approvers to decide them before asking again"
+    )]
+    TooManyPending(usize),
 }
 
 fn comment_suffix(comment: &str) -> String {
@@ -146,6 +167,7 @@ impl ApprovalRejection {
             ApprovalRejection::Used(_) => "approval_used",
             ApprovalRejection::OtherOperation(_) => "approval_other_operation",
             ApprovalRejection::StoreUnavailable => "approval_unavailable",
+            ApprovalRejection::TooManyPending(_) => "too_many_pending_approvals",
         }
     }
 }
@@ -179,7 +201,7 @@ pub enum DeskError {
         identity: String,
     },
     #[error(
-        "{approver} is not in approver group {group}, which decides approval {id}; add them with `stepgate approver add {approver} --group {group}`"
+        "{approver} is not in approver group {group}, which decides approval {id}; a member of {group} must decide it"
     )]
     NotInGroup {
         approver: String,
@@ -187,7 +209,7 @@ pub enum DeskError {
         id: String,
     },
     #[error(
-        "approver group {group} may decide only {window}; approval {id} must wait for that window or be decided by another group's member"
+        "approver group {group} may decide only {window}; approval {id} must wait for that window"
     )]
     OutsideWindow {
         group: String,
@@ -206,7 +228,6 @@ pub struct ApprovalDesk {
     clock: Arc<dyn Clock>,
     config: ApprovalConfig,
     waiters: Mutex<HashMap<String, Arc<Notify>>>,
-    failures: Mutex<HashMap<IdentityName, (u32, Option<Timestamp>)>>,
     events: Mutex<Option<mpsc::UnboundedSender<ApprovalEvent>>>,
     /// True when at least one approver exists, so approval can be offered.
     has_approvers: std::sync::atomic::AtomicBool,
@@ -228,7 +249,6 @@ impl ApprovalDesk {
             clock,
             config,
             waiters: Mutex::default(),
-            failures: Mutex::default(),
             events: Mutex::default(),
             has_approvers: std::sync::atomic::AtomicBool::new(false),
             seen_revision: std::sync::atomic::AtomicU64::new(0),
@@ -289,7 +309,7 @@ impl ApprovalDesk {
         &self,
         pending: PendingApproval,
         operation: &Operation,
-    ) -> Result<ApprovalRecord, StoreError> {
+    ) -> Result<Result<ApprovalRecord, ApprovalRejection>, StoreError> {
         let now = self.now();
         let mut entry = pending.entry;
         if let Some(existing) =
@@ -302,7 +322,16 @@ impl ApprovalDesk {
                 existing.id
             ));
             self.store.append_audit(vec![entry])?;
-            return Ok(existing);
+            return Ok(Ok(existing));
+        }
+        let pending_count = self.store.pending_count(&pending.identity, now)?;
+        if pending_count >= MAX_PENDING_PER_IDENTITY {
+            let rejection = ApprovalRejection::TooManyPending(pending_count);
+            entry.decision = Some("deny".to_owned());
+            entry.detail = Some(format!("approval not requested: {rejection}"));
+            self.store.append_audit(vec![entry])?;
+            tracing::warn!(identity = %pending.identity, pending = pending_count, "too many pending approvals, request rejected");
+            return Ok(Err(rejection));
         }
         let id = format!("ap_{}", stepgate_core::token::random_id(24));
         let approval = ApprovalRecord {
@@ -310,8 +339,10 @@ impl ApprovalDesk {
             identity: pending.identity,
             operation: operation.digest.clone(),
             method: pending.method,
-            target: pending.target,
+            host: operation.host.clone(),
+            target: operation.target.clone(),
             body_sha256: operation.body_sha256.clone(),
+            body_preview: operation.body_preview.clone(),
             body_bytes: operation.body_bytes,
             action: pending.action,
             zone: pending.zone,
@@ -327,6 +358,7 @@ impl ApprovalDesk {
             valid_until: None,
             decided_at: None,
             used_at: None,
+            notified_at: None,
             votes: Vec::new(),
         };
         entry.challenge_id = Some(id.clone());
@@ -337,7 +369,7 @@ impl ApprovalDesk {
         self.store.create_approval(&approval, entry)?;
         tracing::info!(approval.id = %id, identity = %approval.identity, group = %approval.group, "approval requested");
         self.emit("requested", &approval);
-        Ok(approval)
+        Ok(Ok(approval))
     }
 
     /// Checks an approval presented with a request of `identity` for
@@ -358,6 +390,11 @@ impl ApprovalDesk {
                 return Err(ApprovalRejection::StoreUnavailable);
             }
         };
+        // Both are hex digests; the comparison need not be constant-time
+        // because neither is secret.
+        if approval.operation != operation {
+            return Err(ApprovalRejection::OtherOperation(id.to_owned()));
+        }
         match approval.state {
             ApprovalState::Pending if approval.expires_at > now => {
                 return Err(ApprovalRejection::Pending {
@@ -385,11 +422,6 @@ impl ApprovalDesk {
         if approval.valid_until.is_none_or(|until| until <= now) {
             return Err(ApprovalRejection::Expired(id.to_owned()));
         }
-        // Both are hex digests; the comparison need not be constant-time
-        // because neither is secret.
-        if approval.operation != operation {
-            return Err(ApprovalRejection::OtherOperation(id.to_owned()));
-        }
         Ok(approval)
     }
 
@@ -403,7 +435,11 @@ impl ApprovalDesk {
     /// accepted again, and locks the approver after repeated failures.
     pub fn check_code(&self, name: &IdentityName, code: &str) -> Result<(), DeskError> {
         let now = self.now();
-        if let Some((_, Some(until))) = self.failures.lock().get(name).copied()
+        let approver = self
+            .store
+            .approver(name)?
+            .ok_or_else(|| DeskError::UnknownApprover(name.to_string()))?;
+        if let Some(until) = approver.locked_until
             && until > now
         {
             return Err(DeskError::Locked {
@@ -411,10 +447,6 @@ impl ApprovalDesk {
                 until,
             });
         }
-        let approver = self
-            .store
-            .approver(name)?
-            .ok_or_else(|| DeskError::UnknownApprover(name.to_string()))?;
         let algorithm: Algorithm = approver
             .algorithm
             .parse()
@@ -434,18 +466,20 @@ impl ApprovalDesk {
             Verification::Replayed { .. } => Err(DeskError::ReplayedCode(name.to_string())),
             Verification::Invalid => Err(DeskError::WrongCode(name.to_string())),
         };
-        let mut failures = self.failures.lock();
+        // The count lives in the store, so the lockout holds for the page,
+        // the CLI and every gateway process alike.
         match &outcome {
-            Ok(()) => {
-                failures.remove(name);
-            }
+            Ok(()) if approver.failures > 0 => self.store.clear_approver_failures(name)?,
+            Ok(()) => {}
             Err(_) => {
-                let entry = failures.entry(name.clone()).or_insert((0, None));
-                entry.0 += 1;
-                if entry.0 >= MAX_CODE_FAILURES {
-                    entry.0 = 0;
-                    entry.1 = Some(now.saturating_add(CODE_LOCKOUT));
-                    tracing::warn!(approver = %name, "approver locked after repeated wrong codes");
+                let locked = self.store.record_approver_failure(
+                    name,
+                    now,
+                    MAX_CODE_FAILURES,
+                    CODE_LOCKOUT,
+                )?;
+                if let Some(until) = locked {
+                    tracing::warn!(approver = %name, until = %until.to_rfc3339(), "approver locked after repeated wrong codes");
                 }
             }
         }
@@ -459,7 +493,12 @@ impl ApprovalDesk {
             IdentityName::new(name).map_err(|_| DeskError::UnknownApprover(name.to_owned()))?;
         let outcome = self.check_code(&parsed, code);
         let mut entry = Entry::new(Event::ApproverSignIn, self.now());
-        entry.actor = Some(parsed.to_string());
+        // A name that is no approver may be a code typed in the wrong
+        // field, so it is not written to the audit trail.
+        entry.actor = Some(match &outcome {
+            Err(DeskError::UnknownApprover(_)) => "unknown approver".to_owned(),
+            _ => parsed.to_string(),
+        });
         entry.decision = Some(if outcome.is_ok() { "allow" } else { "deny" }.to_owned());
         entry.detail = Some(match &outcome {
             Ok(()) => format!("signed in via {via}"),
@@ -530,7 +569,12 @@ impl ApprovalDesk {
             .store
             .approval(id)?
             .ok_or_else(|| DeskError::NotFound(id.to_owned()))?;
-        if &approval.identity == approver {
+        // Names differing only in case are the same person here.
+        if approval
+            .identity
+            .as_str()
+            .eq_ignore_ascii_case(approver.as_str())
+        {
             return Err(DeskError::OwnRequest {
                 approver: approver.to_string(),
                 id: id.to_owned(),
@@ -756,7 +800,20 @@ fn clean_comment(comment: &str) -> String {
     comment
         .trim()
         .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| {
+            if c.is_control() || is_bidi_control(c) {
+                ' '
+            } else {
+                c
+            }
+        })
         .take(MAX_COMMENT_CHARS)
         .collect()
+}
+
+/// True for the Unicode controls that reorder text (U+200E, U+200F,
+/// U+202A to U+202E and U+2066 to U+2069), which could make a comment read
+/// differently.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }

@@ -205,6 +205,9 @@ pub struct Allowed {
     /// The signed grant token this step-up earned, for the client to show
     /// any replica, when grant tokens are on.
     pub grant_token: Option<String>,
+    /// The approval this request used up, put back when the request never
+    /// reaches the upstream.
+    approval_id: Option<String>,
     entry: Entry,
     facts: RequestFacts,
     /// True when the request passed on its token alone, so it may teach
@@ -782,6 +785,12 @@ impl Engine {
                             tracing::info!(identity = %identity, approval.id = %id, "approval used");
                             entry.challenge_id = Some(id.clone());
                             entry.factor = Some(FactorKind::Approval.name().to_owned());
+                            // Durable before forwarding, like a step-up, so
+                            // the trail shows the use even after a crash.
+                            let mut used = entry.clone();
+                            used.event = Some(Event::StepUpSuccess);
+                            used.detail = Some(format!("approval {id} used"));
+                            step_up_receipt = Some(self.audit.durable(used));
                         }
                         Ok(false) => {
                             let rejection = ApprovalRejection::Used(id.clone());
@@ -808,6 +817,7 @@ impl Engine {
                     stepped_up,
                     receipt: step_up_receipt,
                     grant_token,
+                    approval_id: approval.map(|(id, _)| id),
                     entry,
                     learn: assurance.is_empty() || teaches,
                     facts: input.facts,
@@ -894,8 +904,23 @@ impl Engine {
             mut entry,
             facts,
             learn,
+            approval_id,
             ..
         } = *allowed;
+        if upstream_status.is_none()
+            && let (Some(id), Some(desk)) = (&approval_id, &self.approvals)
+            && desk.config().single_use
+        {
+            match desk.store().release_approval(id) {
+                Ok(true) => {
+                    tracing::info!(identity = %identity, approval.id = %id, "request did not reach the upstream, approval usable again");
+                }
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::error!(identity = %identity, approval.id = %id, error = %err, "cannot put an unused approval back");
+                }
+            }
+        }
         entry.upstream_status = upstream_status;
         entry.duration_us = Some(u64::try_from(duration.as_micros()).unwrap_or(u64::MAX));
         if upstream_status.is_none() {

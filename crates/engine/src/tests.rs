@@ -164,6 +164,7 @@ impl Harness {
                     stepped_up,
                     receipt: None,
                     grant_token: None,
+                    approval_id: None,
                     entry: allowed.entry,
                     facts: allowed.facts,
                     learn: allowed.learn,
@@ -220,6 +221,7 @@ impl Allowed {
             stepped_up: self.stepped_up,
             receipt: None,
             grant_token: None,
+            approval_id: self.approval_id.clone(),
             entry: self.entry.clone(),
             facts: self.facts.clone(),
             learn: self.learn,
@@ -1016,11 +1018,14 @@ mod approvals {
                 other => panic!("expected an approval request, got {other:?}"),
             };
             let operation = Operation {
-                digest: operation_digest(method, path, None),
+                digest: operation_digest(method, "api.example", path, None),
+                host: "api.example".into(),
+                target: path.into(),
                 body_sha256: None,
                 body_bytes: 0,
+                body_preview: None,
             };
-            self.desk.request(*pending, &operation).unwrap()
+            self.desk.request(*pending, &operation).unwrap().unwrap()
         }
     }
 
@@ -1047,7 +1052,7 @@ mod approvals {
     fn approval_lets_exact_operation_through_once() {
         let desk = desk(None, true);
         let approval = desk.request("DELETE", "/orders/1");
-        let digest = operation_digest("DELETE", "/orders/1", None);
+        let digest = operation_digest("DELETE", "api.example", "/orders/1", None);
         let early = desk.decide_with("DELETE", "/orders/1", Some((&approval.id, &digest)));
         assert!(
             matches!(
@@ -1074,7 +1079,7 @@ mod approvals {
             .unwrap();
         assert_eq!(decided.state, ApprovalState::Approved);
 
-        let other = operation_digest("DELETE", "/orders/2", None);
+        let other = operation_digest("DELETE", "api.example", "/orders/2", None);
         let wrong = desk.decide_with("DELETE", "/orders/2", Some((&approval.id, &other)));
         assert!(
             matches!(
@@ -1114,7 +1119,7 @@ mod approvals {
         let approval = desk.request("DELETE", "/orders/1");
         desk.harness.clock.advance(ApprovalConfig::default().ttl());
         assert_eq!(desk.desk.expire_due().unwrap(), 1);
-        let digest = operation_digest("DELETE", "/orders/1", None);
+        let digest = operation_digest("DELETE", "api.example", "/orders/1", None);
         let late = desk.decide_with("DELETE", "/orders/1", Some((&approval.id, &digest)));
         assert!(
             matches!(

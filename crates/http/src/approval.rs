@@ -37,21 +37,56 @@ pub(crate) fn prefer_wait(headers: &HeaderMap) -> Option<u64> {
                 return None;
             }
             let value = value.trim().trim_matches('"');
-            if value.is_empty() || value.len() > 10 || !value.bytes().all(|b| b.is_ascii_digit()) {
+            if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
                 return None;
             }
-            value.parse().ok()
+            // A wait beyond u64 seconds is capped like any long one.
+            Some(value.parse().unwrap_or(u64::MAX))
         })
 }
 
-/// Digests a request's operation for an approval.
-pub(crate) fn operation(method: &str, path_and_query: &str, body: &[u8]) -> Operation {
+/// Bytes of a UTF-8 body shown to approvers.
+const BODY_PREVIEW_BYTES: usize = 4096;
+
+/// Digests a request's operation for an approval: the method, the host it
+/// named, the path and query, and the body.
+pub(crate) fn operation(method: &str, host: &str, path_and_query: &str, body: &[u8]) -> Operation {
     let body_sha256 = (!body.is_empty()).then(|| stepgate_engine::body_sha256(body));
     Operation {
-        digest: stepgate_engine::operation_digest(method, path_and_query, body_sha256.as_deref()),
+        digest: stepgate_engine::operation_digest(
+            method,
+            host,
+            path_and_query,
+            body_sha256.as_deref(),
+        ),
+        host: host.to_owned(),
+        target: path_and_query.to_owned(),
         body_sha256,
         body_bytes: body.len() as u64,
+        body_preview: body_preview(body),
     }
+}
+
+/// Returns the start of a body that is UTF-8 text, cut on a character
+/// boundary, for approvers to read; `None` for an empty or binary body.
+fn body_preview(body: &[u8]) -> Option<String> {
+    if body.is_empty() {
+        return None;
+    }
+    let head = &body[..body.len().min(BODY_PREVIEW_BYTES)];
+    let text = match std::str::from_utf8(head) {
+        Ok(text) => text,
+        // A multi-byte character cut at the end is dropped.
+        Err(err) if err.error_len().is_none() => {
+            std::str::from_utf8(&head[..err.valid_up_to()]).ok()?
+        }
+        Err(_) => return None,
+    };
+    let mut preview = text.to_owned();
+    if body.len() > head.len() {
+        preview.push('…');
+    }
+    Some(preview)
 }
 
 /// Reason the body of a request that needs an approval could not be read.
@@ -59,6 +94,56 @@ pub(crate) struct BodyFailure {
     pub(crate) status: StatusCode,
     pub(crate) code: &'static str,
     pub(crate) message: String,
+}
+
+/// Most bodies of one identity read at once for approvals, so slow
+/// senders of one identity cannot take every reading slot.
+pub(crate) const BODY_READS_PER_IDENTITY: usize = 4;
+
+/// A body being read for an approval, counted against its identity until
+/// dropped.
+pub(crate) struct BodyReader<'a> {
+    shared: &'a Shared,
+    identity: stepgate_core::IdentityName,
+}
+
+impl<'a> BodyReader<'a> {
+    /// Counts one more body of `identity`; `None` when it has
+    /// [`BODY_READS_PER_IDENTITY`] already.
+    pub(crate) fn start(
+        shared: &'a Shared,
+        identity: &stepgate_core::IdentityName,
+    ) -> Option<Self> {
+        let mut readers = shared
+            .approval_body_readers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = readers.entry(identity.clone()).or_default();
+        if *count >= BODY_READS_PER_IDENTITY {
+            return None;
+        }
+        *count += 1;
+        Some(Self {
+            shared,
+            identity: identity.clone(),
+        })
+    }
+}
+
+impl Drop for BodyReader<'_> {
+    fn drop(&mut self) {
+        let mut readers = self
+            .shared
+            .approval_body_readers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = readers.get_mut(&self.identity) {
+            *count -= 1;
+            if *count == 0 {
+                readers.remove(&self.identity);
+            }
+        }
+    }
 }
 
 /// Reads a body whole to digest it, up to `max_bytes` and within
@@ -128,6 +213,7 @@ pub(crate) fn approval_json(shared: &Shared, approval: &ApprovalRecord) -> Value
         "state": approval.state.as_str(),
         "identity": approval.identity.as_str(),
         "method": approval.method,
+        "host": approval.host,
         "target": approval.target,
         "group": approval.group,
         "quorum": approval.quorum,
@@ -250,6 +336,7 @@ pub(crate) fn stopping(shared: &Shared, approval: &ApprovalRecord) -> Response<B
 pub(crate) fn rejected(rejection: &ApprovalRejection) -> Response<Body> {
     let status = match rejection {
         ApprovalRejection::Pending { .. } => StatusCode::CONFLICT,
+        ApprovalRejection::TooManyPending(_) => StatusCode::TOO_MANY_REQUESTS,
         ApprovalRejection::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::FORBIDDEN,
     };
@@ -379,26 +466,42 @@ mod tests {
         assert_eq!(prefer_wait(&headers(&["wait=-1"])), None);
         assert_eq!(prefer_wait(&headers(&["wait=1.5"])), None);
         assert_eq!(prefer_wait(&headers(&["wait="])), None);
-        assert_eq!(prefer_wait(&headers(&["wait=99999999999"])), None);
+        assert_eq!(
+            prefer_wait(&headers(&["wait=99999999999"])),
+            Some(99_999_999_999)
+        );
+        assert_eq!(
+            prefer_wait(&headers(&["wait=999999999999999999999999"])),
+            Some(u64::MAX)
+        );
         assert_eq!(prefer_wait(&headers(&["waiting=3"])), None);
     }
 
     #[test]
     fn operation_digest_covers_body() {
-        let empty = operation("POST", "/orders", b"");
-        let body = operation("POST", "/orders", b"{\"n\":1}");
-        let other = operation("POST", "/orders", b"{\"n\":2}");
+        let empty = operation("POST", "api", "/orders", b"");
+        let body = operation("POST", "api", "/orders", b"{\"n\":1}");
+        let other = operation("POST", "api", "/orders", b"{\"n\":2}");
         assert_eq!(empty.body_sha256, None);
         assert_ne!(empty.digest, body.digest);
         assert_ne!(body.digest, other.digest);
-        assert_ne!(
-            body.digest,
-            operation("PUT", "/orders", b"{\"n\":1}").digest
-        );
-        assert_ne!(
-            body.digest,
-            operation("POST", "/orders?x=1", b"{\"n\":1}").digest
-        );
+        let put = operation("PUT", "api", "/orders", b"{\"n\":1}");
+        assert_ne!(body.digest, put.digest);
+        let query = operation("POST", "api", "/orders?x=1", b"{\"n\":1}");
+        assert_ne!(body.digest, query.digest);
+        let host = operation("POST", "prod", "/orders", b"{\"n\":1}");
+        assert_ne!(body.digest, host.digest);
         assert_eq!(body.body_bytes, 7);
+        assert_eq!(body.body_preview.as_deref(), Some("{\"n\":1}"));
+    }
+
+    #[test]
+    fn body_preview_is_text_only() {
+        assert_eq!(body_preview(b""), None);
+        assert_eq!(body_preview(&[0xff, 0xfe, 0x00]), None);
+        let long = "é".repeat(3000);
+        let preview = body_preview(long.as_bytes()).unwrap();
+        assert!(preview.ends_with('…'));
+        assert!(preview.len() <= BODY_PREVIEW_BYTES + '…'.len_utf8());
     }
 }

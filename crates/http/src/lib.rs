@@ -48,6 +48,12 @@ use tracing::Instrument;
 
 pub use echo::serve_echo;
 pub use notify::WebhookError;
+
+/// Reads every approver group's webhook secret file and checks its URL and
+/// the CA bundle, as the gateway does at start.
+pub fn check_webhooks(config: &Config) -> Result<(), WebhookError> {
+    notify::Webhooks::load(&config.approval, String::new()).map(|_| ())
+}
 pub use tls::TlsSetupError;
 
 use client_addr::TrustedProxies;
@@ -158,6 +164,9 @@ pub(crate) struct Shared {
     /// Slots for reading bodies whole for approvals, which bounds their
     /// memory to [`APPROVAL_BODY_SLOTS`] times `approval.max_body_bytes`.
     pub(crate) approval_body_slots: tokio::sync::Semaphore,
+    /// Bodies being read for approvals, per identity.
+    pub(crate) approval_body_readers:
+        std::sync::Mutex<std::collections::HashMap<stepgate_core::IdentityName, usize>>,
 }
 
 /// The client connection a request came on, as request handling uses it.
@@ -252,6 +261,7 @@ impl Gateway {
             held: tokio::sync::Semaphore::new(config.approval.max_held),
             approval_body_bytes: config.approval.max_body_bytes,
             approval_body_slots: tokio::sync::Semaphore::new(APPROVAL_BODY_SLOTS),
+            approval_body_readers: std::sync::Mutex::default(),
         };
         Ok(Self {
             shared: Arc::new(shared),

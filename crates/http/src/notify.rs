@@ -14,7 +14,6 @@ use stepgate_notify::{
 use tokio::sync::mpsc;
 
 use crate::Shared;
-use crate::metrics::Metrics;
 
 /// Why the webhooks cannot be set up.
 #[derive(Debug, thiserror::Error)]
@@ -64,11 +63,15 @@ impl Webhooks {
             let text = std::fs::read(path).map_err(|err| secret_error(err.to_string()))?;
             let key = trim_ascii(&text).to_vec();
             let endpoint =
-                Endpoint::new(group.name.clone(), url, Secret::new(key)).map_err(|err| {
-                    WebhookError::Endpoint {
+                Endpoint::new(group.name.clone(), url, Secret::new(key)).map_err(|err| match err {
+                    stepgate_notify::NotifyError::ShortSecret { .. } => secret_error(format!(
+                        "{err}; write a random key of at least {} bytes, such as the output of `openssl rand -hex 32`",
+                        stepgate_notify::MIN_SECRET_LEN
+                    )),
+                    other => WebhookError::Endpoint {
                         group: group.name.clone(),
-                        reason: err.to_string(),
-                    }
+                        reason: other.to_string(),
+                    },
                 })?;
             endpoints.insert(group.name.clone(), endpoint);
         }
@@ -96,35 +99,62 @@ impl Webhooks {
         }))
     }
 
-    /// Delivers notifications of the events from `events` until it closes.
+    /// Delivers notifications of the events from `events` until it closes,
+    /// at most [`CONCURRENT_DELIVERIES`] at a time. Pending requests whose
+    /// notification was never delivered, such as when the gateway stopped
+    /// while retrying, are notified again first.
     pub(crate) async fn run(
         self,
         shared: Arc<Shared>,
         mut events: mpsc::UnboundedReceiver<ApprovalEvent>,
     ) {
         let webhooks = Arc::new(self);
+        let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_DELIVERIES));
         tracing::info!(groups = webhooks.endpoints.len(), "approval webhooks on");
-        while let Some(event) = events.recv().await {
+        let unnotified = match shared.engine.approvals() {
+            Some(desk) => match desk.approvals(true, 1000) {
+                Ok(pending) => pending
+                    .into_iter()
+                    .filter(|approval| approval.notified_at.is_none())
+                    .collect(),
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot read pending approvals to notify");
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+        let replayed = unnotified.into_iter().map(|approval| ApprovalEvent {
+            kind: "requested",
+            approval,
+        });
+        let mut backlog: std::collections::VecDeque<ApprovalEvent> = replayed.collect();
+        loop {
+            let event = match backlog.pop_front() {
+                Some(event) => event,
+                None => match events.recv().await {
+                    Some(event) => event,
+                    None => break,
+                },
+            };
             let Some(endpoint) = webhooks.endpoints.get(&event.approval.group).cloned() else {
                 continue;
+            };
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                break;
             };
             let webhooks = webhooks.clone();
             let shared = shared.clone();
             tokio::spawn(async move {
-                webhooks
-                    .deliver(&endpoint, &event, &shared.engine, &shared.metrics)
-                    .await;
+                let _slot = slot;
+                webhooks.deliver(&endpoint, &event, &shared).await;
             });
         }
     }
 
-    async fn deliver(
-        &self,
-        endpoint: &Endpoint,
-        event: &ApprovalEvent,
-        engine: &Engine,
-        metrics: &Metrics,
-    ) {
+    async fn deliver(&self, endpoint: &Endpoint, event: &ApprovalEvent, shared: &Shared) {
+        let engine = &shared.engine;
+        let metrics = &shared.metrics;
         let approval = &event.approval;
         let kind = match event.kind {
             "approved" => NotificationKind::Approved,
@@ -137,7 +167,9 @@ impl Webhooks {
             approval_id: approval.id.clone(),
             identity: approval.identity.to_string(),
             method: approval.method.clone(),
-            target: approval.target.clone(),
+            // Query values may carry secrets and the receiver is often
+            // outside, so they are redacted; the page shows them.
+            target: format!("{}{}", approval.host, redacted_target(&approval.target)),
             risk: approval.risk,
             reasons: approval.reasons.clone(),
             requested_at: approval.created_at.to_rfc3339(),
@@ -181,13 +213,29 @@ impl Webhooks {
             ));
             engine.audit().behind(entry);
         };
+        // Records a delivery cut short by the gateway stopping, when the
+        // runtime drops this future mid-retry.
+        let mut unfinished = Unfinished {
+            engine,
+            approval,
+            kind: kind.as_str(),
+            group: &endpoint.group,
+            done: false,
+        };
         let outcome = self
             .deliverer
             .deliver(endpoint, &notification, &mut report)
             .await;
+        unfinished.done = true;
         match outcome {
             Outcome::Delivered { attempts, .. } => {
                 tracing::info!(approval.id = %approval.id, group = %endpoint.group, attempts, "approval webhook delivered");
+                if kind == NotificationKind::Requested
+                    && let Some(desk) = engine.approvals()
+                    && let Err(err) = desk.store().mark_notified(&approval.id, engine.now())
+                {
+                    tracing::error!(approval.id = %approval.id, error = %err, "cannot record a delivered notification");
+                }
             }
             Outcome::GaveUp { attempts, last } => {
                 tracing::warn!(approval.id = %approval.id, group = %endpoint.group, attempts, last = %last, "approval webhook failed, giving up");
@@ -210,6 +258,44 @@ impl Webhooks {
                 tracing::error!(approval.id = %approval.id, group = %endpoint.group, reason = %reason, "approval webhook not sent");
             }
         }
+    }
+}
+
+/// Deliveries of approval notifications in flight at once.
+const CONCURRENT_DELIVERIES: usize = 16;
+
+/// Replaces the query values of a target, as the audit trail does.
+fn redacted_target(target: &str) -> String {
+    match target.split_once('?') {
+        Some((path, query)) => format!("{path}?{}", crate::path::redact_query(query)),
+        None => target.to_owned(),
+    }
+}
+
+/// Writes an audit record for a delivery that never finished.
+struct Unfinished<'a> {
+    engine: &'a Engine,
+    approval: &'a stepgate_store::ApprovalRecord,
+    kind: &'static str,
+    group: &'a str,
+    done: bool,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        tracing::warn!(approval.id = %self.approval.id, group = self.group, "approval webhook not finished, gateway stopping");
+        let mut entry = Entry::new(Event::ApprovalNotify, self.engine.now());
+        entry.identity = Some(self.approval.identity.to_string());
+        entry.challenge_id = Some(self.approval.id.clone());
+        entry.decision = Some("not_finished".to_owned());
+        entry.detail = Some(format!(
+            "{} to group {} not finished: the gateway stopped; a pending request is notified again at the next start",
+            self.kind, self.group
+        ));
+        self.engine.audit().behind(entry);
     }
 }
 

@@ -89,6 +89,9 @@ struct Prepared {
     facts: RequestFacts,
     audit_target: String,
     path_and_query: String,
+    /// The authority the request named, lowercased, or `-` without one;
+    /// an approval covers it because it routes the request.
+    host: String,
 }
 
 // The error is the finished response, built once per rejected request.
@@ -183,12 +186,18 @@ fn prepare(
         credential: None,
         location: None,
     };
+    let host = match request.uri().authority() {
+        Some(authority) => authority.as_str().to_ascii_lowercase(),
+        None => header_str(request.headers(), &HOST)
+            .map_or_else(|| "-".to_owned(), str::to_ascii_lowercase),
+    };
     Ok(Prepared {
         route,
         facts_peer: peer.ip().to_canonical(),
         facts,
         audit_target,
         path_and_query,
+        host,
     })
 }
 
@@ -303,10 +312,10 @@ async fn decide_and_forward(
     let wait = approval::prefer_wait(headers);
     let mut body_bytes: Option<Bytes> = None;
     let mut claimed_operation = None;
-    if let Some(id) = approval_id
-        && shared.engine.approvals().is_some()
-        && shared.engine.identity_of(authorization).is_some()
-    {
+    let claimant = approval_id
+        .filter(|_| shared.engine.approvals().is_some())
+        .and_then(|_| shared.engine.identity_of(authorization));
+    if let (Some(id), Some(claimant)) = (approval_id, &claimant) {
         if body_failure.is_some() {
             return answer::error(
                 StatusCode::BAD_REQUEST,
@@ -314,7 +323,7 @@ async fn decide_and_forward(
                 "send either Stepgate-Approval or a signed step-up answer, not both",
             );
         }
-        let bytes = match take_body(shared, &mut body).await {
+        let bytes = match take_body(shared, &mut body, claimant).await {
             Ok(bytes) => bytes,
             Err(failure) => {
                 tracing::info!(
@@ -327,6 +336,7 @@ async fn decide_and_forward(
         };
         claimed_operation = Some(approval::operation(
             parts.method.as_str(),
+            &prepared.host,
             &prepared.path_and_query,
             &bytes,
         ));
@@ -370,7 +380,7 @@ async fn decide_and_forward(
         Verdict::ApprovalRequired(pending) => {
             let bytes = match body_bytes.take() {
                 Some(bytes) => bytes,
-                None => match take_body(shared, &mut body).await {
+                None => match take_body(shared, &mut body, &pending.identity).await {
                     Ok(bytes) => bytes,
                     Err(failure) => {
                         let receipt = shared.engine.abandon_approval(pending, &failure.message);
@@ -383,13 +393,21 @@ async fn decide_and_forward(
                 },
             };
             body = UpstreamBody::Right(Full::new(bytes.clone()));
-            let operation =
-                approval::operation(parts.method.as_str(), &prepared.path_and_query, &bytes);
+            let operation = approval::operation(
+                parts.method.as_str(),
+                &prepared.host,
+                &prepared.path_and_query,
+                &bytes,
+            );
             let Some(desk) = shared.engine.approvals() else {
                 return answer::unavailable();
             };
             let record = match tokio::task::block_in_place(|| desk.request(*pending, &operation)) {
-                Ok(record) => record,
+                Ok(Ok(record)) => record,
+                Ok(Err(rejection)) => {
+                    shared.metrics.request("approval_rejected");
+                    return approval::rejected(&rejection);
+                }
                 Err(err) => {
                     tracing::error!(error = %err, "cannot record an approval request, failing closed");
                     shared.metrics.request("unavailable");
@@ -604,6 +622,7 @@ async fn decide_and_forward(
 async fn take_body(
     shared: &Shared,
     body: &mut UpstreamBody,
+    identity: &stepgate_core::IdentityName,
 ) -> Result<Bytes, approval::BodyFailure> {
     let taken = std::mem::replace(body, UpstreamBody::Right(Full::new(Bytes::new())));
     let bytes = match taken {
@@ -612,7 +631,20 @@ async fn take_body(
             .await
             .map(|collected| collected.to_bytes())
             .unwrap_or_default(),
-        left => approval::read_body(shared, left, shared.approval_body_bytes).await?,
+        left if left.is_end_stream() => Bytes::new(),
+        left => {
+            let Some(_reading) = approval::BodyReader::start(shared, identity) else {
+                return Err(approval::BodyFailure {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    code: "too_many_bodies",
+                    message: format!(
+                        "identity {identity} already has {} request bodies being read for approvals; finish sending those first",
+                        approval::BODY_READS_PER_IDENTITY
+                    ),
+                });
+            };
+            approval::read_body(shared, left, shared.approval_body_bytes).await?
+        }
     };
     *body = UpstreamBody::Right(Full::new(bytes.clone()));
     Ok(bytes)

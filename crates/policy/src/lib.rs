@@ -373,6 +373,15 @@ impl Policy {
         ask
     }
 
+    /// Returns every group named by an `@approval_group` annotation.
+    pub fn approval_groups(&self) -> Vec<String> {
+        self.policies
+            .policies()
+            .filter_map(|policy| policy.annotation("approval_group"))
+            .map(str::to_owned)
+            .collect()
+    }
+
     pub fn decide(
         &self,
         input: &PolicyInput<'_>,

@@ -19,6 +19,10 @@ pub struct ApproverRecord {
     pub period: u64,
     /// The last accepted time step, so no code is accepted twice.
     pub last_step: Option<u64>,
+    /// Wrong codes since the last accepted one.
+    pub failures: u32,
+    /// Codes are rejected until this time after repeated wrong ones.
+    pub locked_until: Option<Timestamp>,
     pub groups: Vec<String>,
     pub created_at: Timestamp,
 }
@@ -40,6 +44,8 @@ impl ApproverRecord {
             digits,
             period,
             last_step: None,
+            failures: 0,
+            locked_until: None,
             groups,
             created_at: at,
         }
@@ -120,10 +126,14 @@ pub struct ApprovalRecord {
     /// approval covers only the operation with this digest.
     pub operation: String,
     pub method: String,
-    /// Target for people to read, with query values redacted.
+    /// The `Host` the request named, which routes it; `-` without one.
+    pub host: String,
+    /// Path and query as received, so approvers see what they approve.
     pub target: String,
     /// Hex SHA-256 of the body, when the request had one.
     pub body_sha256: Option<String>,
+    /// The start of a UTF-8 body, for approvers to read.
+    pub body_preview: Option<String>,
     pub body_bytes: u64,
     pub action: String,
     pub zone: Option<String>,
@@ -143,6 +153,8 @@ pub struct ApprovalRecord {
     pub valid_until: Option<Timestamp>,
     pub decided_at: Option<Timestamp>,
     pub used_at: Option<Timestamp>,
+    /// When a notification of the request was delivered.
+    pub notified_at: Option<Timestamp>,
     pub votes: Vec<Vote>,
 }
 
@@ -177,6 +189,17 @@ pub trait ApprovalStore: Send + Sync {
     /// later than the stored one; false when it is not, so the code was
     /// already used.
     fn advance_approver_step(&self, name: &IdentityName, step: u64) -> Result<bool, StoreError>;
+    /// Counts a wrong code of an approver; at `max_failures` in a row the
+    /// approver is locked until `now + lockout`, which is returned.
+    fn record_approver_failure(
+        &self,
+        name: &IdentityName,
+        now: Timestamp,
+        max_failures: u32,
+        lockout: std::time::Duration,
+    ) -> Result<Option<Timestamp>, StoreError>;
+    /// Clears an approver's count of wrong codes after an accepted one.
+    fn clear_approver_failures(&self, name: &IdentityName) -> Result<(), StoreError>;
     fn add_owner(
         &self,
         identity: &IdentityName,
@@ -195,6 +218,8 @@ pub trait ApprovalStore: Send + Sync {
         now: Timestamp,
     ) -> Result<Option<ApprovalRecord>, StoreError>;
     fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StoreError>;
+    /// Counts the requests of `identity` still pending at `now`.
+    fn pending_count(&self, identity: &IdentityName, now: Timestamp) -> Result<usize, StoreError>;
     /// Returns requests, newest first: pending ones only, or all.
     fn approvals(
         &self,
@@ -211,6 +236,11 @@ pub trait ApprovalStore: Send + Sync {
         valid_for: std::time::Duration,
         audit: Entry,
     ) -> Result<ApprovalRecord, VoteError>;
+    /// Records that a notification of approval `id` was delivered.
+    fn mark_notified(&self, id: &str, at: Timestamp) -> Result<(), StoreError>;
+    /// Puts a used approval back to approved, when the request it let
+    /// through never reached the upstream.
+    fn release_approval(&self, id: &str) -> Result<bool, StoreError>;
     /// Counter raised by every change of an approval request, so waiters in
     /// one process notice decisions made by another.
     fn approvals_revision(&self) -> Result<u64, StoreError>;

@@ -107,6 +107,8 @@ CREATE TABLE approvers (
     digits INTEGER NOT NULL,
     period INTEGER NOT NULL,
     last_step INTEGER,
+    failures INTEGER NOT NULL DEFAULT 0,
+    locked_until INTEGER,
     created_at INTEGER NOT NULL
 );
 CREATE TABLE approver_groups (
@@ -124,8 +126,10 @@ CREATE TABLE approvals (
     identity TEXT NOT NULL,
     operation TEXT NOT NULL,
     method TEXT NOT NULL,
+    host TEXT NOT NULL,
     target TEXT NOT NULL,
     body_sha256 TEXT,
+    body_preview TEXT,
     body_bytes INTEGER NOT NULL,
     action TEXT NOT NULL,
     zone TEXT,
@@ -140,7 +144,8 @@ CREATE TABLE approvals (
     expires_at INTEGER NOT NULL,
     valid_until INTEGER,
     decided_at INTEGER,
-    used_at INTEGER
+    used_at INTEGER,
+    notified_at INTEGER
 );
 CREATE INDEX approvals_open ON approvals (state, expires_at);
 CREATE INDEX approvals_operation ON approvals (identity, operation);

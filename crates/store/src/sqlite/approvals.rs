@@ -12,7 +12,7 @@ use crate::approval::{
 
 const APPROVAL_COLUMNS: &str = "id, identity, operation, method, target, body_sha256, body_bytes, \
      action, zone, client_addr, risk, reasons, policies, grp, quorum, state, created_at, \
-     expires_at, valid_until, decided_at, used_at";
+     expires_at, valid_until, decided_at, used_at, host, body_preview, notified_at";
 
 /// Reads a text column that must parse, reporting a value that does not as
 /// a conversion failure of that column.
@@ -52,6 +52,9 @@ fn approval_from_row(row: &Row<'_>) -> rusqlite::Result<ApprovalRecord> {
         valid_until: row.get::<_, Option<i64>>(18)?.map(Timestamp),
         decided_at: row.get::<_, Option<i64>>(19)?.map(Timestamp),
         used_at: row.get::<_, Option<i64>>(20)?.map(Timestamp),
+        host: row.get(21)?,
+        body_preview: row.get(22)?,
+        notified_at: row.get::<_, Option<i64>>(23)?.map(Timestamp),
         votes: Vec::new(),
     })
 }
@@ -123,7 +126,8 @@ fn load_approvers(
     name: Option<&IdentityName>,
 ) -> Result<Vec<ApproverRecord>, StoreError> {
     let mut statement = tx.prepare(
-        "SELECT name, secret, algorithm, digits, period, last_step, created_at FROM approvers \
+        "SELECT name, secret, algorithm, digits, period, last_step, created_at, failures, \
+         locked_until FROM approvers \
          WHERE ?1 IS NULL OR name = ?1 ORDER BY name",
     )?;
     let rows = statement
@@ -136,13 +140,17 @@ fn load_approvers(
                 row.get::<_, u64>(4)?,
                 row.get::<_, Option<u64>>(5)?,
                 row.get::<_, i64>(6)?,
+                row.get::<_, u32>(7)?,
+                row.get::<_, Option<i64>>(8)?,
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
     let mut groups_of =
         tx.prepare_cached("SELECT grp FROM approver_groups WHERE approver = ?1 ORDER BY grp")?;
     let mut approvers = Vec::with_capacity(rows.len());
-    for (name, secret, algorithm, digits, period, last_step, created_at) in rows {
+    for (name, secret, algorithm, digits, period, last_step, created_at, failures, locked_until) in
+        rows
+    {
         let groups = groups_of
             .query_map([&name], |row| row.get::<_, String>(0))?
             .collect::<Result<Vec<_>, _>>()?;
@@ -156,6 +164,8 @@ fn load_approvers(
             Timestamp(created_at),
         );
         record.last_step = last_step;
+        record.failures = failures;
+        record.locked_until = locked_until.map(Timestamp);
         approvers.push(record);
     }
     Ok(approvers)
@@ -258,6 +268,71 @@ impl ApprovalStore for SqliteStore {
         })
     }
 
+    fn record_approver_failure(
+        &self,
+        name: &IdentityName,
+        now: Timestamp,
+        max_failures: u32,
+        lockout: std::time::Duration,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "UPDATE approvers SET failures = failures + 1 WHERE name = ?1",
+                [name.as_str()],
+            )?;
+            let failures: Option<u32> = tx
+                .query_row(
+                    "SELECT failures FROM approvers WHERE name = ?1",
+                    [name.as_str()],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            let mut locked = None;
+            if failures.is_some_and(|failures| failures >= max_failures) {
+                let until = now.saturating_add(lockout);
+                tx.execute(
+                    "UPDATE approvers SET failures = 0, locked_until = ?2 WHERE name = ?1",
+                    params![name.as_str(), until.0],
+                )?;
+                locked = Some(until);
+            }
+            tx.commit()?;
+            Ok(locked)
+        })
+    }
+
+    fn clear_approver_failures(&self, name: &IdentityName) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE approvers SET failures = 0 WHERE name = ?1",
+                [name.as_str()],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn mark_notified(&self, id: &str, at: Timestamp) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE approvals SET notified_at = COALESCE(notified_at, ?2) WHERE id = ?1",
+                params![id, at.0],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn release_approval(&self, id: &str) -> Result<bool, StoreError> {
+        self.with(|conn| {
+            let changed = conn.execute(
+                "UPDATE approvals SET state = 'approved', used_at = NULL \
+                 WHERE id = ?1 AND state = 'used'",
+                [id],
+            )?;
+            Ok(changed == 1)
+        })
+    }
+
     fn add_owner(
         &self,
         identity: &IdentityName,
@@ -301,7 +376,7 @@ impl ApprovalStore for SqliteStore {
                 &format!(
                     "INSERT INTO approvals ({APPROVAL_COLUMNS}) VALUES \
                      (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
-                      ?17, ?18, NULL, NULL, NULL)"
+                      ?17, ?18, NULL, NULL, NULL, ?19, ?20, NULL)"
                 ),
                 params![
                     approval.id,
@@ -322,6 +397,8 @@ impl ApprovalStore for SqliteStore {
                     approval.state.as_str(),
                     approval.created_at.0,
                     approval.expires_at.0,
+                    approval.host,
+                    approval.body_preview,
                 ],
             )?;
             Ok::<_, StoreError>(((), vec![audit]))
@@ -342,6 +419,18 @@ impl ApprovalStore for SqliteStore {
                 &[&identity.as_str(), &operation, &now.0],
             )?
             .pop())
+        })
+    }
+
+    fn pending_count(&self, identity: &IdentityName, now: Timestamp) -> Result<usize, StoreError> {
+        self.with(|conn| {
+            let count: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM approvals WHERE identity = ?1 AND state = 'pending' \
+                 AND expires_at > ?2",
+                params![identity.as_str(), now.0],
+                |row| row.get(0),
+            )?;
+            Ok(usize::try_from(count).unwrap_or(usize::MAX))
         })
     }
 

@@ -211,8 +211,10 @@ mod approvals {
             identity: name("bot"),
             operation: "ab".repeat(32),
             method: "DELETE".into(),
+            host: "api.example".into(),
             target: "/orders/1".into(),
             body_sha256: None,
+            body_preview: None,
             body_bytes: 0,
             action: "delete".into(),
             zone: Some("orders".into()),
@@ -228,6 +230,7 @@ mod approvals {
             valid_until: None,
             decided_at: None,
             used_at: None,
+            notified_at: None,
             votes: Vec::new(),
         }
     }
@@ -362,6 +365,73 @@ mod approvals {
             )
             .unwrap();
         assert!(store.approvals_revision().unwrap() > created);
+    }
+
+    #[test]
+    fn approver_lockout_is_stored() {
+        let (_dir, store) = setup();
+        let alice = name("alice");
+        let lockout = Duration::from_secs(300);
+        for _ in 0..4 {
+            let locked = store
+                .record_approver_failure(&alice, Timestamp::from_secs(10), 5, lockout)
+                .unwrap();
+            assert_eq!(locked, None);
+        }
+        let locked = store
+            .record_approver_failure(&alice, Timestamp::from_secs(10), 5, lockout)
+            .unwrap();
+        assert_eq!(locked, Some(Timestamp::from_secs(310)));
+        let record = store.approver(&alice).unwrap().unwrap();
+        assert_eq!(record.locked_until, Some(Timestamp::from_secs(310)));
+        assert_eq!(record.failures, 0);
+        store
+            .record_approver_failure(&alice, Timestamp::from_secs(11), 5, lockout)
+            .unwrap();
+        store.clear_approver_failures(&alice).unwrap();
+        assert_eq!(store.approver(&alice).unwrap().unwrap().failures, 0);
+    }
+
+    #[test]
+    fn released_approval_is_usable_again() {
+        let (_dir, store) = setup();
+        store
+            .create_approval(&request("ap_9", 1), admin("approval"))
+            .unwrap();
+        store
+            .vote(
+                "ap_9",
+                &vote("alice", true, 110),
+                Duration::from_secs(60),
+                admin("vote"),
+            )
+            .unwrap();
+        assert!(
+            store
+                .use_approval("ap_9", Timestamp::from_secs(120))
+                .unwrap()
+        );
+        assert!(store.release_approval("ap_9").unwrap());
+        assert!(!store.release_approval("ap_9").unwrap());
+        assert!(
+            store
+                .use_approval("ap_9", Timestamp::from_secs(121))
+                .unwrap()
+        );
+        store
+            .mark_notified("ap_9", Timestamp::from_secs(130))
+            .unwrap();
+        store
+            .mark_notified("ap_9", Timestamp::from_secs(140))
+            .unwrap();
+        let record = store.approval("ap_9").unwrap().unwrap();
+        assert_eq!(record.notified_at, Some(Timestamp::from_secs(130)));
+        assert_eq!(
+            store
+                .pending_count(&name("bot"), Timestamp::from_secs(150))
+                .unwrap(),
+            0
+        );
     }
 
     #[test]
