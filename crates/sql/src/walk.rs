@@ -49,6 +49,10 @@ pub(crate) struct Walker<'a> {
     side_effects: BTreeSet<String>,
     /// Names of the common table expressions visible at the current node.
     ctes: Vec<String>,
+    /// Whether the walk met a call that may run code of unknown effect: a
+    /// function outside the pure catalogue, or an `EXECUTE` whose statement
+    /// may contain one.
+    calls_code: bool,
     depth: usize,
     too_deep: bool,
 }
@@ -68,6 +72,7 @@ impl<'a> Walker<'a> {
             functions: BTreeSet::new(),
             side_effects: BTreeSet::new(),
             ctes: Vec::new(),
+            calls_code: false,
             depth: 0,
             too_deep: false,
         }
@@ -163,7 +168,9 @@ impl<'a> Walker<'a> {
                     None => self.session.class_of(name),
                 };
                 // Without the prepared statement's class, fail closed.
-                self.raise(class.unwrap_or(Class::Write));
+                let class = class.unwrap_or(Class::Write);
+                self.calls_code |= class >= Class::Function;
+                self.raise(class);
                 self.visit_fields(fields, &[]);
             }
             "DeallocateStmt" => {
@@ -211,14 +218,19 @@ impl<'a> Walker<'a> {
     /// DDL and privilege changes do not happen.
     fn visit_explain(&mut self, fields: &Map<String, Value>) {
         let outer = self.class;
+        let outer_calls_code = self.calls_code;
         self.class = Class::Read;
+        self.calls_code = false;
         self.visit_fields(fields, &[]);
-        let inner = self.class;
-        self.class = if explain_analyzes(fields) {
-            outer.max(inner)
+        let inner = if explain_analyzes(fields) {
+            self.class
+        } else if self.calls_code {
+            Class::Function
         } else {
-            outer.max(inner.min(Class::Function))
+            Class::Read
         };
+        self.class = outer.max(inner);
+        self.calls_code |= outer_calls_code;
     }
 
     /// `PREPARE` takes the class of its statement (at least `utility`) and
@@ -292,9 +304,13 @@ impl<'a> Walker<'a> {
             FunctionKind::Pure => {}
             FunctionKind::SideEffect => {
                 self.raise(Class::Function);
+                self.calls_code = true;
                 self.side_effects.insert(reported.clone());
             }
-            FunctionKind::Unknown => self.raise(Class::Function),
+            FunctionKind::Unknown => {
+                self.raise(Class::Function);
+                self.calls_code = true;
+            }
         }
         if parts.last() == Some(&"set_config") && sets_role(map) {
             self.raise(Class::Privilege);
