@@ -79,6 +79,10 @@ pub struct Statement {
     /// pg_query's fingerprint of the statement: equal for statements that
     /// differ only in constants.
     pub fingerprint: String,
+    /// For `PREPARE`, the name it defines: a session passes the statement's
+    /// class back through [`PreparedStatements`] for later `EXECUTE`s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prepared_name: Option<String>,
 }
 
 /// Where a parse error is, counted in the whole input.
@@ -276,6 +280,7 @@ impl Classifier {
                 side_effect_functions: findings.side_effect_functions,
                 command: top_level_command(&tree),
                 fingerprint: fingerprint(text)?,
+                prepared_name: prepared_name(&tree),
             });
         }
         Ok(statements)
@@ -351,4 +356,12 @@ fn top_level_command(tree: &serde_json::Value) -> String {
         }
         _ => String::new(),
     }
+}
+
+fn prepared_name(tree: &serde_json::Value) -> Option<String> {
+    tree.get("node")?
+        .get("PrepareStmt")?
+        .get("name")?
+        .as_str()
+        .map(str::to_owned)
 }

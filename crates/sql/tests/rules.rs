@@ -106,7 +106,10 @@ fn explain_analyze_takes_inner_class() {
 fn prepare_takes_inner_class() {
     assert_eq!(class("PREPARE ins(int) AS INSERT INTO t VALUES ($1)"), Class::Write);
     assert_eq!(class("PREPARE sel AS SELECT 1"), Class::Read);
-    assert_eq!(one("PREPARE sel AS SELECT 1").command, "PREPARE");
+    let prepare = one("PREPARE sel AS SELECT 1");
+    assert_eq!(prepare.command, "PREPARE");
+    assert_eq!(prepare.prepared_name.as_deref(), Some("sel"));
+    assert_eq!(one("SELECT 1").prepared_name, None);
 }
 
 #[test]
