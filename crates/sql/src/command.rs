@@ -10,7 +10,10 @@ use serde_json::{Map, Value};
 pub(crate) fn command_tag(node_type: &str, fields: &Map<String, Value>) -> String {
     let fixed = match node_type {
         "SelectStmt" => {
-            if fields.get("into_clause").is_some_and(|into| !into.is_null()) {
+            if fields
+                .get("into_clause")
+                .is_some_and(|into| !into.is_null())
+            {
                 "SELECT INTO"
             } else {
                 "SELECT"

@@ -320,7 +320,10 @@ fn char_position(text: &str, offset: usize) -> ErrorPosition {
     ErrorPosition {
         position: before.chars().count() + 1,
         line: before.matches('\n').count() + 1,
-        column: before.get(line_start..).map_or(0, |line| line.chars().count()) + 1,
+        column: before
+            .get(line_start..)
+            .map_or(0, |line| line.chars().count())
+            + 1,
     }
 }
 

@@ -72,7 +72,12 @@ fn token_spans(text: &str) -> Option<Vec<(usize, usize)>> {
     let scan = guarded(|| pg_query::scan(text))?.ok()?;
     scan.tokens
         .iter()
-        .map(|token| Some((usize::try_from(token.start).ok()?, usize::try_from(token.end).ok()?)))
+        .map(|token| {
+            Some((
+                usize::try_from(token.start).ok()?,
+                usize::try_from(token.end).ok()?,
+            ))
+        })
         .collect()
 }
 

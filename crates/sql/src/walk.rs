@@ -8,9 +8,9 @@ use std::collections::{BTreeSet, HashMap};
 use pg_query::protobuf::{AlterTableType, DiscardMode, ObjectType, VariableSetKind};
 use serde_json::{Map, Value};
 
+use crate::PreparedStatements;
 use crate::catalogue::{FunctionCatalogue, FunctionKind};
 use crate::class::Class;
-use crate::PreparedStatements;
 
 /// Maximum JSON nesting the walk descends into. pg_query's protobuf decoding
 /// stops at 100 nested messages, which is about 300 JSON levels, so this
@@ -149,7 +149,11 @@ impl<'a> Walker<'a> {
         let scope = self.ctes.len();
         for (index, cte) in ctes.iter().enumerate() {
             self.ctes.truncate(scope);
-            let visible = if recursive { &names[..] } else { &names[..index] };
+            let visible = if recursive {
+                &names[..]
+            } else {
+                &names[..index]
+            };
             self.ctes.extend(visible.iter().cloned());
             self.visit(cte);
         }
@@ -605,8 +609,5 @@ fn int(map: &Map<String, Value>, key: &str) -> i64 {
 }
 
 fn array<'v>(map: &'v Map<String, Value>, key: &str) -> impl Iterator<Item = &'v Value> {
-    map.get(key)
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    map.get(key).and_then(Value::as_array).into_iter().flatten()
 }

@@ -3,6 +3,8 @@
 //! pgAudit's most dangerous class for it, or be listed in `DIFFERENCES`
 //! with the reason.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::{BTreeSet, HashMap};
 
 use serde_json::Value;
@@ -127,10 +129,15 @@ fn pgaudit_class(class: &str, command: &str) -> Class {
         "ROLE" => Class::Privilege,
         "DDL" => Class::Ddl,
         "MISC" => match command {
-            "BEGIN" | "START TRANSACTION" | "COMMIT" | "ROLLBACK" | "SAVEPOINT" | "RELEASE"
-            | "PREPARE TRANSACTION" | "COMMIT PREPARED" | "ROLLBACK PREPARED" => {
-                Class::Transaction
-            }
+            "BEGIN"
+            | "START TRANSACTION"
+            | "COMMIT"
+            | "ROLLBACK"
+            | "SAVEPOINT"
+            | "RELEASE"
+            | "PREPARE TRANSACTION"
+            | "COMMIT PREPARED"
+            | "ROLLBACK PREPARED" => Class::Transaction,
             _ => Class::Utility,
         },
         other => panic!("unknown pgAudit class {other}"),
@@ -191,21 +198,26 @@ fn classes_match_pgaudit_or_are_explained() {
     let mut agreements = 0;
     let mut found = Vec::new();
     for entry in &logged {
-        let pgaudit = entry.classes.iter().copied().max().unwrap_or(Class::Transaction);
-        let ours = match classifier.classify_in_session(&fill_redactions(&entry.statement), &session)
-        {
-            Ok(statements) => {
-                for statement in &statements {
-                    if let Some(name) = &statement.prepared_name {
-                        session.insert(name.clone(), statement.class);
+        let pgaudit = entry
+            .classes
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(Class::Transaction);
+        let ours =
+            match classifier.classify_in_session(&fill_redactions(&entry.statement), &session) {
+                Ok(statements) => {
+                    for statement in &statements {
+                        if let Some(name) = &statement.prepared_name {
+                            session.insert(name.clone(), statement.class);
+                        }
                     }
+                    let class = statements.iter().map(|statement| statement.class).max();
+                    Outcome::Class(class.unwrap_or(Class::Transaction))
                 }
-                let class = statements.iter().map(|statement| statement.class).max();
-                Outcome::Class(class.unwrap_or(Class::Transaction))
-            }
-            Err(SqlError::Parse { .. }) => Outcome::ParseError,
-            Err(other) => panic!("{}: {other}", entry.statement),
-        };
+                Err(SqlError::Parse { .. }) => Outcome::ParseError,
+                Err(other) => panic!("{}: {other}", entry.statement),
+            };
         if ours == Outcome::Class(pgaudit) {
             agreements += 1;
         } else {
@@ -215,20 +227,33 @@ fn classes_match_pgaudit_or_are_explained() {
 
     let mut unexplained = Vec::new();
     for (statement, pgaudit, ours) in &found {
-        let listed = DIFFERENCES.iter().find(|difference| difference.statement == statement);
+        let listed = DIFFERENCES
+            .iter()
+            .find(|difference| difference.statement == statement);
         match listed {
             Some(difference) if difference.pgaudit == *pgaudit && difference.ours == *ours => {}
             _ => unexplained.push(format!("{statement:?}: pgAudit {pgaudit}, ours {ours:?}")),
         }
     }
-    assert!(unexplained.is_empty(), "unexplained differences:\n{}", unexplained.join("\n"));
+    assert!(
+        unexplained.is_empty(),
+        "unexplained differences:\n{}",
+        unexplained.join("\n")
+    );
 
     let stale: Vec<&str> = DIFFERENCES
         .iter()
-        .filter(|difference| !found.iter().any(|(statement, _, _)| statement == difference.statement))
+        .filter(|difference| {
+            !found
+                .iter()
+                .any(|(statement, _, _)| statement == difference.statement)
+        })
         .map(|difference| difference.statement)
         .collect();
-    assert!(stale.is_empty(), "listed differences that no longer occur: {stale:?}");
+    assert!(
+        stale.is_empty(),
+        "listed differences that no longer occur: {stale:?}"
+    );
 
     // A parse error counts as weaker: the statement gets no class at all.
     let weaker: Vec<&str> = DIFFERENCES

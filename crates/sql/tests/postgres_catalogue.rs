@@ -10,6 +10,8 @@
 //! `/usr/lib/postgresql/15/bin`) or, under root, without a `postgres` user,
 //! the test prints why and passes without checking.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
@@ -98,7 +100,10 @@ fn catalogue_matches_postgres_volatility() {
         std::env::var("STEPGATE_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()),
     );
     if !bin.join("initdb").exists() {
-        eprintln!("skipped: no PostgreSQL at {}; set STEPGATE_PG_BIN", bin.display());
+        eprintln!(
+            "skipped: no PostgreSQL at {}; set STEPGATE_PG_BIN",
+            bin.display()
+        );
         return;
     }
     let run_as = if is_root() {
@@ -114,10 +119,7 @@ fn catalogue_matches_postgres_volatility() {
     let folder = tempfile::tempdir().unwrap_or_else(|error| panic!("temp folder: {error}"));
     let root = folder.path();
     if let Some(user) = run_as {
-        check(
-            Command::new("chown").arg(user).arg(root).output(),
-            "chown",
-        );
+        check(Command::new("chown").arg(user).arg(root).output(), "chown");
     }
     let data = root.join("data");
     check(
@@ -131,7 +133,15 @@ fn catalogue_matches_postgres_volatility() {
     let child = command(run_as, &bin.join("postgres"))
         .arg("-D")
         .arg(&data)
-        .args(["-c", "listen_addresses=", "-c", "fsync=off", "-p", "5432", "-k"])
+        .args([
+            "-c",
+            "listen_addresses=",
+            "-c",
+            "fsync=off",
+            "-p",
+            "5432",
+            "-k",
+        ])
         .arg(root)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -141,9 +151,16 @@ fn catalogue_matches_postgres_volatility() {
 
     let psql = || {
         let mut psql = command(run_as, &bin.join("psql"));
-        psql.arg("-h")
-            .arg(root)
-            .args(["-p", "5432", "-U", "catalogue", "-d", "postgres", "-At", "-X"]);
+        psql.arg("-h").arg(root).args([
+            "-p",
+            "5432",
+            "-U",
+            "catalogue",
+            "-d",
+            "postgres",
+            "-At",
+            "-X",
+        ]);
         psql
     };
     let started = Instant::now();
@@ -164,12 +181,18 @@ fn catalogue_matches_postgres_volatility() {
         .iter()
         .filter(|name| !pure.iter().any(|(found, _)| found == *name))
         .collect();
-    assert!(missing.is_empty(), "pure functions unknown to PostgreSQL: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "pure functions unknown to PostgreSQL: {missing:?}"
+    );
     let volatile: Vec<&(String, String)> = pure
         .iter()
         .filter(|(_, marks)| marks.contains('v'))
         .collect();
-    assert!(volatile.is_empty(), "pure functions with a volatile overload: {volatile:?}");
+    assert!(
+        volatile.is_empty(),
+        "pure functions with a volatile overload: {volatile:?}"
+    );
 
     let side_effects = volatility(&mut psql(), SIDE_EFFECT_FUNCTIONS);
     assert!(!side_effects.is_empty());

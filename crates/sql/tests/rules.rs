@@ -1,5 +1,7 @@
 //! One test per classification rule, through the public API.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::HashMap;
 
 use stepgate_sql::{
@@ -61,7 +63,10 @@ fn nested_subquery_write_is_found() {
 
 #[test]
 fn select_for_update_is_write() {
-    assert_eq!(class("SELECT * FROM jobs FOR UPDATE SKIP LOCKED"), Class::Write);
+    assert_eq!(
+        class("SELECT * FROM jobs FOR UPDATE SKIP LOCKED"),
+        Class::Write
+    );
     assert_eq!(class("SELECT * FROM jobs FOR KEY SHARE"), Class::Write);
 }
 
@@ -81,15 +86,24 @@ fn explain_without_analyze_is_read() {
     let statement = one("EXPLAIN DELETE FROM orders");
     assert_eq!(statement.class, Class::Read);
     assert_eq!(statement.tables, ["public.orders"]);
-    assert_eq!(class("EXPLAIN (ANALYZE false) DELETE FROM orders"), Class::Read);
-    assert_eq!(class("EXPLAIN (ANALYZE off) DELETE FROM orders"), Class::Read);
+    assert_eq!(
+        class("EXPLAIN (ANALYZE false) DELETE FROM orders"),
+        Class::Read
+    );
+    assert_eq!(
+        class("EXPLAIN (ANALYZE off) DELETE FROM orders"),
+        Class::Read
+    );
 }
 
 #[test]
 fn explain_keeps_unknown_function_class() {
     assert_eq!(class("EXPLAIN SELECT audit_me(1)"), Class::Function);
     assert_eq!(class("EXPLAIN SELECT lower('A')"), Class::Read);
-    assert_eq!(class("EXPLAIN DELETE FROM t WHERE id = audit_me(1)"), Class::Function);
+    assert_eq!(
+        class("EXPLAIN DELETE FROM t WHERE id = audit_me(1)"),
+        Class::Function
+    );
     assert_eq!(class("EXPLAIN EXECUTE unknown_plan"), Class::Function);
 }
 
@@ -97,14 +111,20 @@ fn explain_keeps_unknown_function_class() {
 fn explain_analyze_takes_inner_class() {
     assert_eq!(class("EXPLAIN ANALYZE DELETE FROM orders"), Class::Write);
     assert_eq!(class("EXPLAIN (ANALYZE) DELETE FROM orders"), Class::Write);
-    assert_eq!(class("EXPLAIN (ANALYZE true, BUFFERS) DELETE FROM orders"), Class::Write);
+    assert_eq!(
+        class("EXPLAIN (ANALYZE true, BUFFERS) DELETE FROM orders"),
+        Class::Write
+    );
     assert_eq!(class("EXPLAIN ANALYZE SELECT 1"), Class::Read);
     assert_eq!(class("EXPLAIN ANALYZE EXECUTE unknown_plan"), Class::Write);
 }
 
 #[test]
 fn prepare_takes_inner_class() {
-    assert_eq!(class("PREPARE ins(int) AS INSERT INTO t VALUES ($1)"), Class::Write);
+    assert_eq!(
+        class("PREPARE ins(int) AS INSERT INTO t VALUES ($1)"),
+        Class::Write
+    );
     assert_eq!(class("PREPARE sel AS SELECT 1"), Class::Read);
     let prepare = one("PREPARE sel AS SELECT 1");
     assert_eq!(prepare.command, "PREPARE");
@@ -166,7 +186,10 @@ fn copy_direction_sets_class() {
         class("COPY (WITH d AS (DELETE FROM orders RETURNING *) SELECT * FROM d) TO STDOUT"),
         Class::Write
     );
-    assert_eq!(class("COPY (SELECT unknown_fn()) TO STDOUT"), Class::Function);
+    assert_eq!(
+        class("COPY (SELECT unknown_fn()) TO STDOUT"),
+        Class::Function
+    );
     assert_eq!(class("COPY orders TO '/tmp/orders.csv'"), Class::Write);
     assert_eq!(class("COPY orders FROM PROGRAM 'curl x'"), Class::Privilege);
     assert_eq!(class("COPY orders TO PROGRAM 'gzip'"), Class::Privilege);
@@ -207,7 +230,10 @@ fn unknown_function_is_function() {
 
 #[test]
 fn function_in_where_clause_counts() {
-    assert_eq!(class("SELECT * FROM t WHERE id = leak(id)"), Class::Function);
+    assert_eq!(
+        class("SELECT * FROM t WHERE id = leak(id)"),
+        Class::Function
+    );
     assert_eq!(
         class("SELECT * FROM t ORDER BY (SELECT leak(1))"),
         Class::Function
@@ -254,13 +280,22 @@ fn empty_catalogue_makes_every_call_function() {
 
 #[test]
 fn set_config_of_role_is_privilege() {
-    assert_eq!(class("SELECT set_config('role', 'admin', false)"), Class::Privilege);
+    assert_eq!(
+        class("SELECT set_config('role', 'admin', false)"),
+        Class::Privilege
+    );
     assert_eq!(
         class("SELECT pg_catalog.set_config('SESSION_AUTHORIZATION', 'x', false)"),
         Class::Privilege
     );
-    assert_eq!(class("SELECT set_config(name, 'x', false) FROM t"), Class::Privilege);
-    assert_eq!(class("SELECT set_config('work_mem', '4MB', false)"), Class::Function);
+    assert_eq!(
+        class("SELECT set_config(name, 'x', false) FROM t"),
+        Class::Privilege
+    );
+    assert_eq!(
+        class("SELECT set_config('work_mem', '4MB', false)"),
+        Class::Function
+    );
 }
 
 #[test]
@@ -306,7 +341,10 @@ fn privilege_statements() {
 fn transaction_control() {
     let cases = [
         ("BEGIN", "BEGIN"),
-        ("START TRANSACTION ISOLATION LEVEL SERIALIZABLE", "START TRANSACTION"),
+        (
+            "START TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            "START TRANSACTION",
+        ),
         ("COMMIT", "COMMIT"),
         ("ROLLBACK", "ROLLBACK"),
         ("SAVEPOINT s", "SAVEPOINT"),
@@ -401,8 +439,9 @@ fn multi_statement_text_keeps_order() {
 
 #[test]
 fn fingerprint_ignores_constants() {
-    let statements = classify("SELECT * FROM t WHERE id = 1; SELECT * FROM t WHERE id = 2; SELECT 1")
-        .unwrap_or_else(|error| panic!("{error}"));
+    let statements =
+        classify("SELECT * FROM t WHERE id = 1; SELECT * FROM t WHERE id = 2; SELECT 1")
+            .unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(statements[0].fingerprint, statements[1].fingerprint);
     assert_ne!(statements[0].fingerprint, statements[2].fingerprint);
     assert_eq!(statements[0].fingerprint.len(), 16);
@@ -410,9 +449,8 @@ fn fingerprint_ignores_constants() {
 
 #[test]
 fn tables_are_schema_qualified() {
-    let statement = one(
-        "SELECT * FROM orders o JOIN sales.items i ON true JOIN db.sales.x ON true, orders",
-    );
+    let statement =
+        one("SELECT * FROM orders o JOIN sales.items i ON true JOIN db.sales.x ON true, orders");
     assert_eq!(
         statement.tables,
         ["db.sales.x", "public.orders", "sales.items"]
@@ -480,7 +518,10 @@ fn unterminated_string_position() {
         panic!("expected a parse error");
     };
     assert_eq!(statement, 2);
-    assert!(message.starts_with("unterminated quoted string"), "{message}");
+    assert!(
+        message.starts_with("unterminated quoted string"),
+        "{message}"
+    );
     assert_eq!(position.map(|at| at.position), Some(18));
 }
 
@@ -550,7 +591,10 @@ fn deep_nesting_is_an_error_not_a_crash() {
 fn moderate_nesting_is_classified() {
     let sum = format!("SELECT {} FROM t", vec!["a"; 40].join(" + "));
     assert_eq!(class(&sum), Class::Read);
-    let ors = format!("SELECT * FROM t WHERE {}", vec!["a = 1"; 5_000].join(" OR "));
+    let ors = format!(
+        "SELECT * FROM t WHERE {}",
+        vec!["a = 1"; 5_000].join(" OR ")
+    );
     assert_eq!(class(&ors), Class::Read);
 }
 
@@ -565,9 +609,10 @@ fn long_input_is_classified() {
 #[test]
 fn garbage_never_panics() {
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-    let alphabet: Vec<char> = "SELECT FROM WHERE ( ) ; ' \" $$ -- /* */ , . * = 1 a é \\ E'\n\t[]{}"
-        .chars()
-        .collect();
+    let alphabet: Vec<char> =
+        "SELECT FROM WHERE ( ) ; ' \" $$ -- /* */ , . * = 1 a é \\ E'\n\t[]{}"
+            .chars()
+            .collect();
     for _ in 0..300 {
         let mut text = String::new();
         for _ in 0..(seed % 80) {
