@@ -1,4 +1,5 @@
-//! Which functions a statement may call without being classed `function`.
+//! The catalogue of functions a statement may call without being classed
+//! `function`.
 
 use std::collections::BTreeSet;
 
@@ -220,8 +221,8 @@ pub const DEFAULT_PURE_FUNCTIONS: &[&str] = &[
 ];
 
 /// Function names, matched in any schema, that have side effects or reach
-/// outside the database: they are always classed `function` and reported in
-/// `Statement::side_effect_functions`, whatever the pure list says.
+/// outside the database. They are always classed `function` and reported in
+/// `Statement::side_effect_functions`, even when the pure list contains them.
 pub const SIDE_EFFECT_FUNCTIONS: &[&str] = &[
     "pg_terminate_backend",
     "pg_cancel_backend",
@@ -278,7 +279,7 @@ pub const SIDE_EFFECT_PREFIXES: &[&str] = &[
     "pg_stat_statements_reset",
 ];
 
-/// What the classifier knows about a called function.
+/// The catalogue's verdict on a called function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FunctionKind {
     /// Listed as side-effect free: the call does not raise the class.

@@ -8,8 +8,8 @@ use serde::Serialize;
 /// The order is `transaction < utility < read < function < write < ddl <
 /// privilege`:
 /// - `transaction` only opens, closes or marks transactions.
-/// - `utility` changes session state or runs maintenance, but reads or
-///   writes no rows that a client sees.
+/// - `utility` changes session state or runs maintenance, but returns or
+///   changes no table rows.
 /// - `read` returns table data, or planner estimates of it (`EXPLAIN`).
 /// - `function` calls code whose side effects are unknown, so it may do
 ///   anything that code is allowed to do. It ranks below `write` because a

@@ -85,7 +85,7 @@ pub struct Statement {
     pub prepared_name: Option<String>,
 }
 
-/// Where a parse error is, counted in the whole input.
+/// The location of a parse error, counted in the whole input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ErrorPosition {
     /// 1-based character position, as PostgreSQL reports error positions.
@@ -96,7 +96,7 @@ pub struct ErrorPosition {
     pub column: usize,
 }
 
-/// Why SQL text could not be classified.
+/// An error that stopped SQL text from being classified.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SqlError {
     /// The text contains no statement, only whitespace, comments or `;`.
@@ -124,7 +124,7 @@ pub enum SqlError {
         statement: usize,
         /// The parser's message, such as `syntax error at or near "FROM"`.
         message: String,
-        /// Where the parser stopped, when it could be determined.
+        /// The location where the parser stopped, when it could be found.
         position: Option<ErrorPosition>,
     },
     /// A statement nests deeper than pg_query's protobuf decoding allows

@@ -1,4 +1,4 @@
-//! Finds where a parse error is and which statement holds it.
+//! Finds the location of a parse error and the statement that contains it.
 //!
 //! NOTE: pg_query 18.1 returns only the parser's message, not its cursor
 //! position, so the position is recovered by parsing prefixes of the input:
@@ -100,8 +100,8 @@ fn lexer_error_offset(text: &str, message: &str) -> Option<usize> {
 
 /// Runs a pg_query call, turning a panic inside it into `None`. pg_query
 /// builds helper lists after parsing with code that panics on tree shapes
-/// the PostgreSQL grammar does not produce; this keeps such a bug from
-/// taking down the caller.
+/// the PostgreSQL grammar does not produce, so a bug there must not take
+/// down the caller.
 pub(crate) fn guarded<T>(call: impl FnOnce() -> T) -> Option<T> {
     catch_unwind(AssertUnwindSafe(call)).ok()
 }

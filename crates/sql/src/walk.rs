@@ -1,7 +1,7 @@
-//! The walk over one statement's parse tree, as the JSON form of pg_query's
-//! protobuf messages: a `Node` is `{"node": {"TypeName": {fields}}}`, and
-//! fields typed as one message (a DML target, `CALL`'s function) are bare
-//! objects, so relations and function calls are recognised by their fields.
+//! The walk over one statement's parse tree, in the JSON form of pg_query's
+//! protobuf messages. A `Node` is `{"node": {"TypeName": {fields}}}`. Fields
+//! typed as one message (a DML target, `CALL`'s function) are bare objects,
+//! so relations and function calls are recognised by their fields.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -13,9 +13,9 @@ use crate::catalogue::{FunctionCatalogue, FunctionKind};
 use crate::class::Class;
 
 /// Maximum JSON nesting the walk descends into. pg_query's protobuf decoding
-/// stops at 100 nested messages, which is about 300 JSON levels, so this
-/// bound is not reached by parser output; it keeps the recursion bounded
-/// should that decoding limit ever be lifted.
+/// stops at 100 nested messages (about 300 JSON levels), so parser output
+/// does not reach this bound. It keeps the recursion bounded should that
+/// decoding limit be lifted.
 const MAX_DEPTH: usize = 1_000;
 
 /// Object types whose names in `DROP` and `COMMENT ON` are relations.
@@ -28,7 +28,7 @@ const RELATION_OBJECT_TYPES: [ObjectType; 6] = [
     ObjectType::ObjectForeignTable,
 ];
 
-/// What the walk found in one top-level statement.
+/// The classification facts found in one top-level statement.
 pub(crate) struct Findings {
     pub(crate) class: Class,
     pub(crate) tables: Vec<String>,

@@ -115,7 +115,7 @@ const DIFFERENCES: &[Difference] = &[
 ];
 
 /// Differences where the classifier is less strict than pgAudit. Each must
-/// be a listed difference whose reason says why.
+/// be a listed difference with its reason.
 const WEAKER: &[&str] = &[
     "SELECT name\n  FROM GRAPH_TABLE (graph_test MATCH (v IS graph_vertex) COLUMNS (v.name))\n \
      ORDER BY name",
@@ -144,9 +144,9 @@ fn pgaudit_class(class: &str, command: &str) -> Class {
     }
 }
 
-/// pgAudit writes `<REDACTED>` in place of a password and, inside an
-/// OPTIONS list, the rest of the list too; this puts back a string literal
-/// and the closing parenthesis so that the text parses.
+/// Puts a string literal in place of `<REDACTED>` and closes an open
+/// parenthesis, so that the text parses. pgAudit writes `<REDACTED>` in
+/// place of a password and, inside an OPTIONS list, the rest of the list.
 fn fill_redactions(statement: &str) -> String {
     let filled = statement.replace("<REDACTED>", "'redacted'");
     let open = filled.matches('(').count();

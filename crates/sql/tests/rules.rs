@@ -463,7 +463,7 @@ fn tables_are_schema_qualified() {
 fn cte_names_are_not_tables() {
     let statement = one("WITH recent AS (SELECT * FROM orders) SELECT * FROM recent");
     assert_eq!(statement.tables, ["public.orders"]);
-    // A non-recursive CTE body sees the real table of the same name.
+    // A non-recursive CTE body refers to the real table of the same name.
     let shadow = one("WITH orders AS (SELECT * FROM orders) SELECT * FROM orders");
     assert_eq!(shadow.tables, ["public.orders"]);
     // A DML target is never a CTE.
