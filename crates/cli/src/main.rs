@@ -6,6 +6,7 @@ mod approvals;
 mod replay;
 mod run;
 mod sign;
+mod sql;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -92,6 +93,17 @@ enum Command {
     /// Create and read keys in a PKCS#11 token.
     #[command(subcommand)]
     Hsm(sign::HsmCommand),
+    /// Inspect SQL statements the way the PostgreSQL gateway will.
+    #[command(subcommand)]
+    Sql(SqlCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum SqlCommand {
+    /// Read SQL from standard input and print one JSON line per statement:
+    /// its number, class (read, write, ddl, privilege, transaction, utility,
+    /// function), tables and functions.
+    Classify,
 }
 
 #[derive(Subcommand, Debug)]
@@ -358,6 +370,7 @@ fn main() -> ExitCode {
         Command::GrantKey => run::print_grant_key(cli.config.as_deref()),
         Command::Sign(args) => sign::sign(args),
         Command::Hsm(command) => sign::hsm(command),
+        Command::Sql(SqlCommand::Classify) => sql::classify(),
         Command::Audit(command) => admin::audit(cli.config.as_deref(), command),
         Command::Baseline(command) => admin::baseline(cli.config.as_deref(), command),
         Command::Replay {
