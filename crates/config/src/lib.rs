@@ -14,10 +14,12 @@ use stepgate_core::Zone;
 use stepgate_risk::RiskConfig;
 
 mod approval;
+mod postgres;
 mod tls;
 
 pub use approval::{ApprovalConfig, ApproverGroupConfig, DEFAULT_GROUP, redact_query};
 
+pub use postgres::{IdentityRoleConfig, PostgresConfig, RoleConfig, UpstreamConfig, UpstreamTls};
 pub use tls::{ClientAuth, TlsConfig, TlsFileError, TlsFiles};
 
 /// The embedded default configuration, used when no file is given.
@@ -77,6 +79,9 @@ pub struct Config {
     pub geoip: GeoipConfig,
     #[serde(default)]
     pub approval: ApprovalConfig,
+    /// The PostgreSQL wire-protocol listener; off when absent.
+    #[serde(default)]
+    pub postgres: Option<PostgresConfig>,
     /// Where the configuration came from, for messages.
     #[serde(skip)]
     pub source_name: String,
@@ -301,6 +306,21 @@ impl Config {
         if let Some(file) = &mut config.approval.webhook_ca_file {
             *file = base.join(&*file);
         }
+        if let Some(postgres) = &mut config.postgres {
+            for role in &mut postgres.roles {
+                role.password_file = base.join(&role.password_file);
+            }
+            if let Some(file) = &mut postgres.upstream.ca_file {
+                *file = base.join(&*file);
+            }
+            if let Some(tls) = &mut postgres.tls {
+                tls.cert_file = base.join(&tls.cert_file);
+                tls.key_file = base.join(&tls.key_file);
+                if let Some(ca) = &mut tls.client_ca_file {
+                    *ca = base.join(&*ca);
+                }
+            }
+        }
         for tls in config.tls_tables_mut() {
             tls.cert_file = base.join(&tls.cert_file);
             tls.key_file = base.join(&tls.key_file);
@@ -319,6 +339,9 @@ impl Config {
         }
         if let Some(tls) = self.admin.as_ref().and_then(|admin| admin.tls.as_ref()) {
             tables.push(("admin.tls", tls));
+        }
+        if let Some(tls) = self.postgres.as_ref().and_then(|postgres| postgres.tls.as_ref()) {
+            tables.push(("postgres.tls", tls));
         }
         tables
     }
@@ -381,6 +404,11 @@ impl Config {
         }
         self.trusted_proxy_nets = nets;
         self.validate_approval()?;
+        if let Some(postgres) = &self.postgres
+            && let Err((key, value, reason)) = postgres.validate()
+        {
+            return Err(self.invalid(key, value, reason));
+        }
 
         if let Some(origin) = &self.gateway.public_origin {
             let valid = ["http://", "https://"].iter().any(|scheme| {
