@@ -340,7 +340,11 @@ impl Config {
         if let Some(tls) = self.admin.as_ref().and_then(|admin| admin.tls.as_ref()) {
             tables.push(("admin.tls", tls));
         }
-        if let Some(tls) = self.postgres.as_ref().and_then(|postgres| postgres.tls.as_ref()) {
+        if let Some(tls) = self
+            .postgres
+            .as_ref()
+            .and_then(|postgres| postgres.tls.as_ref())
+        {
             tables.push(("postgres.tls", tls));
         }
         tables

@@ -40,6 +40,7 @@
 mod catalogue;
 mod class;
 mod command;
+pub mod facts;
 mod locate;
 mod walk;
 

@@ -1,0 +1,123 @@
+//! How a classified statement reads to the risk engine and the policy: the
+//! action it counts as, the operation its baseline learns, and the paths
+//! zones match for the tables it touches.
+//!
+//! Tables are addressed as `/postgres/DATABASE/SCHEMA/TABLE`, so a zone
+//! with prefix `/postgres/app/billing` covers the `billing` schema of
+//! database `app`, and `/postgres/app/public/secrets` one table.
+
+use stepgate_core::Action;
+
+use crate::{Class, Statement};
+
+/// Path prefix of every table path.
+pub const TABLE_PATH_PREFIX: &str = "/postgres";
+
+/// Returns the action a statement counts as: reads, transaction control and
+/// utility statements read; writes and unknown functions write (`DELETE`
+/// and `TRUNCATE` delete); schema and privilege changes are `admin`.
+pub fn action(statement: &Statement) -> Action {
+    match statement.class {
+        Class::Transaction | Class::Utility | Class::Read => Action::Read,
+        Class::Function | Class::Write => match statement.command.as_str() {
+            "DELETE" | "TRUNCATE" | "TRUNCATE TABLE" => Action::Delete,
+            _ => Action::Write,
+        },
+        Class::Ddl | Class::Privilege => Action::Admin,
+    }
+}
+
+/// Returns the path zones match for `table` (schema-qualified) in
+/// `database`. Characters other than ASCII letters, digits, `_`, `-` and
+/// `.` are percent-encoded, so a quoted name cannot form another path.
+pub fn table_path(database: &str, table: &str) -> String {
+    let (schema, name) = table.split_once('.').unwrap_or(("public", table));
+    format!(
+        "{TABLE_PATH_PREFIX}/{}/{}/{}",
+        encode_segment(database),
+        encode_segment(schema),
+        encode_segment(name)
+    )
+}
+
+/// Returns the operation a statement's baseline learns and its signals
+/// name: the class and the tables, such as `write public.orders`, or the
+/// command for a statement without tables, such as `utility SET`.
+pub fn operation(statement: &Statement) -> String {
+    if statement.tables.is_empty() {
+        format!("{} {}", statement.class.as_str(), statement.command)
+    } else {
+        format!(
+            "{} {}",
+            statement.class.as_str(),
+            statement.tables.join(",")
+        )
+    }
+}
+
+fn encode_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'.') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    if out.is_empty() || out == "." || out == ".." {
+        // Dot segments would be removed when paths are normalised.
+        return out.replace('.', "%2E");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify;
+
+    fn first(sql: &str) -> Statement {
+        classify(sql).unwrap().remove(0)
+    }
+
+    #[test]
+    fn actions_follow_class() {
+        assert_eq!(action(&first("SELECT * FROM orders")), Action::Read);
+        assert_eq!(action(&first("BEGIN")), Action::Read);
+        assert_eq!(
+            action(&first("INSERT INTO orders VALUES (1)")),
+            Action::Write
+        );
+        assert_eq!(action(&first("DELETE FROM orders")), Action::Delete);
+        assert_eq!(action(&first("TRUNCATE orders")), Action::Delete);
+        assert_eq!(action(&first("DROP TABLE orders")), Action::Admin);
+        assert_eq!(action(&first("GRANT ALL ON orders TO bob")), Action::Admin);
+        assert_eq!(
+            action(&first("SELECT pg_terminate_backend(1)")),
+            Action::Write
+        );
+    }
+
+    #[test]
+    fn table_paths_are_zone_paths() {
+        assert_eq!(
+            table_path("app", "billing.invoices"),
+            "/postgres/app/billing/invoices"
+        );
+        assert_eq!(table_path("app", "orders"), "/postgres/app/public/orders");
+        assert_eq!(
+            table_path("app", "public.we/ird"),
+            "/postgres/app/public/we%2Fird"
+        );
+        assert_eq!(table_path("app", "public.."), "/postgres/app/public/%2E");
+    }
+
+    #[test]
+    fn operation_names_class_and_tables() {
+        assert_eq!(
+            operation(&first("UPDATE orders SET n = 1 FROM customers")),
+            "write public.customers,public.orders"
+        );
+        assert_eq!(operation(&first("SET work_mem = '4MB'")), "utility SET");
+    }
+}
