@@ -100,6 +100,10 @@ pub struct IdentityRoleConfig {
     /// Databases it may connect to; every database when empty.
     #[serde(default)]
     pub databases: Vec<String>,
+    /// Reject Query messages of this identity that hold more than one
+    /// statement, whatever `postgres.reject_multi_statement` says.
+    #[serde(default)]
+    pub reject_multi_statement: bool,
 }
 
 /// One `[[postgres.roles]]` entry: a login role on the server.
@@ -134,6 +138,14 @@ fn default_connect_timeout() -> u64 {
 impl PostgresConfig {
     pub fn approval_wait(&self) -> Duration {
         Duration::from_secs(self.approval_wait_secs)
+    }
+
+    /// True when a Query message of `identity` must hold one statement.
+    pub fn rejects_multi_statement(&self, identity: &str) -> bool {
+        self.reject_multi_statement
+            || self
+                .role_of(identity)
+                .is_some_and(|entry| entry.reject_multi_statement)
     }
 
     /// Returns the role entry of `identity`, if it may connect.
@@ -301,6 +313,13 @@ databases = ["app"]
         assert_eq!(postgres.max_message_bytes, 64 << 20);
         assert_eq!(postgres.role_of("ci-bot").unwrap().role, "app_rw");
         assert!(postgres.role_of("other").is_none());
+        assert!(!postgres.rejects_multi_statement("ci-bot"));
+        let strict = config(&VALID.replace(
+            "databases = [\"app\"]",
+            "databases = [\"app\"]\nreject_multi_statement = true",
+        ))
+        .unwrap();
+        assert!(strict.postgres.unwrap().rejects_multi_statement("ci-bot"));
     }
 
     #[test]
