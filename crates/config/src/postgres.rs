@@ -307,8 +307,8 @@ databases = ["app"]
 
     #[test]
     fn valid_postgres_table_parses() {
-        let config = config(VALID).unwrap();
-        let postgres = config.postgres.unwrap();
+        let parsed = config(VALID).unwrap();
+        let postgres = parsed.postgres.unwrap();
         assert_eq!(postgres.upstream.port, 5432);
         assert_eq!(postgres.max_message_bytes, 64 << 20);
         assert_eq!(postgres.role_of("ci-bot").unwrap().role, "app_rw");
