@@ -273,6 +273,9 @@ pub(crate) fn parse_client_final(message: &str) -> Result<ClientFinal<'_>, Error
     while !attributes.is_empty() {
         attributes.skip_extension(b"crp")?;
     }
+    if proof.is_empty() {
+        return Err(Error::Malformed("empty proof attribute p="));
+    }
     let proof = decode_base64(proof, "proof is not valid base64")?;
     Ok(ClientFinal {
         channel_binding,
@@ -300,6 +303,9 @@ pub(crate) fn parse_server_final(message: &str) -> Result<ServerFinal, Error> {
         }
         _ => {
             let verifier = attributes.expect(b'v', "missing verifier attribute v= or error e=")?;
+            if verifier.is_empty() {
+                return Err(Error::Malformed("empty verifier attribute v="));
+            }
             ServerFinal::Verifier(decode_base64(verifier, "verifier is not valid base64")?)
         }
     };
