@@ -23,7 +23,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use stepgate_scram::{ClientExchange, Error, StoredCredential};
+use stepgate_scram::{ChannelBinding, ClientExchange, Error, StoredCredential};
 
 const SERVER_START_TIMEOUT: Duration = Duration::from_secs(30);
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,14 +87,18 @@ struct Postgres {
     run_as: Option<&'static str>,
     socket_dir: PathBuf,
     port: u16,
+    /// The CA certificate (DER) that signed the server certificate, when the
+    /// server has TLS.
+    ca_der: Option<Vec<u8>>,
     _server: Server,
     _folder: tempfile::TempDir,
 }
 
 impl Postgres {
-    /// Starts the server, or returns `None` (after printing why) when the
-    /// machine has no PostgreSQL to run.
-    fn start() -> Option<Postgres> {
+    /// Starts the server, with TLS when `tls` is set, or returns `None`
+    /// (after printing why) when the machine has no PostgreSQL or, for TLS,
+    /// no `openssl` to make the certificates.
+    fn start(tls: bool) -> Option<Postgres> {
         let bin = PathBuf::from(
             std::env::var("STEPGATE_PG_BIN")
                 .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()),
@@ -152,21 +156,31 @@ impl Postgres {
             .unwrap();
         assert!(write_hba.wait().unwrap().success());
 
+        let mut settings = vec![
+            "listen_addresses=127.0.0.1".to_owned(),
+            "password_encryption=scram-sha-256".to_owned(),
+            "fsync=off".to_owned(),
+        ];
+        let mut ca_der = None;
+        if tls {
+            let Some(files) = make_certificates(&root, run_as) else {
+                eprintln!("skipped: openssl is needed to make the TLS certificates");
+                return None;
+            };
+            settings.push("ssl=on".to_owned());
+            settings.push(format!("ssl_cert_file={}", files.server_cert.display()));
+            settings.push(format!("ssl_key_file={}", files.server_key.display()));
+            ca_der = Some(files.ca_der);
+        }
+
         let port = free_port();
-        let child = command(run_as, &bin.join("postgres"))
-            .arg("-D")
-            .arg(&data)
-            .args([
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "password_encryption=scram-sha-256",
-                "-c",
-                "fsync=off",
-                "-p",
-                &port.to_string(),
-                "-k",
-            ])
+        let mut server = command(run_as, &bin.join("postgres"));
+        server.arg("-D").arg(&data);
+        for setting in &settings {
+            server.args(["-c", setting]);
+        }
+        let child = server
+            .args(["-p", &port.to_string(), "-k"])
             .arg(&root)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -177,6 +191,7 @@ impl Postgres {
             run_as,
             socket_dir: root,
             port,
+            ca_der,
             _server: Server(child),
             _folder: folder,
         };
@@ -219,6 +234,159 @@ impl Postgres {
     }
 }
 
+/// Paths of the server's TLS files and the CA certificate.
+struct CertificateFiles {
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    ca_der: Vec<u8>,
+}
+
+/// Makes a CA and a server certificate for `localhost` signed by it, both
+/// ECDSA P-384 with SHA-384, so the tls-server-end-point hash is SHA-384
+/// rather than the SHA-256 that most certificates get. Returns `None` when
+/// `openssl` cannot run.
+fn make_certificates(root: &Path, run_as: Option<&str>) -> Option<CertificateFiles> {
+    if Command::new("openssl").arg("version").output().is_err() {
+        return None;
+    }
+    let path = |name: &str| root.join(name);
+    let openssl = |args: &[&str]| {
+        check(
+            Command::new("openssl")
+                .current_dir(root)
+                .args(args)
+                .output(),
+            "openssl",
+        )
+    };
+    let key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-384",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509", "-new", "-sha384", "-days", "2"][..],
+            &key,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-subj",
+                "/CN=stepgate test CA",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req", "-new"][..],
+            &key,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        path("server.ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-sha384",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ]);
+    openssl(&["x509", "-in", "ca.pem", "-outform", "DER", "-out", "ca.der"]);
+
+    // The server refuses a key file that others can read or that it does
+    // not own.
+    if let Some(user) = run_as {
+        check(
+            Command::new("chown")
+                .arg(user)
+                .arg(path("server.key"))
+                .arg(path("server.pem"))
+                .output(),
+            "chown",
+        );
+    }
+    check(
+        Command::new("chmod")
+            .arg("600")
+            .arg(path("server.key"))
+            .output(),
+        "chmod",
+    );
+    Some(CertificateFiles {
+        server_cert: path("server.pem"),
+        server_key: path("server.key"),
+        ca_der: std::fs::read(path("ca.der")).unwrap(),
+    })
+}
+
+/// Opens a TLS connection to the server (SSLRequest, then a TLS handshake
+/// that checks the certificate against `ca_der`) and returns it with the
+/// channel binding of the certificate the server presented.
+fn connect_tls(
+    port: u16,
+    ca_der: &[u8],
+) -> (
+    rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    ChannelBinding,
+) {
+    let mut tcp = connect(port);
+    let mut request = 8u32.to_be_bytes().to_vec();
+    request.extend_from_slice(&80_877_103u32.to_be_bytes()); // SSLRequest code
+    tcp.write_all(&request).unwrap();
+    let mut answer = [0; 1];
+    tcp.read_exact(&mut answer).unwrap();
+    assert_eq!(answer[0], b'S', "server refused TLS");
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(ca_der.to_vec()))
+        .unwrap();
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    while connection.is_handshaking() {
+        connection.complete_io(&mut tcp).unwrap();
+    }
+    let certificate = connection.peer_certificates().unwrap()[0].clone();
+    let binding = ChannelBinding::from_certificate(&certificate).unwrap();
+    assert_eq!(
+        binding.certificate_hash().len(),
+        48,
+        "a SHA-384 certificate has a SHA-384 binding"
+    );
+    (rustls::StreamOwned::new(connection, tcp), binding)
+}
+
 /// Returns a port on 127.0.0.1 that was free a moment ago.
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -234,7 +402,7 @@ struct BackendMessage {
     body: Vec<u8>,
 }
 
-fn read_message(stream: &mut TcpStream) -> BackendMessage {
+fn read_message(stream: &mut impl Read) -> BackendMessage {
     let mut header = [0; 5];
     stream.read_exact(&mut header).unwrap();
     let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
@@ -248,14 +416,14 @@ fn read_message(stream: &mut TcpStream) -> BackendMessage {
 }
 
 /// Writes a frontend message with a type byte.
-fn write_message(stream: &mut TcpStream, kind: u8, body: &[u8]) {
+fn write_message(stream: &mut impl Write, kind: u8, body: &[u8]) {
     let mut message = vec![kind];
     message.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
     message.extend_from_slice(body);
     stream.write_all(&message).unwrap();
 }
 
-fn write_startup(stream: &mut TcpStream, user: &str) {
+fn write_startup(stream: &mut impl Write, user: &str) {
     let mut body = 196_608u32.to_be_bytes().to_vec(); // protocol 3.0
     for (name, value) in [("user", user), ("database", "postgres")] {
         body.extend_from_slice(name.as_bytes());
@@ -271,7 +439,7 @@ fn write_startup(stream: &mut TcpStream, user: &str) {
 
 /// Returns the authentication request code and its data, or panics with
 /// the server's error.
-fn read_authentication(stream: &mut TcpStream) -> (u32, Vec<u8>) {
+fn read_authentication(stream: &mut impl Read) -> (u32, Vec<u8>) {
     let message = read_message(stream);
     match message.kind {
         b'R' => {
@@ -287,9 +455,34 @@ fn read_authentication(stream: &mut TcpStream) -> (u32, Vec<u8>) {
 fn error_fields(body: &[u8]) -> String {
     body.split(|byte| *byte == 0)
         .filter(|field| !field.is_empty())
-        .map(|field| format!("{}={}", field[0] as char, String::from_utf8_lossy(&field[1..])))
+        .map(|field| {
+            format!(
+                "{}={}",
+                field[0] as char,
+                String::from_utf8_lossy(&field[1..])
+            )
+        })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Returns "SQLSTATE: message" from the fields of an ErrorResponse.
+fn sqlstate_and_message(body: &[u8]) -> String {
+    let field = |code: u8| {
+        body.split(|byte| *byte == 0)
+            .find_map(|field| field.strip_prefix(&[code]))
+            .map(|value| String::from_utf8_lossy(value).into_owned())
+            .unwrap_or_default()
+    };
+    format!("{}: {}", field(b'C'), field(b'M'))
+}
+
+/// Returns PostgreSQL's rejection of a wrong password, or of any password
+/// for a role that does not exist; 28P01 is invalid_password.
+fn bad_password(user: &str) -> Login {
+    Login::Rejected(format!(
+        "28P01: password authentication failed for user \"{user}\""
+    ))
 }
 
 /// Result of a login attempt that reached the server's verdict.
@@ -298,79 +491,118 @@ enum Login {
     /// The server sent AuthenticationOk and ReadyForQuery, after the client
     /// verified its server signature.
     Accepted,
-    /// The server sent an ErrorResponse with this SQLSTATE after the
-    /// client-final-message.
+    /// The server sent an ErrorResponse during the SASL exchange, shown as
+    /// "SQLSTATE: message".
     Rejected(String),
 }
 
-/// Logs in as `user` with `password` and this crate's client.
-fn login(port: u16, user: &str, password: &str) -> Result<Login, Error> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+/// Opens a TCP connection to the server with I/O timeouts.
+fn connect(port: u16) -> TcpStream {
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-    write_startup(&mut stream, user);
+    stream
+}
 
-    let (code, data) = read_authentication(&mut stream);
+/// Logs in as `user` with `password` and this crate's client over a plain
+/// TCP connection.
+fn login(port: u16, user: &str, password: &str) -> Result<Login, Error> {
+    let mut stream = connect(port);
+    let attempt = Attempt {
+        user,
+        password,
+        expected_mechanisms: &["SCRAM-SHA-256"],
+        offered_to_client: &["SCRAM-SHA-256"],
+        channel_binding: None,
+    };
+    login_over(&mut stream, &attempt)
+}
+
+/// One login attempt.
+struct Attempt<'a> {
+    user: &'a str,
+    password: &'a str,
+    /// Mechanisms the server must advertise.
+    expected_mechanisms: &'a [&'a str],
+    /// Mechanisms the client is told about; a test of downgrade protection
+    /// hides SCRAM-SHA-256-PLUS here.
+    offered_to_client: &'a [&'a str],
+    channel_binding: Option<ChannelBinding>,
+}
+
+/// Runs the startup and SASL exchange on an open stream.
+fn login_over(stream: &mut (impl Read + Write), attempt: &Attempt<'_>) -> Result<Login, Error> {
+    write_startup(stream, attempt.user);
+
+    let (code, data) = read_authentication(stream);
     assert_eq!(code, 10, "expected AuthenticationSASL");
     let mechanisms: Vec<&str> = data
         .split(|byte| *byte == 0)
         .filter(|name| !name.is_empty())
         .map(|name| std::str::from_utf8(name).unwrap())
         .collect();
-    assert_eq!(mechanisms, ["SCRAM-SHA-256"], "no TLS, so no PLUS");
+    assert_eq!(mechanisms, attempt.expected_mechanisms);
 
-    let mut client = ClientExchange::negotiate(mechanisms, password, None)?;
+    let mut client = ClientExchange::negotiate(
+        attempt.offered_to_client.iter().copied(),
+        attempt.password,
+        attempt.channel_binding.clone(),
+    )?;
     let client_first = client.client_first()?;
     let mut initial = client.mechanism().name().as_bytes().to_vec();
     initial.push(0);
     initial.extend_from_slice(&(client_first.len() as u32).to_be_bytes());
     initial.extend_from_slice(client_first.as_bytes());
-    write_message(&mut stream, b'p', &initial);
+    write_message(stream, b'p', &initial);
 
-    let (code, server_first) = read_authentication(&mut stream);
-    assert_eq!(code, 11, "expected AuthenticationSASLContinue");
-    let client_final = client.handle_server_first(&server_first)?;
-    write_message(&mut stream, b'p', client_final.as_bytes());
-
-    let message = read_message(&mut stream);
+    let message = read_message(stream);
     if message.kind == b'E' {
-        let fields = error_fields(&message.body);
-        let code = fields
-            .split(' ')
-            .find_map(|field| field.strip_prefix("C="))
-            .unwrap_or_default()
-            .to_owned();
-        return Ok(Login::Rejected(code));
+        return Ok(Login::Rejected(sqlstate_and_message(&message.body)));
+    }
+    assert_eq!(message.kind, b'R');
+    assert_eq!(
+        message.body[..4],
+        11u32.to_be_bytes(),
+        "expected AuthenticationSASLContinue"
+    );
+    let server_first = &message.body[4..];
+    let client_final = client.handle_server_first(server_first)?;
+    write_message(stream, b'p', client_final.as_bytes());
+
+    let message = read_message(stream);
+    if message.kind == b'E' {
+        return Ok(Login::Rejected(sqlstate_and_message(&message.body)));
     }
     assert_eq!(message.kind, b'R');
     assert_eq!(message.body[..4], 12u32.to_be_bytes(), "expected SASLFinal");
     client.handle_server_final(&message.body[4..])?;
-    let (code, _) = read_authentication(&mut stream);
+    let (code, _) = read_authentication(stream);
     assert_eq!(code, 0, "expected AuthenticationOk");
     loop {
-        let message = read_message(&mut stream);
+        let message = read_message(stream);
         match message.kind {
             b'Z' => break,
             b'E' => panic!("server error: {}", error_fields(&message.body)),
             _ => {}
         }
     }
-    write_message(&mut stream, b'X', &[]);
+    write_message(stream, b'X', &[]);
     Ok(Login::Accepted)
 }
 
 #[test]
 fn postgres_credentials_and_login() {
-    let Some(postgres) = Postgres::start() else {
+    let Some(postgres) = Postgres::start(false) else {
         return;
     };
 
     // The server hashes the password itself; this crate reads the result.
-    postgres.sql(&format!(
-        "CREATE ROLE bot LOGIN PASSWORD '{BOT_PASSWORD}'"
-    ));
+    postgres.sql(&format!("CREATE ROLE bot LOGIN PASSWORD '{BOT_PASSWORD}'"));
     let rolpassword = postgres.sql("SELECT rolpassword FROM pg_authid WHERE rolname = 'bot'");
-    assert!(rolpassword.starts_with("SCRAM-SHA-256$4096:"), "{rolpassword}");
+    assert!(
+        rolpassword.starts_with("SCRAM-SHA-256$4096:"),
+        "{rolpassword}"
+    );
     let credential = StoredCredential::parse(&rolpassword).unwrap();
     assert_eq!(credential.iterations(), 4096);
     assert_eq!(credential.format(), rolpassword);
@@ -395,19 +627,85 @@ fn postgres_credentials_and_login() {
         login(postgres.port, "ours", "sgt_ours-5Kd9").unwrap(),
         Login::Accepted
     );
-    // 28P01 is invalid_password.
     assert_eq!(
         login(postgres.port, "bot", "sgt_wrong").unwrap(),
-        Login::Rejected("28P01".into())
+        bad_password("bot")
     );
     assert_eq!(
         login(postgres.port, "ours", BOT_PASSWORD).unwrap(),
-        Login::Rejected("28P01".into())
+        bad_password("ours")
     );
     // PostgreSQL runs a mock exchange for a role that does not exist, and
     // fails it at the proof like a wrong password.
     assert_eq!(
         login(postgres.port, "nobody", BOT_PASSWORD).unwrap(),
-        Login::Rejected("28P01".into())
+        bad_password("nobody")
+    );
+}
+
+#[test]
+fn postgres_channel_binding_over_tls() {
+    let Some(postgres) = Postgres::start(true) else {
+        return;
+    };
+    let ca_der = postgres.ca_der.clone().unwrap();
+    postgres.sql(&format!("CREATE ROLE bot LOGIN PASSWORD '{BOT_PASSWORD}'"));
+    let both = ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"];
+
+    // SCRAM-SHA-256-PLUS bound to the certificate the server presented.
+    let (mut stream, binding) = connect_tls(postgres.port, &ca_der);
+    let attempt = Attempt {
+        user: "bot",
+        password: BOT_PASSWORD,
+        expected_mechanisms: &both,
+        offered_to_client: &both,
+        channel_binding: Some(binding.clone()),
+    };
+    assert_eq!(login_over(&mut stream, &attempt).unwrap(), Login::Accepted);
+
+    // The same with a wrong password.
+    let (mut stream, _) = connect_tls(postgres.port, &ca_der);
+    let wrong_password = Attempt {
+        password: "sgt_wrong",
+        ..attempt
+    };
+    assert_eq!(
+        login_over(&mut stream, &wrong_password).unwrap(),
+        bad_password("bot")
+    );
+
+    // Bound to another certificate, as a man in the middle with its own
+    // certificate would be.
+    let other = ChannelBinding::tls_server_end_point(vec![0x42; 48]).unwrap();
+    let (mut stream, _) = connect_tls(postgres.port, &ca_der);
+    let wrong_binding = Attempt {
+        password: BOT_PASSWORD,
+        channel_binding: Some(other),
+        ..wrong_password
+    };
+    assert_eq!(
+        login_over(&mut stream, &wrong_binding).unwrap(),
+        Login::Rejected("28000: SCRAM channel binding check failed".into())
+    );
+
+    // A client without channel binding uses SCRAM-SHA-256 with the n flag.
+    let (mut stream, _) = connect_tls(postgres.port, &ca_der);
+    let unbound = Attempt {
+        channel_binding: None,
+        ..wrong_binding
+    };
+    assert_eq!(login_over(&mut stream, &unbound).unwrap(), Login::Accepted);
+
+    // A client that could bind but was shown only SCRAM-SHA-256 sends the y
+    // flag, and the server, which does offer PLUS, detects the downgrade.
+    let (mut stream, binding) = connect_tls(postgres.port, &ca_der);
+    let downgraded = Attempt {
+        offered_to_client: &["SCRAM-SHA-256"],
+        channel_binding: Some(binding),
+        ..unbound
+    };
+    assert_eq!(
+        login_over(&mut stream, &downgraded).unwrap(),
+        Login::Rejected("28000: SCRAM channel binding negotiation error".into())
     );
 }
