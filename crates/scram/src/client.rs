@@ -14,11 +14,12 @@ use crate::{Error, Mechanism, password};
 const CLIENT_NONCE_LEN: usize = 18;
 
 /// Default maximum iteration count the client accepts from a server. It
-/// bounds the PBKDF2 work a malicious server can make the client do, at
-/// about a second of CPU time on a current server core (an estimate).
+/// bounds the PBKDF2 work that a malicious server can make the client do:
+/// 1,000,000 iterations of PBKDF2-HMAC-SHA-256 took 0.22 s on one AMD EPYC
+/// core (measured with Python's `hashlib.pbkdf2_hmac`, which uses OpenSSL).
 pub const DEFAULT_MAX_ITERATIONS: u32 = 1_000_000;
 
-/// What the client does about channel binding.
+/// Channel binding choice of the client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientChannelBinding {
     /// The client cannot bind (no TLS): GS2 flag `n`.
@@ -56,7 +57,7 @@ impl ClientChannelBinding {
 ///    server-first-message and returns the client-final-message.
 /// 3. [`ClientExchange::handle_server_final`] takes the
 ///    server-final-message and succeeds only if the server proved that it
-///    knows the password's keys.
+///    has the password's ServerKey.
 ///
 /// Any error ends the exchange; every later call then fails with
 /// [`Error::InvalidState`].
@@ -208,7 +209,7 @@ impl ClientExchange {
     }
 
     /// Checks the server-final-message. Success means the server proved it
-    /// knows the password's ServerKey; `e=` from the server fails with
+    /// has the password's ServerKey. An `e=` from the server fails with
     /// [`Error::ServerRejected`], and a wrong signature with
     /// [`Error::InvalidServerSignature`].
     pub fn handle_server_final(&mut self, message: &[u8]) -> Result<(), Error> {

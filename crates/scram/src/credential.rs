@@ -21,7 +21,7 @@ pub const DEFAULT_SALT_LEN: usize = 16;
 
 const PREFIX: &str = "SCRAM-SHA-256$";
 
-/// What a SCRAM-SHA-256 server stores for one password: enough to verify a
+/// Server-side record of one SCRAM-SHA-256 password: enough to verify a
 /// client's proof and to sign the server-final-message, but not the password.
 ///
 /// The text form is PostgreSQL's `pg_authid.rolpassword`:

@@ -59,9 +59,11 @@ pub enum Error {
     /// The client proof does not match the stored credential.
     #[error("invalid SCRAM client proof")]
     InvalidProof,
-    /// The server signature does not match: the server does not know the
-    /// password's keys.
-    #[error("invalid SCRAM server signature; the server could not prove it knows the password")]
+    /// The server signature does not match, so the server does not have the
+    /// password's ServerKey.
+    #[error(
+        "invalid SCRAM server signature: the server does not have the credential of this password"
+    )]
     InvalidServerSignature,
     /// The server sent `e=` in its server-final-message.
     #[error("SCRAM server rejected the authentication: {0}")]

@@ -1,11 +1,11 @@
 //! SCRAM-SHA-256 and SCRAM-SHA-256-PLUS authentication (RFC 5802, RFC 7677)
 //! as PostgreSQL uses it, for both ends of the exchange.
 //!
-//! - [`StoredCredential`] is what a server keeps instead of the password:
+//! - [`StoredCredential`] is the server's record in place of the password:
 //!   the iteration count, salt, StoredKey and ServerKey, with the text form of
 //!   PostgreSQL's `pg_authid.rolpassword`.
 //! - [`ServerExchange`] checks a client's proof against a stored credential.
-//! - [`ClientExchange`] logs in to a server that knows the password.
+//! - [`ClientExchange`] logs in to a server that has the password's credential.
 //! - [`ChannelBinding`] is the `tls-server-end-point` channel binding of
 //!   RFC 5929, computed from the server certificate by
 //!   [`tls_server_end_point`].
@@ -13,6 +13,43 @@
 //! Both state machines take raw message bytes and return the next message as
 //! a string. They never panic on input, and every message is limited to
 //! [`MAX_MESSAGE_LEN`] bytes.
+//!
+//! # Example
+//!
+//! ```
+//! use stepgate_scram::{
+//!     ClientChannelBinding, ClientExchange, Mechanism, ServerExchange, StoredCredential,
+//!     advertised_mechanisms,
+//! };
+//!
+//! # fn main() -> Result<(), stepgate_scram::Error> {
+//! // The gateway stores this instead of the token.
+//! let credential = StoredCredential::generate("sgt_example-token", 4096)?;
+//! let stored = credential.format();
+//!
+//! // Without TLS the server offers SCRAM-SHA-256 only.
+//! let offered = advertised_mechanisms(None);
+//! let mut client = ClientExchange::negotiate(
+//!     offered.iter().map(|mechanism| mechanism.name()),
+//!     "sgt_example-token",
+//!     None,
+//! )?;
+//! let mut server = ServerExchange::new(
+//!     client.mechanism(),
+//!     StoredCredential::parse(&stored)?,
+//!     None,
+//! )?;
+//!
+//! let client_first = client.client_first()?;
+//! let server_first = server.handle_client_first(client_first.as_bytes())?;
+//! let client_final = client.handle_server_first(server_first.as_bytes())?;
+//! let server_final = server.handle_client_final(client_final.as_bytes())?;
+//! client.handle_server_final(server_final.as_bytes())?;
+//! assert!(server.is_authenticated());
+//! assert_eq!(client.mechanism(), Mechanism::ScramSha256);
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # Passwords
 //!

@@ -99,7 +99,7 @@ pub(crate) fn check_nonce(nonce: &str) -> Result<(), Error> {
 
 /// Decodes a `saslname`: `=2C` stands for ',' and `=3D` for '='; any other
 /// '=' is invalid. PostgreSQL clients send an empty name (`n=,`), which is
-/// accepted though RFC 5802 asks for at least one character.
+/// accepted though RFC 5802 requires at least one character.
 pub(crate) fn decode_saslname(name: &str) -> Result<String, Error> {
     let mut decoded = String::with_capacity(name.len());
     let mut rest = name;
@@ -126,8 +126,8 @@ pub(crate) fn encode_saslname(name: &str) -> String {
 
 /// Decodes standard base64 with padding, rejecting non-canonical trailing
 /// bits.
-pub(crate) fn decode_base64(text: &str, what: &'static str) -> Result<Vec<u8>, Error> {
-    STANDARD.decode(text).map_err(|_| Error::Malformed(what))
+pub(crate) fn decode_base64(text: &str, error: &'static str) -> Result<Vec<u8>, Error> {
+    STANDARD.decode(text).map_err(|_| Error::Malformed(error))
 }
 
 pub(crate) fn encode_base64(bytes: &[u8]) -> String {

@@ -684,3 +684,72 @@ fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+/// Deterministic xorshift generator, so a failure reproduces.
+struct Mutator(u64);
+
+impl Mutator {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, bound: usize) -> usize {
+        (self.next() % bound as u64) as usize
+    }
+
+    /// Flips, inserts, deletes or truncates bytes of a valid message.
+    fn mutate(&mut self, message: &[u8]) -> Vec<u8> {
+        let mut bytes = message.to_vec();
+        for _ in 0..=self.below(3) {
+            let position = self.below(bytes.len() + 1);
+            let interesting = [b',', b'=', 0, 0xff, b'p', b'r', b'n', b'y', b'a', b'm'];
+            match self.below(4) {
+                0 if position < bytes.len() => bytes[position] ^= 1 << self.below(8),
+                1 => bytes.insert(position, interesting[self.below(interesting.len())]),
+                2 if position < bytes.len() => {
+                    bytes.remove(position);
+                }
+                _ => bytes.truncate(position),
+            }
+        }
+        bytes
+    }
+}
+
+#[test]
+fn mutated_messages_never_panic() {
+    let mut mutator = Mutator(0x5eed_1234_abcd_ef01);
+    for _ in 0..200 {
+        let mut client = client();
+        let mut server = server();
+        let client_first = client.client_first().unwrap();
+        let server_first = server.handle_client_first(client_first.as_bytes()).unwrap();
+        let client_final = client.handle_server_first(server_first.as_bytes()).unwrap();
+        let server_final = server.handle_client_final(client_final.as_bytes()).unwrap();
+
+        let _ = self::server().handle_client_first(&mutator.mutate(client_first.as_bytes()));
+
+        let (mut waiting_server, valid_final) = server_awaiting_final();
+        let _ = waiting_server.handle_client_final(&mutator.mutate(valid_final.as_bytes()));
+
+        let mut waiting_client = self::client();
+        let first = waiting_client.client_first().unwrap();
+        let nonce = first.strip_prefix("n,,n=,r=").unwrap();
+        let valid_first = format!("r={nonce}xyz,s=c2FsdA==,i=4096");
+        let _ = waiting_client.handle_server_first(&mutator.mutate(valid_first.as_bytes()));
+
+        let mut finishing_client = self::client();
+        let first = finishing_client.client_first().unwrap();
+        let mut finishing_server = self::server();
+        let reply = finishing_server
+            .handle_client_first(first.as_bytes())
+            .unwrap();
+        finishing_client
+            .handle_server_first(reply.as_bytes())
+            .unwrap();
+        let _ = finishing_client.handle_server_final(&mutator.mutate(server_final.as_bytes()));
+    }
+}

@@ -70,11 +70,11 @@ fn user_exists(name: &str) -> bool {
         .is_ok_and(|output| output.status.success())
 }
 
-fn check(output: std::io::Result<Output>, what: &str) -> Output {
-    let output = output.unwrap_or_else(|error| panic!("{what} failed to start: {error}"));
+fn check(output: std::io::Result<Output>, program: &str) -> Output {
+    let output = output.unwrap_or_else(|error| panic!("{program} failed to start: {error}"));
     assert!(
         output.status.success(),
-        "{what} failed: {}{}",
+        "{program} failed: {}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
@@ -524,8 +524,8 @@ struct Attempt<'a> {
     password: &'a str,
     /// Mechanisms the server must advertise.
     expected_mechanisms: &'a [&'a str],
-    /// Mechanisms the client is told about; a test of downgrade protection
-    /// hides SCRAM-SHA-256-PLUS here.
+    /// Mechanisms passed to the client's negotiation. A test of downgrade
+    /// protection leaves SCRAM-SHA-256-PLUS out.
     offered_to_client: &'a [&'a str],
     channel_binding: Option<ChannelBinding>,
 }
