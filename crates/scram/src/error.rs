@@ -17,7 +17,7 @@ pub enum Error {
         max: usize,
     },
     /// The message does not follow the SCRAM grammar.
-    #[error("malformed SCRAM message: {0}")]
+    #[error("invalid SCRAM message: {0}")]
     Malformed(&'static str),
     /// The `n=` user name has an invalid `=` escape or is not UTF-8.
     #[error("invalid SCRAM user name: {0}")]

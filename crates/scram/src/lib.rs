@@ -11,8 +11,9 @@
 //!   [`tls_server_end_point`].
 //!
 //! Both state machines take raw message bytes and return the next message as
-//! a string. They never panic on input, and every message is limited to
-//! [`MAX_MESSAGE_LEN`] bytes.
+//! a string. Invalid input returns an [`Error`] rather than panicking, which
+//! `tests/exchange.rs` checks with mutated messages, and every message is
+//! limited to [`MAX_MESSAGE_LEN`] bytes.
 //!
 //! # Example
 //!
