@@ -50,8 +50,10 @@ fn transcript(connection: &Connection) -> Transcript {
         let mut encoded = BytesMut::new();
         packet.encode(&mut encoded).unwrap();
         assert_eq!(&encoded[..], &before[..before.len() - client.len()]);
-        let is_encryption_request =
-            matches!(packet, StartupPacket::SslRequest | StartupPacket::GssEncRequest);
+        let is_encryption_request = matches!(
+            packet,
+            StartupPacket::SslRequest | StartupPacket::GssEncRequest
+        );
         transcript.startup.push(packet);
         if !is_encryption_request {
             break;
@@ -182,7 +184,10 @@ fn psql_select_now() {
     assert_scram_start(&transcript);
     assert_session_ready(&transcript);
     assert_eq!(queries(&transcript), ["select now()"]);
-    assert_eq!(transcript.frontend.last(), Some(&FrontendMessage::Terminate));
+    assert_eq!(
+        transcript.frontend.last(),
+        Some(&FrontendMessage::Terminate)
+    );
     let description = transcript
         .backend
         .iter()
@@ -249,7 +254,10 @@ fn psql_md5_against_rds() {
             ))
         ));
         let Some(FrontendMessage::PasswordMessage(body)) = transcript.frontend.first() else {
-            panic!("{name}: first frontend message {:?}", transcript.frontend.first());
+            panic!(
+                "{name}: first frontend message {:?}",
+                transcript.frontend.first()
+            );
         };
         let hashed = parse_password(body).unwrap();
         // "md5" followed by 32 hex digits.

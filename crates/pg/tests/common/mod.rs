@@ -1,6 +1,12 @@
 //! Helpers shared by the integration tests.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 pub mod pcap;
 
@@ -88,6 +94,12 @@ impl XorShift {
 
     pub fn bytes(&mut self, len: usize) -> Vec<u8> {
         (0..len).map(|_| self.byte()).collect()
+    }
+
+    /// Returns random bytes, fewer than `bound` of them.
+    pub fn bytes_below(&mut self, bound: usize) -> Vec<u8> {
+        let len = self.below(bound);
+        self.bytes(len)
     }
 
     pub fn chance(&mut self, one_in: usize) -> bool {
