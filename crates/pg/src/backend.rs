@@ -2,10 +2,10 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::DEFAULT_MAX_MESSAGE_BYTES;
 use crate::codec::{Reader, Writer, encode_frame, split_message};
 use crate::error::{DecodeError, Direction, EncodeError, TypeByte};
 use crate::error_fields::ErrorFields;
+use crate::{DEFAULT_MAX_MESSAGE_BYTES, ProtocolVersion};
 
 /// An authentication request (`'R'`), told apart by its Int32 code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,11 +134,13 @@ pub enum BackendMessage {
     },
     /// `'V'`: the result of a FunctionCall; `None` is NULL.
     FunctionCallResponse(Option<Bytes>),
-    /// `'v'`: the newest minor protocol version the server supports for the
+    /// `'v'`: the newest protocol version the server supports for the
     /// requested major version, and the protocol options (`_pq_.` startup
-    /// parameters) it did not recognise.
+    /// parameters) it did not recognise. The documentation calls the first
+    /// field the newest minor version, but PostgreSQL 15 sends, and libpq
+    /// reads, a whole version word (3.0 is 0x00030000).
     NegotiateProtocolVersion {
-        newest_minor: i32,
+        newest_version: ProtocolVersion,
         unrecognized_options: Vec<String>,
     },
 }
@@ -356,7 +358,10 @@ fn decode_body(type_byte: u8, body: Bytes) -> Result<BackendMessage, DecodeError
         }
         b'v' => {
             let mut reader = Reader::new("NegotiateProtocolVersion", body);
-            let newest_minor = reader.i32("newest minor version")?;
+            let newest_version = ProtocolVersion {
+                major: reader.u16("newest protocol version")?,
+                minor: reader.u16("newest protocol version")?,
+            };
             // Each option name has at least its NUL terminator.
             let count = reader.count32("unrecognized options", 1)?;
             let mut unrecognized_options = Vec::with_capacity(count);
@@ -365,7 +370,7 @@ fn decode_body(type_byte: u8, body: Bytes) -> Result<BackendMessage, DecodeError
             }
             reader.finish()?;
             BackendMessage::NegotiateProtocolVersion {
-                newest_minor,
+                newest_version,
                 unrecognized_options,
             }
         }
@@ -580,10 +585,10 @@ impl BackendMessage {
                 })
             }
             BackendMessage::NegotiateProtocolVersion {
-                newest_minor,
+                newest_version,
                 unrecognized_options,
             } => encode_frame(buf, Some(b'v'), "NegotiateProtocolVersion", |w| {
-                w.i32(*newest_minor);
+                newest_version.write(w);
                 w.count32("unrecognized options", unrecognized_options.len())?;
                 for option in unrecognized_options {
                     w.cstr("unrecognized options", option)?;

@@ -316,7 +316,7 @@ impl ServerStartup {
             .unwrap_or_else(|| user.clone());
         if message.protocol.minor > 0 || !unrecognized_protocol_options.is_empty() {
             BackendMessage::NegotiateProtocolVersion {
-                newest_minor: 0,
+                newest_version: ProtocolVersion::V3_0,
                 unrecognized_options: unrecognized_protocol_options.clone(),
             }
             .encode(output)?;

@@ -198,11 +198,11 @@ fn backend_table() -> Vec<BackendMessage> {
         BackendMessage::FunctionCallResponse(Some(Bytes::from_static(b"\x01"))),
         BackendMessage::FunctionCallResponse(None),
         BackendMessage::NegotiateProtocolVersion {
-            newest_minor: 0,
+            newest_version: ProtocolVersion::V3_0,
             unrecognized_options: vec!["_pq_.compression".into()],
         },
         BackendMessage::NegotiateProtocolVersion {
-            newest_minor: 0,
+            newest_version: ProtocolVersion::V3_0,
             unrecognized_options: vec![],
         },
     ]);
@@ -477,7 +477,7 @@ fn random_backend(rng: &mut XorShift) -> BackendMessage {
             payload: random_string(rng),
         },
         _ => BackendMessage::NegotiateProtocolVersion {
-            newest_minor: i32::from(rng.byte()),
+            newest_version: ProtocolVersion::new(3, u16::from(rng.byte())),
             unrecognized_options: (0..rng.below(3)).map(|_| random_string(rng)).collect(),
         },
     }

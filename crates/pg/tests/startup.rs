@@ -330,7 +330,7 @@ fn protocol_3_99_negotiated_down() {
     assert_eq!(
         BackendDecoder::default().decode(&mut output).unwrap(),
         Some(BackendMessage::NegotiateProtocolVersion {
-            newest_minor: 0,
+            newest_version: ProtocolVersion::V3_0,
             unrecognized_options: vec![],
         })
     );
@@ -362,7 +362,7 @@ fn protocol_options_listed_as_unrecognized() {
     assert_eq!(
         BackendDecoder::default().decode(&mut output).unwrap(),
         Some(BackendMessage::NegotiateProtocolVersion {
-            newest_minor: 0,
+            newest_version: ProtocolVersion::V3_0,
             unrecognized_options: vec!["_pq_.compression".into(), "_pq_.".into()],
         })
     );
