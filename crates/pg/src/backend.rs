@@ -7,7 +7,7 @@ use crate::error::{DecodeError, Direction, EncodeError, TypeByte};
 use crate::error_fields::ErrorFields;
 use crate::{DEFAULT_MAX_MESSAGE_BYTES, ProtocolVersion};
 
-/// An authentication request (`'R'`), told apart by its Int32 code.
+/// An authentication request (`'R'`), identified by its Int32 request code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Authentication {
     /// Code 0: authentication succeeded.
@@ -174,7 +174,7 @@ fn is_backend_type(byte: u8) -> bool {
     )
 }
 
-/// The server's one-byte answer to an SSLRequest or GSSENCRequest.
+/// The server's one-byte response to an SSLRequest or GSSENCRequest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EncryptionResponse {
     /// `'S'`: start the TLS handshake.
@@ -186,7 +186,7 @@ pub enum EncryptionResponse {
 }
 
 impl EncryptionResponse {
-    /// The byte sent on the wire.
+    /// Returns the byte sent on the wire.
     pub fn byte(self) -> u8 {
         match self {
             EncryptionResponse::AcceptSsl => b'S',
@@ -217,7 +217,7 @@ impl BackendDecoder {
         BackendDecoder { max_message_bytes }
     }
 
-    /// Decodes the one-byte answer to an SSLRequest or GSSENCRequest.
+    /// Decodes the one-byte response to an SSLRequest or GSSENCRequest.
     /// Returns `Ok(None)` on an empty buffer.
     pub fn decode_encryption_response(
         &self,
@@ -324,7 +324,7 @@ fn decode_body(type_byte: u8, body: Bytes) -> Result<BackendMessage, DecodeError
         b'n' => empty("NoData", body, BackendMessage::NoData)?,
         b't' => {
             let mut reader = Reader::new("ParameterDescription", body);
-            let count = reader.count16("parameter types", 4)?;
+            let count = reader.count_u16("parameter types", 4)?;
             let mut oids = Vec::with_capacity(count);
             for _ in 0..count {
                 oids.push(reader.oid("parameter types")?);
@@ -546,7 +546,7 @@ impl BackendMessage {
             BackendMessage::NoData => encode_frame(buf, Some(b'n'), "NoData", |_| Ok(())),
             BackendMessage::ParameterDescription(oids) => {
                 encode_frame(buf, Some(b't'), "ParameterDescription", |w| {
-                    w.count16("parameter types", oids.len())?;
+                    w.count_u16("parameter types", oids.len())?;
                     for &oid in oids {
                         w.oid(oid);
                     }

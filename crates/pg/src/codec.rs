@@ -176,6 +176,20 @@ impl Reader {
         self.check_count(field, i32::from(value), min_element_bytes)
     }
 
+    /// Reads a 16-bit count that PostgreSQL treats as unsigned: the number
+    /// of parameters, parameter types and format codes in Parse, Bind,
+    /// FunctionCall and ParameterDescription. libpq sends up to 65535
+    /// parameters, so reading these as signed would reject valid messages.
+    pub(crate) fn count_u16(
+        &mut self,
+        field: &'static str,
+        min_element_bytes: usize,
+    ) -> Result<usize, DecodeError> {
+        let count = usize::from(self.u16(field)?);
+        self.need(field, count.saturating_mul(min_element_bytes))?;
+        Ok(count)
+    }
+
     /// Like [`Reader::count16`] for an Int32 count.
     pub(crate) fn count32(
         &mut self,
@@ -309,6 +323,23 @@ impl Writer<'_> {
             max: usize::from(i16::MAX.unsigned_abs()),
         })?;
         self.buf.put_i16(value);
+        Ok(())
+    }
+
+    /// Writes a count that PostgreSQL reads as unsigned 16-bit; see
+    /// [`Reader::count_u16`].
+    pub(crate) fn count_u16(
+        &mut self,
+        field: &'static str,
+        count: usize,
+    ) -> Result<(), EncodeError> {
+        let value = u16::try_from(count).map_err(|_| EncodeError::TooManyElements {
+            message: self.message,
+            field,
+            count,
+            max: usize::from(u16::MAX),
+        })?;
+        self.buf.put_u16(value);
         Ok(())
     }
 

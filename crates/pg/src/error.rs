@@ -17,8 +17,8 @@ impl fmt::Display for TypeByte {
     }
 }
 
-/// How a frame is delimited: a startup packet has only a length word, every
-/// later message has a type byte before it.
+/// The framing of a packet. A startup packet has only a length word, and
+/// every later message has a type byte before its length word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
     /// The first packet of a connection: StartupMessage, SSLRequest,
@@ -121,7 +121,7 @@ pub enum DecodeError {
         field: &'static str,
         value: i32,
     },
-    /// A field holds a value the protocol does not define, such as an
+    /// A field contains a value the protocol does not define, such as an
     /// unknown authentication request code.
     #[error("{message}: field {field} has invalid value {value}")]
     InvalidValue {
@@ -136,8 +136,8 @@ pub enum DecodeError {
         formats: usize,
         values: usize,
     },
-    /// The server answered an SSLRequest or GSSENCRequest with a byte other
-    /// than the ones the protocol allows.
+    /// The server responded to an SSLRequest or GSSENCRequest with a byte
+    /// other than the ones the protocol allows.
     #[error("invalid response {type_byte} to an encryption request; expected 'S', 'G' or 'N'")]
     InvalidEncryptionResponse { type_byte: TypeByte },
 }
@@ -177,7 +177,7 @@ pub enum EncodeError {
         length: usize,
         max: usize,
     },
-    /// A field holds a value the protocol does not allow.
+    /// A field contains a value the protocol does not allow.
     #[error("{message}: field {field} has invalid value {value}")]
     InvalidValue {
         message: &'static str,

@@ -63,7 +63,7 @@ pub enum Severity {
 }
 
 impl Severity {
-    /// The English name PostgreSQL sends in the `S` and `V` fields.
+    /// Returns the English name PostgreSQL sends in the `S` and `V` fields.
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Error => "ERROR",
@@ -79,8 +79,8 @@ impl Severity {
 }
 
 /// The fields of an ErrorResponse or NoticeResponse, in the order they
-/// appear on the wire. Each field is a one-byte code and a string; the
-/// code is never 0, which ends the list.
+/// appear on the wire. Each field is a one-byte code and a string. The code
+/// is never 0, because 0 ends the list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ErrorFields {
     pub fields: Vec<(u8, String)>,

@@ -65,7 +65,7 @@ impl StartupMessage {
     }
 }
 
-/// What a Describe or Close message refers to.
+/// The kind of object a Describe or Close message refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     /// A prepared statement (`'S'`).
@@ -106,6 +106,8 @@ pub struct Parse {
 }
 
 /// Bind: creates a portal from a prepared statement and parameter values.
+/// Each list contains at most 65535 entries, because PostgreSQL reads their
+/// counts as unsigned 16-bit numbers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bind {
     pub portal: String,
@@ -166,8 +168,8 @@ pub enum FrontendMessage {
     CopyFail(String),
     /// `'p'`: PasswordMessage, SASLInitialResponse, SASLResponse and
     /// GSSResponse share this type byte, and only the authentication request
-    /// the server sent last tells them apart. The body is kept raw; see
-    /// [`SaslInitialResponse::parse`] and [`parse_password`].
+    /// the server sent last distinguishes them. The body is kept raw, for
+    /// [`SaslInitialResponse::parse`] and [`parse_password`] to interpret.
     PasswordMessage(Bytes),
     /// `'F'`.
     FunctionCall(FunctionCall),
@@ -228,57 +230,16 @@ impl FrontendDecoder {
         let Some(length) = peek_length(buf, 0) else {
             return Ok(None);
         };
-        // The length word counts itself; PostgreSQL's limit excludes it.
+        // The length word counts itself, but PostgreSQL's limit excludes it.
         let max = self.max_startup_bytes.saturating_add(4);
         let length = check_length(Framing::Startup, length, 8, max)?;
         if buf.len() < length {
             return Ok(None);
         }
+
         let mut packet = buf.split_to(length).freeze();
         let _length_word = packet.split_to(4);
-        let mut reader = Reader::new("startup packet", packet);
-        let protocol = ProtocolVersion {
-            major: reader.u16("protocol version")?,
-            minor: reader.u16("protocol version")?,
-        };
-        let packet = match protocol {
-            SSL_REQUEST_CODE => StartupPacket::SslRequest,
-            GSSENC_REQUEST_CODE => StartupPacket::GssEncRequest,
-            CANCEL_REQUEST_CODE => {
-                let mut reader = Reader::new("CancelRequest", reader.rest());
-                let request = CancelRequest {
-                    process_id: reader.i32("process ID")?,
-                    secret_key: reader.i32("secret key")?,
-                };
-                reader.finish()?;
-                return Ok(Some(StartupPacket::CancelRequest(request)));
-            }
-            ProtocolVersion { major: 3, .. } => {
-                let mut reader = Reader::new("StartupMessage", reader.rest());
-                let mut parameters = Vec::new();
-                loop {
-                    let name = reader.cstr("parameter name")?;
-                    if name.is_empty() {
-                        break;
-                    }
-                    let value = reader.cstr("parameter value")?;
-                    parameters.push((name, value));
-                }
-                reader.finish()?;
-                return Ok(Some(StartupPacket::Startup(StartupMessage {
-                    protocol,
-                    parameters,
-                })));
-            }
-            _ => {
-                return Ok(Some(StartupPacket::UnsupportedVersion {
-                    protocol,
-                    body: reader.rest(),
-                }));
-            }
-        };
-        reader.finish()?;
-        Ok(Some(packet))
+        decode_startup_body(packet).map(Some)
     }
 
     /// Decodes one message from the front of `buf`, consuming it. Returns
@@ -295,6 +256,63 @@ impl FrontendDecoder {
         };
         decode_body(type_byte, body).map(Some)
     }
+}
+
+/// Decodes a startup packet after its length word: the protocol version or
+/// request code, then the fields that it determines.
+fn decode_startup_body(body: Bytes) -> Result<StartupPacket, DecodeError> {
+    let mut reader = Reader::new("startup packet", body);
+    let protocol = ProtocolVersion {
+        major: reader.u16("protocol version")?,
+        minor: reader.u16("protocol version")?,
+    };
+    match protocol {
+        SSL_REQUEST_CODE => {
+            reader.finish()?;
+            Ok(StartupPacket::SslRequest)
+        }
+        GSSENC_REQUEST_CODE => {
+            reader.finish()?;
+            Ok(StartupPacket::GssEncRequest)
+        }
+        CANCEL_REQUEST_CODE => {
+            let mut reader = Reader::new("CancelRequest", reader.rest());
+            let request = CancelRequest {
+                process_id: reader.i32("process ID")?,
+                secret_key: reader.i32("secret key")?,
+            };
+            reader.finish()?;
+            Ok(StartupPacket::CancelRequest(request))
+        }
+        ProtocolVersion { major: 3, .. } => {
+            let parameters = decode_startup_parameters(reader.rest())?;
+            Ok(StartupPacket::Startup(StartupMessage {
+                protocol,
+                parameters,
+            }))
+        }
+        _ => Ok(StartupPacket::UnsupportedVersion {
+            protocol,
+            body: reader.rest(),
+        }),
+    }
+}
+
+/// Decodes name/value pairs up to the empty name that ends the list, which
+/// must be the last byte of the packet.
+fn decode_startup_parameters(body: Bytes) -> Result<Vec<(String, String)>, DecodeError> {
+    let mut reader = Reader::new("StartupMessage", body);
+    let mut parameters = Vec::new();
+    loop {
+        let name = reader.cstr("parameter name")?;
+        if name.is_empty() {
+            break;
+        }
+        let value = reader.cstr("parameter value")?;
+        parameters.push((name, value));
+    }
+    reader.finish()?;
+    Ok(parameters)
 }
 
 fn decode_body(type_byte: u8, body: Bytes) -> Result<FrontendMessage, DecodeError> {
@@ -368,7 +386,7 @@ fn decode_parse(body: Bytes) -> Result<Parse, DecodeError> {
     let mut reader = Reader::new("Parse", body);
     let name = reader.cstr("statement name")?;
     let query = reader.cstr("query")?;
-    let count = reader.count16("parameter types", 4)?;
+    let count = reader.count_u16("parameter types", 4)?;
     let mut param_types = Vec::with_capacity(count);
     for _ in 0..count {
         param_types.push(reader.oid("parameter types")?);
@@ -382,7 +400,7 @@ fn decode_parse(body: Bytes) -> Result<Parse, DecodeError> {
 }
 
 fn read_formats(reader: &mut Reader, field: &'static str) -> Result<Vec<i16>, DecodeError> {
-    let count = reader.count16(field, 2)?;
+    let count = reader.count_u16(field, 2)?;
     let mut formats = Vec::with_capacity(count);
     for _ in 0..count {
         formats.push(reader.i16(field)?);
@@ -395,7 +413,7 @@ fn read_values(
     field: &'static str,
 ) -> Result<Vec<Option<Bytes>>, DecodeError> {
     // Each value has at least its Int32 length.
-    let count = reader.count16(field, 4)?;
+    let count = reader.count_u16(field, 4)?;
     let mut values = Vec::with_capacity(count);
     for _ in 0..count {
         values.push(reader.nullable(field)?);
@@ -502,7 +520,7 @@ impl FrontendMessage {
             FrontendMessage::Parse(parse) => encode_frame(buf, Some(b'P'), "Parse", |w| {
                 w.cstr("statement name", &parse.name)?;
                 w.cstr("query", &parse.query)?;
-                w.count16("parameter types", parse.param_types.len())?;
+                w.count_u16("parameter types", parse.param_types.len())?;
                 for &oid in &parse.param_types {
                     w.oid(oid);
                 }
@@ -512,15 +530,15 @@ impl FrontendMessage {
                 w.check_formats(bind.param_formats.len(), bind.params.len())?;
                 w.cstr("portal", &bind.portal)?;
                 w.cstr("statement name", &bind.statement)?;
-                w.count16("parameter formats", bind.param_formats.len())?;
+                w.count_u16("parameter formats", bind.param_formats.len())?;
                 for &format in &bind.param_formats {
                     w.i16(format);
                 }
-                w.count16("parameters", bind.params.len())?;
+                w.count_u16("parameters", bind.params.len())?;
                 for value in &bind.params {
                     w.nullable(value.as_ref())?;
                 }
-                w.count16("result formats", bind.result_formats.len())?;
+                w.count_u16("result formats", bind.result_formats.len())?;
                 for &format in &bind.result_formats {
                     w.i16(format);
                 }
@@ -564,11 +582,11 @@ impl FrontendMessage {
                 encode_frame(buf, Some(b'F'), "FunctionCall", |w| {
                     w.check_formats(call.arg_formats.len(), call.args.len())?;
                     w.oid(call.function_oid);
-                    w.count16("argument formats", call.arg_formats.len())?;
+                    w.count_u16("argument formats", call.arg_formats.len())?;
                     for &format in &call.arg_formats {
                         w.i16(format);
                     }
-                    w.count16("arguments", call.args.len())?;
+                    w.count_u16("arguments", call.args.len())?;
                     for value in &call.args {
                         w.nullable(value.as_ref())?;
                     }
@@ -616,7 +634,7 @@ impl SaslInitialResponse {
     }
 }
 
-/// Parses the body of a PasswordMessage sent in answer to
+/// Parses the body of a PasswordMessage sent in response to
 /// AuthenticationCleartextPassword or AuthenticationMD5Password: one
 /// NUL-terminated string.
 pub fn parse_password(body: &Bytes) -> Result<String, DecodeError> {

@@ -8,11 +8,15 @@
 //! append to one.
 //!
 //! Decoders check every length before waiting for or copying the bytes it
-//! announces. A length word below its minimum or above the configured
-//! maximum, an unknown type byte, a string without its NUL terminator, a
-//! negative count, a count larger than the remaining bytes could hold,
-//! and bytes left after the last field are all [`DecodeError`]s. Strings
-//! must be UTF-8, so connections must use `client_encoding` UTF8.
+//! announces. Each of these is a [`DecodeError`]:
+//! - a length word below its minimum or above the configured maximum,
+//! - an unknown type byte,
+//! - a string without its NUL terminator,
+//! - a negative column count, or any count larger than the remaining bytes
+//!   can hold,
+//! - bytes left after the last field.
+//!
+//! Strings must be UTF-8, so connections must use `client_encoding` UTF8.
 //!
 //! Encoders convert every length and count with a checked conversion and
 //! reject strings containing NUL, which would otherwise split a field

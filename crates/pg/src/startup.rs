@@ -3,7 +3,7 @@
 //!
 //! [`ServerStartup`] owns the bytes read from the client until startup
 //! finishes. Owning them is what lets it enforce the TLS rule: after it
-//! answers `'S'` to an SSLRequest, every byte that the client sent before the
+//! responds `'S'` to an SSLRequest, every byte that the client sent before the
 //! TLS handshake is plaintext that an attacker on the path could have
 //! injected, so any such byte fails the connection instead of being read as
 //! if it had come over TLS.
@@ -38,7 +38,7 @@ pub const PROTOCOL_OPTION_PREFIX: &str = "_pq_.";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StartupConfig {
     /// Whether the caller can run a TLS handshake. Without it every
-    /// SSLRequest is answered `'N'`.
+    /// SSLRequest gets the response `'N'`.
     pub tls_available: bool,
     /// Maximum length of a startup packet, excluding its length word.
     pub max_startup_bytes: usize,
@@ -71,7 +71,7 @@ pub enum StartupStep {
     Startup(StartupInfo),
 }
 
-/// Proof that the state machine answered `'S'` to an SSLRequest. Only
+/// Proof that the state machine responded `'S'` to an SSLRequest. Only
 /// [`ServerStartup::tls_established`] consumes it, and startup cannot go on
 /// until it does.
 #[derive(Debug, PartialEq, Eq)]
@@ -107,11 +107,11 @@ pub struct StartupInfo {
 pub enum StartupError {
     #[error("invalid startup packet: {0}")]
     Decode(#[from] DecodeError),
-    /// Bytes followed an SSLRequest that was answered `'S'`. They arrived
+    /// Bytes followed an SSLRequest that got the response `'S'`. They arrived
     /// before the TLS handshake, so they are not protected by it.
     #[error(
         "received {count} unencrypted bytes after SSLRequest; a client must wait for the \
-         server's answer before sending more"
+         server's response before sending more"
     )]
     DataAfterSslRequest { count: usize },
     #[error("unsupported frontend protocol {0}; this server supports 3.0")]
@@ -136,7 +136,8 @@ pub enum StartupError {
 
 impl StartupError {
     /// Returns the ErrorResponse sent to the client for this error, if one
-    /// is sent. Nothing is sent after an SSLRequest answered `'S'`, because
+    /// is sent. Nothing is sent after the response `'S'` to an SSLRequest,
+    /// because
     /// the client expects a TLS handshake there.
     pub fn error_response(&self) -> Option<ErrorFields> {
         let code = match self {

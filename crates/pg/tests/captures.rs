@@ -61,7 +61,7 @@ fn transcript(connection: &Connection) -> Transcript {
         let response = backend_decoder
             .decode_encryption_response(&mut server)
             .unwrap()
-            .expect("answer to the encryption request");
+            .expect("response to the encryption request");
         transcript.encryption.push(response);
         if response != EncryptionResponse::Refuse {
             transcript.encrypted_client_bytes = client;
@@ -413,7 +413,7 @@ fn startup_machine_on_captures() {
                     .any(|(key, value)| key == "application_name" && value == "psql"),
                 "{name}"
             );
-            // The SSLRequest, if any, was answered 'N'; nothing else is sent.
+            // The only output is the response 'N' to an SSLRequest, if any.
             assert!(output.is_empty() || &output[..] == b"N", "{name}");
             // What remains is the client's messages after startup.
             let mut rest = startup.into_remaining();

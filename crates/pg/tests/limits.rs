@@ -395,15 +395,18 @@ fn negative_lengths_and_counts() {
             value: -1
         }
     );
+    // Bind counts are unsigned, as PostgreSQL reads them: 0xfffd is 65533
+    // parameters, more than the body holds.
     let mut buf = message(b'B', &bind_body(&[], -3, &[]));
-    assert!(matches!(
+    assert_eq!(
         decode_frontend(&mut buf).unwrap_err(),
-        DecodeError::NegativeCount {
+        DecodeError::Truncated {
             message: "Bind",
-            value: -3,
-            ..
+            field: "parameters",
+            needed: 65_533 * 4,
+            remaining: 2
         }
-    ));
+    );
     let mut body = BytesMut::new();
     body.put_i32(0);
     body.put_i32(-1);
@@ -415,6 +418,22 @@ fn negative_lengths_and_counts() {
             ..
         }
     ));
+}
+
+/// libpq sends up to 65535 parameters, and PostgreSQL reads the count as
+/// unsigned, so counts above 32767 are valid.
+#[test]
+fn bind_with_40000_parameters() {
+    let bind = FrontendMessage::Bind(Bind {
+        portal: String::new(),
+        statement: String::new(),
+        param_formats: vec![],
+        params: vec![None; 40_000],
+        result_formats: vec![],
+    });
+    let mut buf = BytesMut::new();
+    bind.encode(&mut buf).unwrap();
+    assert_eq!(decode_frontend(&mut buf).unwrap(), Some(bind));
 }
 
 #[test]
@@ -543,14 +562,14 @@ fn encoder_rejects_unrepresentable_messages() {
                 portal: String::new(),
                 statement: String::new(),
                 param_formats: vec![],
-                params: vec![None; 40_000],
+                params: vec![None; 70_000],
                 result_formats: vec![],
             }),
             EncodeError::TooManyElements {
                 message: "Bind",
                 field: "parameters",
-                count: 40_000,
-                max: 32_767,
+                count: 70_000,
+                max: 65_535,
             },
         ),
     ];

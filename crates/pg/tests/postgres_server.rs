@@ -196,7 +196,7 @@ impl Client {
     async fn fill(&mut self) {
         let read = tokio::time::timeout(READ_TIMEOUT, self.stream.read_buf(&mut self.buf))
             .await
-            .expect("server did not answer in time")
+            .expect("timed out waiting for the server")
             .unwrap();
         assert!(read > 0, "server closed the connection");
     }
@@ -510,6 +510,48 @@ async fn extended_queries(client: &mut Client) {
     assert!(messages.contains(&BackendMessage::DataRow(vec![text("t")])));
 }
 
+/// Sends 40000 parameters, more than a signed 16-bit count can express,
+/// which PostgreSQL accepts because it reads the count as unsigned.
+async fn many_parameters(client: &mut Client) {
+    const COUNT: usize = 40_000;
+    client
+        .send(&[
+            FrontendMessage::Parse(Parse {
+                name: String::new(),
+                query: format!("SELECT ${COUNT}::int4"),
+                param_types: vec![23; COUNT],
+            }),
+            FrontendMessage::Describe {
+                target: Target::Statement,
+                name: String::new(),
+            },
+            FrontendMessage::Bind(Bind {
+                portal: String::new(),
+                statement: String::new(),
+                param_formats: vec![],
+                params: (0..COUNT).map(|index| text(&index.to_string())).collect(),
+                result_formats: vec![],
+            }),
+            FrontendMessage::Execute(Execute {
+                portal: String::new(),
+                max_rows: 0,
+            }),
+            FrontendMessage::Sync,
+        ])
+        .await;
+    let messages = client.until_ready().await;
+    let Some(BackendMessage::ParameterDescription(param_types)) = messages.get(1) else {
+        panic!("Describe returned {:?}", messages.get(1));
+    };
+    assert_eq!(param_types.len(), COUNT);
+    let last = (COUNT - 1).to_string();
+    assert!(
+        messages.contains(&BackendMessage::DataRow(vec![text(&last)])),
+        "{:?}",
+        &messages[2..]
+    );
+}
+
 async fn copy_both_ways(client: &mut Client) {
     let messages = client
         .query("COPY (VALUES (1, 'a'), (2, NULL)) TO STDOUT")
@@ -649,8 +691,8 @@ async fn negotiation_and_encryption(port: u16) {
         BackendMessage::Authentication(Authentication::Ok)
     );
 
-    // A server built with GSSAPI answers 'G' on TCP even without a keytab,
-    // so either answer is valid here; the handshake is not attempted.
+    // A server built with GSSAPI responds 'G' on TCP even without a keytab,
+    // so either response is valid here. The handshake is not attempted.
     let mut client = Client::connect(port).await;
     client.send_startup(&StartupPacket::GssEncRequest).await;
     let response = client.encryption_response().await;
@@ -662,7 +704,7 @@ async fn negotiation_and_encryption(port: u16) {
         "{response:?}"
     );
 
-    // The server has no TLS: the SSLRequest is answered 'N' and a
+    // The server has no TLS, so it responds 'N' to the SSLRequest and a
     // StartupMessage follows on the same connection.
     let mut client = Client::connect(port).await;
     client.send_startup(&StartupPacket::SslRequest).await;
@@ -680,9 +722,8 @@ async fn negotiation_and_encryption(port: u16) {
     client.expect_closed().await;
 
     // Protocol 2.0 is rejected. PostgreSQL 15 writes that error in the
-    // version 2 format, 'E' and a bare string without a length word, which
-    // a protocol 3.0 decoder cannot frame; so the bytes are checked as
-    // they are.
+    // version 2 format: 'E' and a bare string without a length word. A
+    // protocol 3.0 decoder cannot frame it, so the raw bytes are checked.
     let mut client = Client::connect(port).await;
     client
         .send_startup(&StartupPacket::UnsupportedVersion {
@@ -750,6 +791,7 @@ async fn codec_against_postgres_15() {
     let (mut client, key) = login(port).await;
     simple_queries(&mut client).await;
     extended_queries(&mut client).await;
+    many_parameters(&mut client).await;
     copy_both_ways(&mut client).await;
     function_call(&mut client).await;
     cancel_running_query(port, &mut client, key).await;

@@ -1,5 +1,5 @@
 //! Runs the real `psql` against a small server built on
-//! [`ServerStartup`]: the server refuses SSL with 'N' and answers the
+//! [`ServerStartup`]: the server rejects SSL with 'N' and responds to the
 //! StartupMessage with a FATAL ErrorResponse, which psql must print. This
 //! checks the state machine and the encoder against an independent client.
 //!
@@ -135,7 +135,7 @@ fn psql_prints_gateway_error() {
             "sslmode={sslmode}: {stderr}"
         );
 
-        // With sslmode=prefer psql asks for TLS first and gets 'N'.
+        // With sslmode=prefer psql sends an SSLRequest first and gets 'N'.
         let expected_replies: &[u8] = if sslmode == "prefer" { b"N" } else { b"" };
         assert_eq!(seen.replies, expected_replies, "sslmode={sslmode}");
         let info = seen.startup.expect("StartupMessage");

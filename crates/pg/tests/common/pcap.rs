@@ -1,12 +1,15 @@
 //! A minimal libpcap reader that reassembles TCP connections.
 //!
-//! Supports the classic pcap format (both byte orders, microsecond and
-//! nanosecond magic), link types Ethernet (1, with 802.1Q tags), BSD
-//! loopback (0, family in the file's byte order), OpenBSD loopback (108,
-//! family in network order), Linux cooked capture (113) and raw IP (101),
-//! IPv4 and IPv6 without extension headers. Each direction of a TCP
-//! connection is put in sequence order; retransmitted bytes are dropped and
-//! a gap fails the test.
+//! Supported input:
+//! - the classic pcap format, both byte orders, microsecond and nanosecond
+//!   magic numbers;
+//! - link types Ethernet (1, with 802.1Q tags), BSD loopback (0, address
+//!   family in the file's byte order), OpenBSD loopback (108, family in
+//!   network order), Linux cooked capture (113) and raw IP (101);
+//! - IPv4, and IPv6 without extension headers.
+//!
+//! Each direction of a TCP connection is put in sequence order.
+//! Retransmitted bytes are dropped, and a gap fails the test.
 
 use std::collections::HashMap;
 
