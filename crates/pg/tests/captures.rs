@@ -134,9 +134,11 @@ fn assert_scram_start(transcript: &Transcript) {
             "SCRAM-SHA-256".to_owned()
         ])))
     );
+
     let Some(FrontendMessage::PasswordMessage(body)) = transcript.frontend.first() else {
         panic!("first frontend message: {:?}", transcript.frontend.first());
     };
+
     let initial = SaslInitialResponse::parse(body).unwrap();
     assert_eq!(initial.mechanism, "SCRAM-SHA-256");
     assert!(initial.data.as_ref().unwrap().starts_with(b"n,,n=,r="));
@@ -158,6 +160,7 @@ fn assert_session_ready(transcript: &Transcript) {
             .iter()
             .any(|message| matches!(message, BackendMessage::BackendKeyData { .. }))
     );
+
     assert!(transcript.backend.iter().any(|message| matches!(
         message,
         BackendMessage::ParameterStatus { name, .. } if name == "server_version"
@@ -188,6 +191,7 @@ fn psql_select_now() {
         transcript.frontend.last(),
         Some(&FrontendMessage::Terminate)
     );
+
     let description = transcript
         .backend
         .iter()
@@ -284,6 +288,7 @@ fn psql_ddl_and_dml() {
             "DROP TABLE t;",
         ]
     );
+
     assert_eq!(
         command_tags(&transcript),
         [
@@ -296,6 +301,7 @@ fn psql_ddl_and_dml() {
             "DROP TABLE",
         ]
     );
+
     // DROP TABLE IF EXISTS on a missing table sends a notice.
     assert!(transcript.backend.iter().any(|message| matches!(
         message,
@@ -376,6 +382,7 @@ fn ssl_capture_pipelined_bytes_rejected() {
     let StartupStep::StartTls(upgrade) = startup.advance(&mut output).unwrap() else {
         panic!("SSLRequest did not start TLS");
     };
+
     assert_eq!(&output[..], b"S");
     startup.feed(&client[8..]);
     let error = startup.tls_established(upgrade).unwrap_err();
@@ -396,6 +403,7 @@ fn startup_machine_on_captures() {
         ("psql-create-insert-select-delete-drop.pcap", "postgres"),
         ("psql-insert-fail-drop-fail.pcap", "postgres"),
     ];
+
     for (name, user) in cases {
         for connection in common::capture(name) {
             let mut startup = ServerStartup::new(StartupConfig::default());
@@ -437,10 +445,12 @@ fn bad_startup_message() {
             min: 8
         }
     );
+
     assert_eq!(
         error.to_string(),
         "invalid startup packet length 3: the minimum is 8"
     );
+
     // The capturing test server's reply has a length word of 20 where its
     // fields take 23 bytes, so the message ends inside "Test Error".
     let mut server = BytesMut::from(&connections[0].server_to_client[..]);
@@ -465,6 +475,7 @@ fn bad_startup_message() {
     let BackendMessage::ErrorResponse(fields) = reply else {
         panic!("reply {reply:?}");
     };
+
     assert_eq!(fields.code(), Some("08P01"));
 }
 
@@ -481,6 +492,7 @@ fn bad_backend_message() {
             min: 4
         }
     );
+
     assert_eq!(
         error.to_string(),
         "invalid message of type 'Z' (0x5a) length 1: the minimum is 4"
@@ -500,6 +512,7 @@ fn http_on_postgres_port() {
             if length == 0x4745_5420),
         "{error}"
     );
+
     let mut client = BytesMut::from(&connections[0].client_to_server[..]);
     let error = FrontendDecoder::default().decode(&mut client).unwrap_err();
     assert_eq!(
@@ -509,10 +522,12 @@ fn http_on_postgres_port() {
             type_byte: TypeByte(b'G')
         }
     );
+
     assert_eq!(
         error.to_string(),
         "unknown frontend message type 'G' (0x47)"
     );
+
     // "HTTP/1.1" read as a CopyOutResponse whose length is "TTP/".
     let mut server = BytesMut::from(&connections[0].server_to_client[..]);
     let error = BackendDecoder::default().decode(&mut server).unwrap_err();
@@ -541,6 +556,7 @@ fn mysql_on_postgres_port() {
         ),
         "{error}"
     );
+
     // The MySQL greeting starts with 'I' and a length of 10: an
     // EmptyQueryResponse with six bytes too many.
     let mut server = BytesMut::from(&connections[0].server_to_client[..]);

@@ -66,6 +66,7 @@ fn length_over_max_fails_before_body() {
             max: 1000
         }
     );
+
     // At the limit the decoder waits for the body.
     let mut buf = BytesMut::new();
     buf.put_u8(b'd');
@@ -100,6 +101,7 @@ fn startup_packet_limits() {
             max: 10_004
         }
     );
+
     for length in [7, 4, 0, -8] {
         let mut buf = BytesMut::new();
         buf.put_i32(length);
@@ -112,12 +114,14 @@ fn startup_packet_limits() {
             }
         );
     }
+
     // A packet of exactly the maximum length is accepted.
     let filler = "x".repeat(10_004 - 4 - 4 - "options".len() - 1 - 1 - 1);
     let packet = StartupPacket::Startup(StartupMessage {
         protocol: ProtocolVersion::V3_0,
         parameters: vec![("options".into(), filler)],
     });
+
     let mut buf = BytesMut::new();
     packet.encode(&mut buf).unwrap();
     assert_eq!(buf.len(), 10_004);
@@ -160,6 +164,7 @@ fn startup_message_layout_errors() {
             },
         ),
     ];
+
     for (parameters, expected) in cases {
         let mut buf = BytesMut::new();
         buf.put_i32(i32::try_from(8 + parameters.len()).unwrap());
@@ -168,6 +173,7 @@ fn startup_message_layout_errors() {
         buf.put_slice(parameters);
         assert_eq!(decoder.decode_startup(&mut buf).unwrap_err(), expected);
     }
+
     // SSLRequest and CancelRequest have fixed sizes.
     let mut buf = BytesMut::new();
     buf.put_i32(12);
@@ -178,6 +184,7 @@ fn startup_message_layout_errors() {
         decoder.decode_startup(&mut buf).unwrap_err(),
         DecodeError::TrailingBytes { count: 4, .. }
     ));
+
     let mut buf = BytesMut::new();
     buf.put_i32(12);
     buf.put_u16(1234);
@@ -204,6 +211,7 @@ fn unknown_type_byte_fails_at_once() {
             }
         );
     }
+
     for byte in [b'Q', b'X', b'p'] {
         let mut buf = BytesMut::from(&[byte][..]);
         let error = decode_backend(&mut buf).unwrap_err();
@@ -215,6 +223,7 @@ fn unknown_type_byte_fails_at_once() {
             }
         );
     }
+
     let mut buf = BytesMut::from(&[0x01][..]);
     assert_eq!(
         decode_frontend(&mut buf).unwrap_err().to_string(),
@@ -232,6 +241,7 @@ fn missing_nul_terminator() {
             field: "query"
         }
     );
+
     let mut buf = message(b'C', b"SELECT 1");
     assert_eq!(
         decode_backend(&mut buf).unwrap_err(),
@@ -240,6 +250,7 @@ fn missing_nul_terminator() {
             field: "command tag"
         }
     );
+
     // An ErrorResponse without the final 0 byte.
     let mut buf = message(b'E', b"SERROR\0");
     assert!(matches!(
@@ -260,6 +271,7 @@ fn trailing_bytes_inside_message() {
         (b'X', b"abc", "Terminate"),
         (b'E', b"p\0\0\0\0\0\0", "Execute"),
     ];
+
     for (type_byte, body, name) in cases {
         let mut buf = message(type_byte, body);
         assert!(
@@ -270,6 +282,7 @@ fn trailing_bytes_inside_message() {
             "{name}"
         );
     }
+
     let mut buf = message(b'Z', b"II");
     assert_eq!(
         decode_backend(&mut buf).unwrap_err(),
@@ -278,6 +291,7 @@ fn trailing_bytes_inside_message() {
             count: 1
         }
     );
+
     let mut buf = message(b'R', b"\0\0\0\0\0");
     assert!(matches!(
         decode_backend(&mut buf).unwrap_err(),
@@ -309,6 +323,7 @@ fn bind_format_count_mismatch() {
         params.put_i32(1);
         params.put_u8(b'x');
     }
+
     let mut buf = message(b'B', &bind_body(&[0, 1], 3, &params));
     assert_eq!(
         decode_frontend(&mut buf).unwrap_err(),
@@ -318,11 +333,13 @@ fn bind_format_count_mismatch() {
             values: 3
         }
     );
+
     // Zero, one and three format codes are all valid for three parameters.
     for formats in [&[][..], &[1], &[0, 1, 0]] {
         let mut buf = message(b'B', &bind_body(formats, 3, &params));
         assert!(decode_frontend(&mut buf).unwrap().is_some());
     }
+
     let bind = FrontendMessage::Bind(Bind {
         portal: String::new(),
         statement: String::new(),
@@ -330,6 +347,7 @@ fn bind_format_count_mismatch() {
         params: vec![None],
         result_formats: vec![],
     });
+
     let mut out = BytesMut::new();
     assert_eq!(
         bind.encode(&mut out).unwrap_err(),
@@ -339,6 +357,7 @@ fn bind_format_count_mismatch() {
             values: 1
         }
     );
+
     assert!(out.is_empty());
 }
 
@@ -354,6 +373,7 @@ fn negative_lengths_and_counts() {
         decode_backend(&mut buf).unwrap(),
         Some(BackendMessage::DataRow(vec![None, Some(Bytes::new())]))
     );
+
     let mut body = BytesMut::new();
     body.put_i16(1);
     body.put_i32(-2);
@@ -366,6 +386,7 @@ fn negative_lengths_and_counts() {
             value: -2
         }
     );
+
     // Bind: the same rule for parameter values.
     let mut params = BytesMut::new();
     params.put_i32(-1);
@@ -373,6 +394,7 @@ fn negative_lengths_and_counts() {
     let Some(FrontendMessage::Bind(bind)) = decode_frontend(&mut buf).unwrap() else {
         panic!("Bind did not decode");
     };
+
     assert_eq!(bind.params, [None]);
     let mut params = BytesMut::new();
     params.put_i32(i32::MIN);
@@ -385,6 +407,7 @@ fn negative_lengths_and_counts() {
             value: i32::MIN
         }
     );
+
     // Negative counts.
     let mut buf = message(b'D', &(-1i16).to_be_bytes());
     assert_eq!(
@@ -395,6 +418,7 @@ fn negative_lengths_and_counts() {
             value: -1
         }
     );
+
     // Bind counts are unsigned, as PostgreSQL reads them: 0xfffd is 65533
     // parameters, more than the body holds.
     let mut buf = message(b'B', &bind_body(&[], -3, &[]));
@@ -407,6 +431,7 @@ fn negative_lengths_and_counts() {
             remaining: 2
         }
     );
+
     let mut body = BytesMut::new();
     body.put_i32(0);
     body.put_i32(-1);
@@ -431,6 +456,7 @@ fn bind_with_40000_parameters() {
         params: vec![None; 40_000],
         result_formats: vec![],
     });
+
     let mut buf = BytesMut::new();
     bind.encode(&mut buf).unwrap();
     assert_eq!(decode_frontend(&mut buf).unwrap(), Some(bind));
@@ -450,6 +476,7 @@ fn counts_beyond_remaining_bytes() {
             remaining: 0
         }
     );
+
     let mut body = BytesMut::new();
     body.put_i32(0);
     body.put_i32(i32::MAX);
@@ -458,6 +485,7 @@ fn counts_beyond_remaining_bytes() {
         decode_backend(&mut buf).unwrap_err(),
         DecodeError::Truncated { .. }
     ));
+
     // A value length past the end of the message.
     let mut body = BytesMut::new();
     body.put_i16(1);
@@ -473,6 +501,7 @@ fn counts_beyond_remaining_bytes() {
             remaining: 5
         }
     );
+
     let mut body = BytesMut::new();
     body.put_slice(b"s\0SELECT 1\0");
     body.put_i16(2);
@@ -498,6 +527,7 @@ fn invalid_field_values() {
             value: i64::from(b'X')
         }
     );
+
     let mut buf = message(b'Z', b"X");
     assert!(matches!(
         decode_backend(&mut buf).unwrap_err(),
@@ -506,6 +536,7 @@ fn invalid_field_values() {
             ..
         }
     ));
+
     let mut buf = message(b'R', &6i32.to_be_bytes());
     assert_eq!(
         decode_backend(&mut buf).unwrap_err(),
@@ -515,6 +546,7 @@ fn invalid_field_values() {
             value: 6
         }
     );
+
     let mut buf = message(b'Q', b"SELECT '\xc3'\0");
     assert_eq!(
         decode_frontend(&mut buf).unwrap_err(),
@@ -523,6 +555,7 @@ fn invalid_field_values() {
             field: "query"
         }
     );
+
     let mut buf = BytesMut::from(&b"E"[..]);
     assert_eq!(
         BackendDecoder::default()
@@ -573,30 +606,37 @@ fn encoder_rejects_unrepresentable_messages() {
             },
         ),
     ];
+
     for (message, expected) in cases {
         assert_eq!(message.encode(&mut out).unwrap_err(), expected);
         // A failed encode leaves the buffer as it was.
         assert_eq!(&out[..], b"prefix");
     }
+
     let startup = StartupPacket::Startup(StartupMessage {
         protocol: ProtocolVersion::V3_0,
         parameters: vec![(String::new(), "x".into())],
     });
+
     assert!(matches!(
         startup.encode(&mut out).unwrap_err(),
         EncodeError::EmptyString { .. }
     ));
+
     let startup = StartupPacket::Startup(StartupMessage {
         protocol: ProtocolVersion::new(2, 0),
         parameters: vec![],
     });
+
     assert!(matches!(
         startup.encode(&mut out).unwrap_err(),
         EncodeError::InvalidValue { .. }
     ));
+
     let error = BackendMessage::ErrorResponse(ErrorFields {
         fields: vec![(0, "x".into())],
     });
+
     assert!(matches!(
         error.encode(&mut out).unwrap_err(),
         EncodeError::InvalidValue {
@@ -604,22 +644,27 @@ fn encoder_rejects_unrepresentable_messages() {
             ..
         }
     ));
+
     let sasl = SaslInitialResponse {
         mechanism: String::new(),
         data: None,
     };
+
     assert!(matches!(
         sasl.to_message().unwrap_err(),
         EncodeError::EmptyString { .. }
     ));
+
     assert!(matches!(
         password_message("a\0b").unwrap_err(),
         EncodeError::NulInString { .. }
     ));
+
     let row = BackendMessage::DataRow(vec![None; 32_768]);
     assert!(matches!(
         row.encode(&mut out).unwrap_err(),
         EncodeError::TooManyElements { .. }
     ));
+
     assert_eq!(&out[..], b"prefix");
 }

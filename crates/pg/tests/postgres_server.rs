@@ -90,6 +90,7 @@ fn start_server() -> Option<Server> {
         );
         return None;
     }
+
     let is_root = Command::new("id")
         .arg("-u")
         .output()
@@ -113,6 +114,7 @@ fn start_server() -> Option<Server> {
     if let Some(user) = run_as {
         succeeded(Command::new("chown").arg(user).arg(root).output(), "chown");
     }
+
     let data = root.join("data");
     succeeded(
         command_as(run_as, &bin.join("initdb"))
@@ -121,6 +123,7 @@ fn start_server() -> Option<Server> {
             .output(),
         "initdb",
     );
+
     // The SCRAM user must prove a password; everyone else is trusted.
     let hba = format!(
         "host all {SCRAM_USER} 127.0.0.1/32 scram-sha-256\nhost all all 127.0.0.1/32 trust\n"
@@ -152,6 +155,7 @@ fn start_server() -> Option<Server> {
         port,
         _folder: folder,
     };
+
     let started = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
@@ -284,6 +288,7 @@ async fn login(port: u16) -> (Client, CancelRequest) {
         messages.first(),
         Some(&BackendMessage::Authentication(Authentication::Ok))
     );
+
     assert!(messages.iter().any(|message| matches!(
         message,
         BackendMessage::ParameterStatus { name, value }
@@ -327,6 +332,7 @@ async fn simple_queries(client: &mut Client) {
     else {
         panic!("simple query returned {messages:?}");
     };
+
     let names: Vec<&str> = fields.iter().map(|field| field.name.as_str()).collect();
     assert_eq!(names, ["one", "nothing", "word"]);
     // 23 is int4, 25 is text.
@@ -339,6 +345,7 @@ async fn simple_queries(client: &mut Client) {
     let BackendMessage::ErrorResponse(error) = &messages[0] else {
         panic!("query of a missing table returned {messages:?}");
     };
+
     assert_eq!(error.code(), Some("42P01"));
     assert_eq!(error.severity(), Some("ERROR"));
     assert_eq!(
@@ -356,6 +363,7 @@ async fn simple_queries(client: &mut Client) {
     let BackendMessage::NoticeResponse(notice) = &messages[0] else {
         panic!("DO block returned {messages:?}");
     };
+
     assert_eq!(notice.severity(), Some("NOTICE"));
     assert_eq!(notice.message(), Some("hello from plpgsql"));
 
@@ -373,11 +381,13 @@ async fn simple_queries(client: &mut Client) {
             TransactionStatus::InTransaction
         ))
     );
+
     let messages = client.query("SELECT 1/0").await;
     assert_eq!(
         messages.last(),
         Some(&BackendMessage::ReadyForQuery(TransactionStatus::Failed))
     );
+
     client.query("ROLLBACK").await;
 }
 
@@ -431,6 +441,7 @@ async fn extended_queries(client: &mut Client) {
     else {
         panic!("extended query returned {messages:?}");
     };
+
     assert_eq!(param_types, &[23, 25]);
     assert_eq!(statement_fields[0].format, 0);
     assert_eq!(portal_fields[0].format, 1);
@@ -439,6 +450,7 @@ async fn extended_queries(client: &mut Client) {
         row,
         &[Some(Bytes::from_static(&[0, 0, 0, 42])), text("answer")]
     );
+
     assert_eq!(tag, "SELECT 1");
 
     // A row limit suspends the portal; Flush makes the server send what it
@@ -468,6 +480,7 @@ async fn extended_queries(client: &mut Client) {
     while !matches!(messages.last(), Some(BackendMessage::PortalSuspended)) {
         messages.push(client.recv().await);
     }
+
     assert_eq!(
         messages,
         [
@@ -478,6 +491,7 @@ async fn extended_queries(client: &mut Client) {
             BackendMessage::PortalSuspended,
         ]
     );
+
     client.send(&[FrontendMessage::Sync]).await;
     assert_eq!(
         client.until_ready().await,
@@ -543,6 +557,7 @@ async fn many_parameters(client: &mut Client) {
     let Some(BackendMessage::ParameterDescription(param_types)) = messages.get(1) else {
         panic!("Describe returned {:?}", messages.get(1));
     };
+
     assert_eq!(param_types.len(), COUNT);
     let last = (COUNT - 1).to_string();
     assert!(
@@ -561,6 +576,7 @@ async fn copy_both_ways(client: &mut Client) {
         BackendMessage::CopyOutResponse(response)
             if response.format == 0 && response.column_formats == [0, 0]
     ));
+
     assert_eq!(
         messages[1..],
         [
@@ -583,6 +599,7 @@ async fn copy_both_ways(client: &mut Client) {
         matches!(response, BackendMessage::CopyInResponse(_)),
         "{response:?}"
     );
+
     client
         .send(&[
             FrontendMessage::CopyData(Bytes::from_static(b"1\tone\n2\t")),
@@ -609,6 +626,7 @@ async fn copy_both_ways(client: &mut Client) {
     let BackendMessage::ErrorResponse(error) = &messages[0] else {
         panic!("CopyFail returned {messages:?}");
     };
+
     // 57014 is query_canceled.
     assert_eq!(error.code(), Some("57014"));
     assert!(
@@ -624,6 +642,7 @@ async fn function_call(client: &mut Client) {
     let BackendMessage::DataRow(row) = &messages[1] else {
         panic!("OID query returned {messages:?}");
     };
+
     let oid: u32 = std::str::from_utf8(row[0].as_deref().unwrap())
         .unwrap()
         .parse()
@@ -669,6 +688,7 @@ async fn cancel_running_query(port: u16, client: &mut Client, key: CancelRequest
     }) else {
         panic!("cancelled query returned {messages:?}");
     };
+
     assert_eq!(error.code(), Some("57014"));
 }
 
@@ -686,6 +706,7 @@ async fn negotiation_and_encryption(port: u16) {
             unrecognized_options: vec!["_pq_.stepgate_test".into()],
         }
     );
+
     assert_eq!(
         client.recv().await,
         BackendMessage::Authentication(Authentication::Ok)
@@ -712,12 +733,14 @@ async fn negotiation_and_encryption(port: u16) {
         client.encryption_response().await,
         EncryptionResponse::Refuse
     );
+
     client.send_startup(&startup(SUPERUSER, &[])).await;
     let messages = client.until_ready().await;
     assert_eq!(
         messages[0],
         BackendMessage::Authentication(Authentication::Ok)
     );
+
     client.send(&[FrontendMessage::Terminate]).await;
     client.expect_closed().await;
 
@@ -758,16 +781,19 @@ async fn scram_start(port: u16, admin: &mut Client) {
         client.recv().await,
         BackendMessage::Authentication(Authentication::Sasl(vec!["SCRAM-SHA-256".into()]))
     );
+
     let initial = SaslInitialResponse {
         mechanism: "SCRAM-SHA-256".into(),
         data: Some(Bytes::from_static(b"n,,n=,r=stepgatenonce")),
     };
+
     client.send(&[initial.to_message().unwrap()]).await;
     let BackendMessage::Authentication(Authentication::SaslContinue(server_first)) =
         client.recv().await
     else {
         panic!("SASLInitialResponse was not accepted");
     };
+
     // The server's nonce extends the client's.
     assert!(server_first.starts_with(b"r=stepgatenonce"));
     client
@@ -778,6 +804,7 @@ async fn scram_start(port: u16, admin: &mut Client) {
     let BackendMessage::ErrorResponse(error) = client.recv().await else {
         panic!("a wrong SCRAM proof was not rejected");
     };
+
     assert_eq!(error.severity(), Some("FATAL"));
     client.expect_closed().await;
 }
@@ -787,6 +814,7 @@ async fn codec_against_postgres_15() {
     let Some(server) = start_server() else {
         return;
     };
+
     let port = server.port;
     let (mut client, key) = login(port).await;
     simple_queries(&mut client).await;

@@ -113,10 +113,12 @@ fn backend_table() -> Vec<BackendMessage> {
         Authentication::SaslContinue(Bytes::from_static(b"r=abc,s=c2FsdA==,i=4096")),
         Authentication::SaslFinal(Bytes::from_static(b"v=c2lnbmF0dXJl")),
     ];
+
     let copy = CopyResponse {
         format: 1,
         column_formats: vec![1, 1],
     };
+
     let mut messages: Vec<BackendMessage> = authentication
         .into_iter()
         .map(BackendMessage::Authentication)
@@ -252,6 +254,7 @@ fn check_frontend(message: &FrontendMessage) {
         );
         assert_eq!(prefix.len(), cut);
     }
+
     let mut buf = encoded.clone();
     buf.extend_from_slice(b"X\0\0\0\x04");
     assert_eq!(decoder.decode(&mut buf).unwrap().as_ref(), Some(message));
@@ -275,6 +278,7 @@ fn check_backend(message: &BackendMessage) {
         );
         assert_eq!(prefix.len(), cut);
     }
+
     let mut buf = encoded.clone();
     buf.extend_from_slice(b"Z\0\0\0\x05I");
     assert_eq!(decoder.decode(&mut buf).unwrap().as_ref(), Some(message));
@@ -298,11 +302,13 @@ fn check_startup(packet: &StartupPacket) {
         );
         assert_eq!(prefix.len(), cut);
     }
+
     let mut buf = encoded.clone();
     assert_eq!(
         decoder.decode_startup(&mut buf).unwrap().as_ref(),
         Some(packet)
     );
+
     assert!(buf.is_empty());
 }
 
@@ -343,11 +349,13 @@ fn known_encodings() {
             b"C\0\0\0\x0dSELECT 1\0",
         ),
     ];
+
     for (message, expected) in cases {
         let mut buf = BytesMut::new();
         message.encode(&mut buf).unwrap();
         assert_eq!(&buf[..], expected, "{message:?}");
     }
+
     let mut buf = BytesMut::new();
     StartupPacket::SslRequest.encode(&mut buf).unwrap();
     assert_eq!(&buf[..], b"\0\0\0\x08\x04\xd2\x16\x2f");
@@ -358,15 +366,18 @@ fn password_helpers_roundtrip() {
     let FrontendMessage::PasswordMessage(body) = password_message("md5abc").unwrap() else {
         panic!("password_message built another message");
     };
+
     assert_eq!(&body[..], b"md5abc\0");
     assert_eq!(parse_password(&body).unwrap(), "md5abc");
     let initial = SaslInitialResponse {
         mechanism: "SCRAM-SHA-256".into(),
         data: Some(Bytes::from_static(b"n,,n=,r=nonce")),
     };
+
     let FrontendMessage::PasswordMessage(body) = initial.to_message().unwrap() else {
         panic!("to_message built another message");
     };
+
     assert_eq!(&body[..], b"SCRAM-SHA-256\0\0\0\0\x0dn,,n=,r=nonce");
     assert_eq!(SaslInitialResponse::parse(&body).unwrap(), initial);
 }
@@ -501,6 +512,7 @@ fn stream_in_random_chunks() {
     for message in &messages {
         message.encode(&mut stream).unwrap();
     }
+
     for _ in 0..50 {
         let decoder = BackendDecoder::default();
         let mut buf = BytesMut::new();

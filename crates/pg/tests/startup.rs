@@ -64,6 +64,7 @@ fn plain_startup() {
             ("client_encoding", "UTF8"),
         ],
     ));
+
     let mut output = BytesMut::new();
     let info = expect_startup(startup.advance(&mut output).unwrap());
     assert_eq!(info.user, "ci-bot");
@@ -75,6 +76,7 @@ fn plain_startup() {
             ("client_encoding".to_owned(), "UTF8".to_owned()),
         ]
     );
+
     assert!(!info.tls);
     assert!(output.is_empty());
     assert_eq!(
@@ -144,6 +146,7 @@ fn ssl_accepted_then_startup_over_tls() {
     let StartupStep::StartTls(upgrade) = startup.advance(&mut output).unwrap() else {
         panic!("SSLRequest did not start TLS");
     };
+
     assert_eq!(&output[..], b"S");
     startup.tls_established(upgrade).unwrap();
     assert!(startup.is_tls());
@@ -161,6 +164,7 @@ fn sslrequest_with_pipelined_bytes_fails() {
         ProtocolVersion::V3_0,
         &[("user", "postgres")],
     ));
+
     let mut output = BytesMut::new();
     let error = startup.advance(&mut output).unwrap_err();
     assert_eq!(error, StartupError::DataAfterSslRequest { count: 23 });
@@ -180,16 +184,19 @@ fn bytes_buffered_before_handshake_fail_switch() {
     let StartupStep::StartTls(upgrade) = startup.advance(&mut output).unwrap() else {
         panic!("SSLRequest did not start TLS");
     };
+
     // Bytes read from the raw socket after 'S' but before the handshake.
     startup.buffer_mut().put_slice(b"Q\0\0\0\x0dSELECT 1\0");
     assert_eq!(
         startup.advance(&mut output).unwrap_err(),
         StartupError::TlsPending
     );
+
     assert_eq!(
         startup.tls_established(upgrade).unwrap_err(),
         StartupError::DataAfterSslRequest { count: 14 }
     );
+
     assert!(!startup.is_tls());
     assert_eq!(
         startup.advance(&mut output).unwrap_err(),
@@ -207,6 +214,7 @@ fn duplicate_sslrequest_rejected() {
         startup.advance(&mut output).unwrap_err(),
         StartupError::DuplicateSslRequest
     );
+
     assert_eq!(output.split_to(1), &b"N"[..]);
     assert_eq!(reply_error(&mut output).code(), Some("08P01"));
 }
@@ -233,6 +241,7 @@ fn gssencrequest_then_sslrequest() {
     let StartupStep::StartTls(upgrade) = startup.advance(&mut output).unwrap() else {
         panic!("SSLRequest did not start TLS");
     };
+
     assert_eq!(&output[..], b"NS");
     startup.tls_established(upgrade).unwrap();
     // No GSSENCRequest once TLS is on.
@@ -260,6 +269,7 @@ fn cancel_request() {
         process_id: 31337,
         secret_key: -559_038_737,
     };
+
     let mut startup = plain();
     startup.feed(&packet_bytes(&StartupPacket::CancelRequest(request)));
     let mut output = BytesMut::new();
@@ -267,6 +277,7 @@ fn cancel_request() {
         startup.advance(&mut output).unwrap(),
         StartupStep::Cancel(request)
     );
+
     assert!(output.is_empty());
 
     // After a refused SSLRequest a CancelRequest is still allowed.
@@ -294,6 +305,7 @@ fn protocol_2_0_rejected() {
         startup.advance(&mut output).unwrap_err(),
         StartupError::UnsupportedProtocol(ProtocolVersion::new(2, 0))
     );
+
     let fields = reply_error(&mut output);
     assert_eq!(fields.code(), Some("0A000"));
     assert_eq!(
@@ -314,6 +326,7 @@ fn protocol_4_0_rejected() {
         startup.advance(&mut output).unwrap_err(),
         StartupError::UnsupportedProtocol(ProtocolVersion::new(4, 0))
     );
+
     assert_eq!(reply_error(&mut output).code(), Some("0A000"));
 }
 
@@ -324,6 +337,7 @@ fn protocol_3_99_negotiated_down() {
         ProtocolVersion::new(3, 99),
         &[("user", "bot")],
     ));
+
     let mut output = BytesMut::new();
     let info = expect_startup(startup.advance(&mut output).unwrap());
     assert_eq!(info.protocol, ProtocolVersion::new(3, 99));
@@ -334,6 +348,7 @@ fn protocol_3_99_negotiated_down() {
             unrecognized_options: vec![],
         })
     );
+
     assert!(output.is_empty());
 }
 
@@ -349,16 +364,19 @@ fn protocol_options_listed_as_unrecognized() {
             ("search_path", "app"),
         ],
     ));
+
     let mut output = BytesMut::new();
     let info = expect_startup(startup.advance(&mut output).unwrap());
     assert_eq!(
         info.unrecognized_protocol_options,
         ["_pq_.compression", "_pq_."]
     );
+
     assert_eq!(
         info.parameters,
         [("search_path".to_owned(), "app".to_owned())]
     );
+
     assert_eq!(
         BackendDecoder::default().decode(&mut output).unwrap(),
         Some(BackendMessage::NegotiateProtocolVersion {
@@ -375,6 +393,7 @@ fn duplicate_parameter_rejected() {
         ProtocolVersion::V3_0,
         &[("user", "bot"), ("database", "a"), ("database", "b")],
     ));
+
     let mut output = BytesMut::new();
     assert_eq!(
         startup.advance(&mut output).unwrap_err(),
@@ -382,6 +401,7 @@ fn duplicate_parameter_rejected() {
             name: "database".into()
         }
     );
+
     assert_eq!(reply_error(&mut output).code(), Some("08P01"));
 }
 
@@ -396,6 +416,7 @@ fn oversized_startup_packet_rejected() {
         startup.advance(&mut output).unwrap_err(),
         StartupError::Decode(_)
     ));
+
     assert_eq!(reply_error(&mut output).code(), Some("08P01"));
 }
 
