@@ -303,8 +303,11 @@ impl Gateway {
         } = self;
         if let (Some(webhooks), Some(desk)) = (webhooks, shared.engine.approvals()) {
             let (sender, events) = tokio::sync::mpsc::unbounded_channel();
+            // Subscribed before the backlog is read, so no request falls
+            // between the two; one found in both is delivered once.
             desk.subscribe(sender);
-            tokio::spawn(webhooks.run(shared.clone(), events));
+            let backlog = notify::unnotified(desk);
+            tokio::spawn(webhooks.run(shared.clone(), backlog, events));
         }
         if let Some(admin) = admin {
             let admin_tls = admin_tls.map(Arc::new);

@@ -106,33 +106,30 @@ impl Webhooks {
     pub(crate) async fn run(
         self,
         shared: Arc<Shared>,
+        backlog: Vec<ApprovalEvent>,
         mut events: mpsc::UnboundedReceiver<ApprovalEvent>,
     ) {
         let webhooks = Arc::new(self);
         let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_DELIVERIES));
-        tracing::info!(groups = webhooks.endpoints.len(), "approval webhooks on");
-        let unnotified = match shared.engine.approvals() {
-            Some(desk) => match desk.approvals(true, 1000) {
-                Ok(pending) => pending
-                    .into_iter()
-                    .filter(|approval| approval.notified_at.is_none())
-                    .collect(),
-                Err(err) => {
-                    tracing::error!(error = %err, "cannot read pending approvals to notify");
-                    Vec::new()
-                }
-            },
-            None => Vec::new(),
-        };
-        let replayed = unnotified.into_iter().map(|approval| ApprovalEvent {
-            kind: "requested",
-            approval,
-        });
-        let mut backlog: std::collections::VecDeque<ApprovalEvent> = replayed.collect();
+        tracing::info!(
+            groups = webhooks.endpoints.len(),
+            backlog = backlog.len(),
+            "approval webhooks on"
+        );
+        let replayed: std::collections::HashSet<String> = backlog
+            .iter()
+            .map(|event| event.approval.id.clone())
+            .collect();
+        let mut backlog: std::collections::VecDeque<ApprovalEvent> = backlog.into();
         loop {
             let event = match backlog.pop_front() {
                 Some(event) => event,
                 None => match events.recv().await {
+                    Some(event)
+                        if event.kind == "requested" && replayed.contains(&event.approval.id) =>
+                    {
+                        continue;
+                    }
                     Some(event) => event,
                     None => break,
                 },
@@ -257,6 +254,25 @@ impl Webhooks {
                 engine.audit().behind(entry);
                 tracing::error!(approval.id = %approval.id, group = %endpoint.group, reason = %reason, "approval webhook not sent");
             }
+        }
+    }
+}
+
+/// Returns the pending requests whose notification was never delivered,
+/// such as when the gateway stopped while retrying, to notify again.
+pub(crate) fn unnotified(desk: &stepgate_engine::ApprovalDesk) -> Vec<ApprovalEvent> {
+    match desk.approvals(true, 1000) {
+        Ok(pending) => pending
+            .into_iter()
+            .filter(|approval| approval.notified_at.is_none())
+            .map(|approval| ApprovalEvent {
+                kind: "requested",
+                approval,
+            })
+            .collect(),
+        Err(err) => {
+            tracing::error!(error = %err, "cannot read pending approvals to notify");
+            Vec::new()
         }
     }
 }
