@@ -38,6 +38,12 @@ pub fn advertised_mechanisms(channel_binding: Option<&ChannelBinding>) -> &'stat
 pub struct ServerExchange {
     mechanism: Mechanism,
     credential: StoredCredential,
+    /// More credentials of the same user with the same salt and iteration
+    /// count, such as one per API token; a proof by any of them passes.
+    alternatives: Vec<StoredCredential>,
+    /// Index of the credential the proof matched: 0 for `credential`, then
+    /// `alternatives` in order.
+    matched: Option<usize>,
     channel_binding: Option<ChannelBinding>,
     /// Set for an exchange with an unknown user, which must fail at the
     /// proof like a wrong password.
@@ -84,6 +90,8 @@ impl ServerExchange {
         Ok(ServerExchange {
             mechanism,
             credential,
+            alternatives: Vec::new(),
+            matched: None,
             channel_binding,
             reject_proof: false,
             fixed_server_nonce: None,
@@ -120,6 +128,30 @@ impl ServerExchange {
         let mut exchange = Self::new(mechanism, credential, channel_binding)?;
         exchange.reject_proof = true;
         Ok(exchange)
+    }
+
+    /// Accepts a proof by any of `alternatives` too, such as the other API
+    /// tokens of one identity. SCRAM sends one salt and iteration count
+    /// before the client proves anything, so every alternative must share
+    /// them with the first credential; one that does not is an error.
+    pub fn with_alternatives(mut self, alternatives: Vec<StoredCredential>) -> Result<Self, Error> {
+        let same = |other: &StoredCredential| {
+            other.salt() == self.credential.salt()
+                && other.iterations() == self.credential.iterations()
+        };
+        if !alternatives.iter().all(same) {
+            return Err(Error::InvalidCredential(
+                "alternative credentials must share the salt and iteration count",
+            ));
+        }
+        self.alternatives = alternatives;
+        Ok(self)
+    }
+
+    /// Returns which credential the accepted proof matched: 0 for the one
+    /// given to [`ServerExchange::new`], then the alternatives in order.
+    pub fn matched_credential(&self) -> Option<usize> {
+        self.matched
     }
 
     /// Builds an exchange whose server nonce suffix is fixed, to reproduce
@@ -248,7 +280,7 @@ impl ServerExchange {
     /// Verifies the client-final-message and returns the server-final
     /// message.
     fn client_final(
-        &self,
+        &mut self,
         message: &[u8],
         auth_message_prefix: &str,
         expected_nonce: &str,
@@ -274,19 +306,37 @@ impl ServerExchange {
         );
 
         let auth_message = format!("{auth_message_prefix}{}", client_final.without_proof);
-        let client_signature =
-            crypto::hmac_sha256(self.credential.stored_key(), auth_message.as_bytes());
-        let client_key = crypto::xor(&proof, &client_signature);
-        let valid = crypto::constant_time_eq(
-            &crypto::sha256(client_key.as_ref()),
-            self.credential.stored_key(),
-        );
-        if !valid || self.reject_proof {
-            return Err(Error::InvalidProof);
+        // Every credential is checked, so the time taken does not tell
+        // which one matched.
+        let mut matched = None;
+        for (index, credential) in std::iter::once(&self.credential)
+            .chain(&self.alternatives)
+            .enumerate()
+        {
+            let client_signature =
+                crypto::hmac_sha256(credential.stored_key(), auth_message.as_bytes());
+            let client_key = crypto::xor(&proof, &client_signature);
+            let valid = crypto::constant_time_eq(
+                &crypto::sha256(client_key.as_ref()),
+                credential.stored_key(),
+            );
+            if valid && matched.is_none() {
+                matched = Some(index);
+            }
         }
+        let credential = match matched {
+            Some(_) if self.reject_proof => return Err(Error::InvalidProof),
+            Some(0) => &self.credential,
+            Some(index) => self
+                .alternatives
+                .get(index - 1)
+                .ok_or(Error::InvalidProof)?,
+            None => return Err(Error::InvalidProof),
+        };
+        self.matched = matched;
 
         let server_signature =
-            crypto::hmac_sha256(self.credential.server_key(), auth_message.as_bytes());
+            crypto::hmac_sha256(credential.server_key(), auth_message.as_bytes());
         Ok(format!(
             "v={}",
             message::encode_base64(server_signature.as_ref())

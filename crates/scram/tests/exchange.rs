@@ -753,3 +753,52 @@ fn mutated_messages_never_panic() {
         let _ = finishing_client.handle_server_final(&mutator.mutate(server_final.as_bytes()));
     }
 }
+
+#[test]
+fn any_token_of_identity_passes() {
+    let salt = [7u8; 16];
+    let first = StoredCredential::derive("sgt_first-token", &salt, 4096).unwrap();
+    let second = StoredCredential::derive("sgt_second-token", &salt, 4096).unwrap();
+    let third = StoredCredential::derive("sgt_third-token", &salt, 4096).unwrap();
+    for (password, expected) in [("sgt_first-token", 0), ("sgt_third-token", 2)] {
+        let server = ServerExchange::new(Mechanism::ScramSha256, first.clone(), None)
+            .unwrap()
+            .with_alternatives(vec![second.clone(), third.clone()])
+            .unwrap();
+        let client = ClientExchange::new(password, ClientChannelBinding::NotSupported).unwrap();
+        let (mut client, mut server, server_first) = start(client, server);
+        let client_final = client.handle_server_first(server_first.as_bytes()).unwrap();
+        let server_final = server.handle_client_final(client_final.as_bytes()).unwrap();
+        assert!(server.is_authenticated());
+        assert_eq!(server.matched_credential(), Some(expected));
+        // The server signs with the matched credential's key.
+        client.handle_server_final(server_final.as_bytes()).unwrap();
+    }
+
+    let server = ServerExchange::new(Mechanism::ScramSha256, first.clone(), None)
+        .unwrap()
+        .with_alternatives(vec![second.clone()])
+        .unwrap();
+    let client =
+        ClientExchange::new("sgt_other-token", ClientChannelBinding::NotSupported).unwrap();
+    let (mut client, mut server, server_first) = start(client, server);
+    let client_final = client.handle_server_first(server_first.as_bytes()).unwrap();
+    let err = server
+        .handle_client_final(client_final.as_bytes())
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidProof), "{err:?}");
+    assert_eq!(server.matched_credential(), None);
+}
+
+#[test]
+fn alternatives_must_share_salt() {
+    let first = StoredCredential::derive("sgt_first-token", &[7u8; 16], 4096).unwrap();
+    let other_salt = StoredCredential::derive("sgt_second-token", &[8u8; 16], 4096).unwrap();
+    let other_count = StoredCredential::derive("sgt_second-token", &[7u8; 16], 8192).unwrap();
+    for alternative in [other_salt, other_count] {
+        let result = ServerExchange::new(Mechanism::ScramSha256, first.clone(), None)
+            .unwrap()
+            .with_alternatives(vec![alternative]);
+        assert!(matches!(result, Err(Error::InvalidCredential(_))));
+    }
+}
