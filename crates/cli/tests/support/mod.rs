@@ -147,6 +147,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Returns two different free ports. Each is free when returned, and the
+/// system can hand out a port again once its listener closes, so the two
+/// are held open together.
+pub fn two_free_ports() -> (u16, u16) {
+    let first = StdListener::bind("127.0.0.1:0").unwrap();
+    let second = StdListener::bind("127.0.0.1:0").unwrap();
+    (
+        first.local_addr().unwrap().port(),
+        second.local_addr().unwrap().port(),
+    )
+}
+
 /// A gateway process with its own data directory and config file.
 pub struct Gateway {
     pub dir: tempfile::TempDir,
@@ -161,8 +173,7 @@ impl Gateway {
     /// prepares the data directory; the gateway is not started yet.
     pub fn new(upstream: SocketAddr, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let admin_port = free_port();
+        let (port, admin_port) = two_free_ports();
         let config = dir.path().join("stepgate.toml");
         let text = format!(
             r#"
@@ -203,8 +214,7 @@ learning_requests = 5
     /// config and data directory (store and keys) on its own ports.
     pub fn replica(&self) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let admin_port = free_port();
+        let (port, admin_port) = two_free_ports();
         let text = std::fs::read_to_string(&self.config).unwrap();
         let text = text
             .replace(
