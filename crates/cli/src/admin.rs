@@ -96,6 +96,32 @@ pub(crate) fn load_geo(
 }
 
 /// Who made an administrative change: the operating-system user.
+/// Derives what SCRAM-SHA-256 needs to check `token` as the PostgreSQL
+/// password of `identity`, with the identity's salt (created on its first
+/// token) and PostgreSQL's default of 4096 iterations.
+fn scram_credential(
+    store: &SqliteStore,
+    identity: &IdentityName,
+    token: &str,
+) -> anyhow::Result<String> {
+    let failed = |err: stepgate_scram::Error| {
+        anyhow::anyhow!("cannot derive the token's SCRAM credential: {err}")
+    };
+    // A credential with a fresh random salt, kept when the identity has no
+    // salt yet.
+    let fresh =
+        stepgate_scram::StoredCredential::generate(token, stepgate_scram::DEFAULT_ITERATIONS)
+            .map_err(failed)?;
+    let salt = store.identity_scram_salt(identity, fresh.salt())?;
+    if salt == fresh.salt() {
+        return Ok(fresh.format());
+    }
+    let credential =
+        stepgate_scram::StoredCredential::derive(token, &salt, stepgate_scram::DEFAULT_ITERATIONS)
+            .map_err(failed)?;
+    Ok(credential.format())
+}
+
 pub(crate) fn actor() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
@@ -266,12 +292,14 @@ pub(crate) fn token(path: Option<&Path>, command: TokenCommand) -> anyhow::Resul
         TokenCommand::Issue { identity } => {
             let name = parse_name(&identity)?;
             let token = ApiToken::generate();
+            let scram = scram_credential(&store, &name, token.danger_expose())?;
             let record = TokenRecord {
                 id: token.id().clone(),
                 identity: name.clone(),
                 hash: token.hash(),
                 created_at: now,
                 revoked_at: None,
+                scram: Some(scram),
             };
             let detail = format!("token issue {} for {name}", token.id());
             store.add_token(&record, admin_entry(now, &actor(), Some(&name), detail))?;

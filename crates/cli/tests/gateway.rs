@@ -863,3 +863,63 @@ fn bodies_stream_and_queries_redacted() {
     assert!(text.contains("api_key=REDACTED&page=REDACTED"));
     assert!(text.contains("identity disable bot"));
 }
+
+#[test]
+fn tokens_keep_scram_credentials() {
+    let upstream = Upstream::start();
+    let gateway = Gateway::new(upstream.addr, "");
+    let first = gateway.add_with_token("db-bot");
+    let second = gateway
+        .cli_ok(&["token", "issue", "db-bot"])
+        .trim()
+        .to_owned();
+    let rows = sqlite3(
+        &gateway.db(),
+        "SELECT scram FROM tokens WHERE identity = 'db-bot' ORDER BY created_at, id",
+    );
+    let stored: Vec<&str> = rows.lines().collect();
+    assert_eq!(stored.len(), 2, "{rows}");
+    // Both share the identity's salt, as SCRAM names one salt per user.
+    let salts: Vec<&str> = stored
+        .iter()
+        .map(|text| text.split(['$', ':']).nth(2).unwrap())
+        .collect();
+    assert_eq!(salts[0], salts[1]);
+    let tokens_by_id: Vec<String> = {
+        let ids = sqlite3(
+            &gateway.db(),
+            "SELECT id FROM tokens WHERE identity = 'db-bot' ORDER BY created_at, id",
+        );
+        ids.lines().map(str::to_owned).collect()
+    };
+    // Python's hashlib derives the same StoredKey from each token (RFC 5802:
+    // SHA-256(HMAC(PBKDF2(token, salt, 4096), "Client Key"))).
+    for (text, id) in stored.iter().zip(&tokens_by_id) {
+        let token = [&first, &second]
+            .into_iter()
+            .find(|token| token.contains(id.as_str()))
+            .expect("token of this id");
+        let output = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import base64,hashlib,hmac,sys; \
+                 text, token = sys.argv[1], sys.argv[2].encode(); \
+                 iterations, rest = text.split('$')[1].split(':'); \
+                 salt = base64.b64decode(rest); \
+                 stored = text.split('$')[2].split(':')[0]; \
+                 salted = hashlib.pbkdf2_hmac('sha256', token, salt, int(iterations)); \
+                 key = hmac.new(salted, b'Client Key', hashlib.sha256).digest(); \
+                 print(base64.b64encode(hashlib.sha256(key).digest()).decode() == stored)",
+                text,
+                token,
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout).trim(),
+            "True",
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}

@@ -138,6 +138,7 @@ fn fixture(decision_cache: bool, signals: Signals) -> Fixture {
             hash: token.hash(),
             created_at: now,
             revoked_at: None,
+            scram: None,
         };
         store
             .add_token(&record, admin_entry(now, "bench", None, "issue".into()))

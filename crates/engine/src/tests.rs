@@ -47,6 +47,7 @@ impl Harness {
                     hash: token.hash(),
                     created_at: Timestamp::from_secs(START),
                     revoked_at: None,
+                    scram: None,
                 },
                 admin(),
             )

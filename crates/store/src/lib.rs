@@ -49,6 +49,10 @@ pub struct TokenRecord {
     pub hash: TokenHash,
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
+    /// What SCRAM-SHA-256 needs to check the token as a PostgreSQL
+    /// password, in PostgreSQL's `rolpassword` form; derived from the token
+    /// with its identity's salt. Tokens issued before it was kept have none.
+    pub scram: Option<String>,
 }
 
 /// A stored TOTP factor. The secret is needed to compute codes, so it is
@@ -197,6 +201,15 @@ pub trait Store: ApprovalStore + Send + Sync {
         audit: Entry,
     ) -> Result<(), StoreError>;
     fn add_token(&self, token: &TokenRecord, audit: Entry) -> Result<(), StoreError>;
+    /// Returns the SCRAM salt of `identity`, storing `candidate` as its salt
+    /// first when it has none, so every token of an identity shares one
+    /// salt: SCRAM names the salt before the client proves which token it
+    /// holds.
+    fn identity_scram_salt(
+        &self,
+        identity: &IdentityName,
+        candidate: &[u8],
+    ) -> Result<Vec<u8>, StoreError>;
     fn revoke_token(&self, id: &TokenId, at: Timestamp, audit: Entry) -> Result<(), StoreError>;
     /// Enrols or replaces the identity's TOTP factor.
     fn enroll_totp(&self, factor: &TotpRecord, audit: Entry) -> Result<(), StoreError>;

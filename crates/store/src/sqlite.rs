@@ -159,6 +159,10 @@ CREATE TABLE approval_votes (
     PRIMARY KEY (approval, approver)
 );
 "#,
+    r#"
+ALTER TABLE identities ADD COLUMN scram_salt BLOB;
+ALTER TABLE tokens ADD COLUMN scram TEXT;
+"#,
 ];
 
 /// The SQLite store: one file, `stepgate.db`, in the data directory.
@@ -359,7 +363,7 @@ impl Store for SqliteStore {
             let mut tokens = Vec::new();
             {
                 let mut statement =
-                    tx.prepare("SELECT id, identity, hash, created_at, revoked_at FROM tokens ORDER BY created_at, id")?;
+                    tx.prepare("SELECT id, identity, hash, created_at, revoked_at, scram FROM tokens ORDER BY created_at, id")?;
                 let rows = statement.query_map([], |row| {
                     Ok((
                         row.get::<_, String>(0)?,
@@ -367,10 +371,11 @@ impl Store for SqliteStore {
                         row.get::<_, Vec<u8>>(2)?,
                         row.get::<_, i64>(3)?,
                         row.get::<_, Option<i64>>(4)?,
+                        row.get::<_, Option<String>>(5)?,
                     ))
                 })?;
                 for row in rows {
-                    let (id, identity, hash, created_at, revoked_at) = row?;
+                    let (id, identity, hash, created_at, revoked_at, scram) = row?;
                     let hash: [u8; 32] = hash
                         .try_into()
                         .map_err(|_| StoreError::Corrupt(format!("token {id} has a hash of the wrong length")))?;
@@ -380,6 +385,7 @@ impl Store for SqliteStore {
                         hash: TokenHash::from_bytes(hash),
                         created_at: Timestamp(created_at),
                         revoked_at: revoked_at.map(Timestamp),
+                        scram,
                     });
                 }
             }
@@ -576,15 +582,46 @@ impl Store for SqliteStore {
                 return Err(StoreError::IdentityNotFound(token.identity.to_string()));
             }
             tx.execute(
-                "INSERT INTO tokens (id, identity, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO tokens (id, identity, hash, created_at, scram) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![
                     token.id.as_str(),
                     token.identity.as_str(),
                     token.hash.as_bytes().as_slice(),
-                    token.created_at.0
+                    token.created_at.0,
+                    token.scram
                 ],
             )?;
             Ok(())
+        })
+    }
+
+    fn identity_scram_salt(
+        &self,
+        identity: &IdentityName,
+        candidate: &[u8],
+    ) -> Result<Vec<u8>, StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "UPDATE identities SET scram_salt = ?2 WHERE name = ?1 AND scram_salt IS NULL",
+                params![identity.as_str(), candidate],
+            )?;
+            let salt: Option<Option<Vec<u8>>> = tx
+                .query_row(
+                    "SELECT scram_salt FROM identities WHERE name = ?1",
+                    [identity.as_str()],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            tx.commit()?;
+            match salt {
+                Some(Some(salt)) => Ok(salt),
+                Some(None) => Err(StoreError::Corrupt(format!(
+                    "identity {identity} has no SCRAM salt after setting one"
+                ))),
+                None => Err(StoreError::IdentityNotFound(identity.to_string())),
+            }
         })
     }
 

@@ -54,6 +54,7 @@ fn admin_changes_are_audited_and_raise_revision() {
         hash: token.hash(),
         created_at: Timestamp::from_secs(2),
         revoked_at: None,
+        scram: None,
     };
     store.add_token(&record, admin("token issue")).unwrap();
     assert_eq!(store.revision().unwrap(), 2);
@@ -180,6 +181,19 @@ fn baselines_round_trip() {
         .save_baselines(&[(name.clone(), stepgate_risk::Baseline::default())])
         .unwrap();
     assert_eq!(store.load_baselines().unwrap().len(), 1);
+}
+
+#[test]
+fn identity_scram_salt_is_kept() {
+    let (_dir, store) = open();
+    let bot = add_bot(&store);
+    let first = store.identity_scram_salt(&bot, &[1; 16]).unwrap();
+    assert_eq!(first, [1; 16]);
+    let second = store.identity_scram_salt(&bot, &[2; 16]).unwrap();
+    assert_eq!(second, [1; 16]);
+    let ghost = IdentityName::new("ghost").unwrap();
+    let err = store.identity_scram_salt(&ghost, &[3; 16]).unwrap_err();
+    assert!(matches!(err, StoreError::IdentityNotFound(_)), "{err}");
 }
 
 mod approvals {
