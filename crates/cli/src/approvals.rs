@@ -79,13 +79,8 @@ fn parse_name(name: &str, what: &str) -> anyhow::Result<IdentityName> {
 }
 
 fn check_group(name: &str) -> anyhow::Result<()> {
-    let valid = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     anyhow::ensure!(
-        valid,
+        stepgate_config::is_group_name(name),
         "invalid group name {name:?}: use 1 to 64 ASCII letters, digits, '-' and '_'"
     );
     Ok(())

@@ -19,7 +19,7 @@ pub struct ApprovalConfig {
     pub ttl_secs: u64,
     /// Seconds a granted approval can be used. Default 300.
     pub valid_secs: u64,
-    /// Longest hold a client can ask for with `Prefer: wait=N`, in seconds.
+    /// Maximum hold a client can request with `Prefer: wait=N`, in seconds.
     /// Default 300.
     pub max_wait_secs: u64,
     /// An approval lets its operation through once. When false, the same
@@ -27,7 +27,7 @@ pub struct ApprovalConfig {
     /// Default true.
     pub single_use: bool,
     /// Ask approvers for a fresh TOTP code on every decision, not only at
-    /// sign-in. The CLI always asks. Default false.
+    /// sign-in. The CLI always requires one. Default false.
     pub totp_on_decision: bool,
     /// Largest request body an approval can cover, in bytes; the gateway
     /// reads it whole to digest it. Default 1048576.
@@ -301,7 +301,9 @@ impl ApproverGroupConfig {
     }
 }
 
-fn is_group_name(name: &str) -> bool {
+/// True for a valid approver group name: 1 to 64 ASCII letters, digits,
+/// `-` and `_`.
+pub fn is_group_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name

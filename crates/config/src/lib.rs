@@ -17,7 +17,9 @@ mod approval;
 mod postgres;
 mod tls;
 
-pub use approval::{ApprovalConfig, ApproverGroupConfig, DEFAULT_GROUP, redact_query};
+pub use approval::{
+    ApprovalConfig, ApproverGroupConfig, DEFAULT_GROUP, is_group_name, redact_query,
+};
 
 pub use postgres::{IdentityRoleConfig, PostgresConfig, RoleConfig, UpstreamConfig, UpstreamTls};
 pub use tls::{ClientAuth, TlsConfig, TlsFileError, TlsFiles};

@@ -20,8 +20,8 @@ pub struct PostgresConfig {
     /// Address of the listener for PostgreSQL clients, such as
     /// `127.0.0.1:6432`.
     pub listen: SocketAddr,
-    /// TLS for clients (answered to SSLRequest); without it SSLRequest is
-    /// answered `N`.
+    /// TLS for clients, offered in response to SSLRequest. Without it the
+    /// response to SSLRequest is `N`.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
     /// Reject clients that do not switch to TLS. Default false; needs `tls`.
@@ -101,7 +101,7 @@ pub struct IdentityRoleConfig {
     #[serde(default)]
     pub databases: Vec<String>,
     /// Reject Query messages of this identity that hold more than one
-    /// statement, whatever `postgres.reject_multi_statement` says.
+    /// statement, whatever the value of `postgres.reject_multi_statement`.
     #[serde(default)]
     pub reject_multi_statement: bool,
 }

@@ -155,7 +155,8 @@ pub(crate) struct Shared {
     pub(crate) signed_body_slots: tokio::sync::Semaphore,
     /// True when the gateway listener verifies client certificates.
     pub(crate) checks_client_certificates: bool,
-    /// Turns true when the gateway stops, so held requests answer at once.
+    /// Turns true when the gateway stops, so held requests get a response at
+    /// once.
     pub(crate) stopping: watch::Sender<bool>,
     /// Slots for requests held open while they wait for an approval.
     pub(crate) held: tokio::sync::Semaphore,

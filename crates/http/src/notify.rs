@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::Shared;
 
-/// Why the webhooks cannot be set up.
+/// Reason the webhooks cannot be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
     #[error("approval.groups[{group}].webhook_secret_file {path}: {reason}")]

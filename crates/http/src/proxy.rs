@@ -421,7 +421,7 @@ async fn decide_and_forward(
             };
             let secs = secs.min(desk.config().max_wait_secs);
             let Ok(_slot) = shared.held.try_acquire() else {
-                tracing::warn!(approval.id = %record.id, "too many held requests, answering without holding");
+                tracing::warn!(approval.id = %record.id, "too many held requests, responding without holding");
                 return approval::required(shared, &record, None);
             };
             let settled = match approval::hold(shared, &record.id, Duration::from_secs(secs)).await

@@ -66,7 +66,7 @@ impl std::fmt::Debug for ApproverRecord {
     }
 }
 
-/// Where an approval request stands.
+/// State of an approval request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ApprovalState {
     /// Waiting for approvers.
@@ -164,7 +164,7 @@ impl ApprovalRecord {
     }
 }
 
-/// Why a vote could not be recorded.
+/// Reason a vote could not be recorded.
 #[derive(Debug, thiserror::Error)]
 pub enum VoteError {
     #[error("approval {0} not found: list approvals with `stepgate approvals list`")]

@@ -49,9 +49,10 @@ pub struct TokenRecord {
     pub hash: TokenHash,
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
-    /// What SCRAM-SHA-256 needs to check the token as a PostgreSQL
-    /// password, in PostgreSQL's `rolpassword` form; derived from the token
-    /// with its identity's salt. Tokens issued before it was kept have none.
+    /// SCRAM-SHA-256 credential that checks the token as a PostgreSQL
+    /// password, in PostgreSQL's `rolpassword` form. It is derived from the
+    /// token with its identity's salt; tokens issued before it was kept
+    /// have none.
     pub scram: Option<String>,
 }
 
