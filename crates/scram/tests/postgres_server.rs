@@ -3,13 +3,9 @@
 //! a credential this crate formats, and [`ClientExchange`] must log in to it
 //! over TCP.
 //!
-//! The test starts a throwaway server with `initdb` in a temporary folder,
-//! listening on 127.0.0.1 at a free port with `scram-sha-256` authentication
-//! for TCP, and on a Unix socket in that folder with `trust` for `psql`.
-//! initdb refuses to run as root, so under root the server runs as the
-//! `postgres` user through `setpriv`. Without PostgreSQL binaries
-//! (`STEPGATE_PG_BIN`, default `/usr/lib/postgresql/15/bin`) or, under root,
-//! without a `postgres` user, the test prints why and passes without
+//! The server comes from `stepgate_testpg`. It listens on 127.0.0.1 with
+//! `scram-sha-256` authentication, and with TLS for the channel binding
+//! test. Without PostgreSQL the tests print why and pass without
 //! checking. The login speaks protocol 3.0 by hand: StartupMessage,
 //! AuthenticationSASL, SASLInitialResponse, AuthenticationSASLContinue,
 //! SASLResponse, AuthenticationSASLFinal and AuthenticationOk.
@@ -17,335 +13,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::net::TcpStream;
+use std::time::Duration;
 
 use stepgate_scram::{ChannelBinding, ClientExchange, Error, StoredCredential};
+use stepgate_testpg::{Options, Postgres};
 
-const SERVER_START_TIMEOUT: Duration = Duration::from_secs(30);
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 const BOT_PASSWORD: &str = "sgt_7Hq2-Lm9~Xv4 Pw8!Zr3";
-
-/// Stops the server when the test ends, however it ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Builds a command that runs `program` as `run_as`. setpriv execs the
-/// program in place, so killing the child stops the server itself.
-fn command(run_as: Option<&str>, program: &Path) -> Command {
-    match run_as {
-        Some(user) => {
-            let mut command = Command::new("setpriv");
-            command
-                .arg(format!("--reuid={user}"))
-                .arg(format!("--regid={user}"))
-                .args(["--init-groups", "--"])
-                .arg(program);
-            command
-        }
-        None => Command::new(program),
-    }
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|output| output.stdout.starts_with(b"0\n"))
-}
-
-fn user_exists(name: &str) -> bool {
-    Command::new("id")
-        .arg(name)
-        .output()
-        .is_ok_and(|output| output.status.success())
-}
-
-fn check(output: std::io::Result<Output>, program: &str) -> Output {
-    let output = output.unwrap_or_else(|error| panic!("{program} failed to start: {error}"));
-    assert!(
-        output.status.success(),
-        "{program} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-/// A running throwaway server.
-struct Postgres {
-    bin: PathBuf,
-    run_as: Option<&'static str>,
-    socket_dir: PathBuf,
-    port: u16,
-    /// The CA certificate (DER) that signed the server certificate, when the
-    /// server has TLS.
-    ca_der: Option<Vec<u8>>,
-    _server: Server,
-    _folder: tempfile::TempDir,
-}
-
-impl Postgres {
-    /// Starts the server, with TLS when `tls` is set, or returns `None`
-    /// (after printing why) when the machine has no PostgreSQL or, for TLS,
-    /// no `openssl` to make the certificates.
-    fn start(tls: bool) -> Option<Postgres> {
-        let bin = PathBuf::from(
-            std::env::var("STEPGATE_PG_BIN")
-                .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()),
-        );
-        if !bin.join("initdb").exists() {
-            eprintln!(
-                "skipped: no PostgreSQL at {}; set STEPGATE_PG_BIN",
-                bin.display()
-            );
-            return None;
-        }
-        let run_as = if is_root() {
-            if !user_exists("postgres") {
-                eprintln!("skipped: initdb refuses root and there is no postgres user to run it");
-                return None;
-            }
-            Some("postgres")
-        } else {
-            None
-        };
-
-        let folder = tempfile::tempdir().unwrap();
-        let root = folder.path().to_path_buf();
-        if let Some(user) = run_as {
-            check(Command::new("chown").arg(user).arg(&root).output(), "chown");
-        }
-        let data = root.join("data");
-        check(
-            command(run_as, &bin.join("initdb"))
-                .args([
-                    "--no-sync",
-                    "--username=postgres",
-                    "--auth-local=trust",
-                    "--auth-host=scram-sha-256",
-                    "-D",
-                ])
-                .arg(&data)
-                .output(),
-            "initdb",
-        );
-        // initdb wrote its own pg_hba.conf, which the server owns; replace its
-        // content through a command run as the server's user.
-        let hba = "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n";
-        let mut write_hba = command(run_as, Path::new("/usr/bin/tee"))
-            .arg(data.join("pg_hba.conf"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        write_hba
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(hba.as_bytes())
-            .unwrap();
-        assert!(write_hba.wait().unwrap().success());
-
-        let mut settings = vec![
-            "listen_addresses=127.0.0.1".to_owned(),
-            "password_encryption=scram-sha-256".to_owned(),
-            "fsync=off".to_owned(),
-        ];
-        let mut ca_der = None;
-        if tls {
-            let Some(files) = make_certificates(&root, run_as) else {
-                eprintln!("skipped: openssl is needed to make the TLS certificates");
-                return None;
-            };
-            settings.push("ssl=on".to_owned());
-            settings.push(format!("ssl_cert_file={}", files.server_cert.display()));
-            settings.push(format!("ssl_key_file={}", files.server_key.display()));
-            ca_der = Some(files.ca_der);
-        }
-
-        let port = free_port();
-        let mut server = command(run_as, &bin.join("postgres"));
-        server.arg("-D").arg(&data);
-        for setting in &settings {
-            server.args(["-c", setting]);
-        }
-        let child = server
-            .args(["-p", &port.to_string(), "-k"])
-            .arg(&root)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|error| panic!("postgres failed to start: {error}"));
-        let postgres = Postgres {
-            bin,
-            run_as,
-            socket_dir: root,
-            port,
-            ca_der,
-            _server: Server(child),
-            _folder: folder,
-        };
-
-        let started = Instant::now();
-        while !postgres
-            .psql()
-            .args(["-c", "SELECT 1"])
-            .output()
-            .is_ok_and(|output| output.status.success())
-        {
-            assert!(
-                started.elapsed() < SERVER_START_TIMEOUT,
-                "PostgreSQL did not accept connections within {SERVER_START_TIMEOUT:?}"
-            );
-            sleep(Duration::from_millis(200));
-        }
-        Some(postgres)
-    }
-
-    /// Returns `psql` as the superuser over the Unix socket.
-    fn psql(&self) -> Command {
-        let mut psql = command(self.run_as, &self.bin.join("psql"));
-        psql.arg("-h")
-            .arg(&self.socket_dir)
-            .args(["-p", &self.port.to_string()])
-            .args(["-U", "postgres", "-d", "postgres", "-At", "-X"])
-            .args(["-v", "ON_ERROR_STOP=1"]);
-        psql
-    }
-
-    /// Runs one SQL statement and returns its output without the final
-    /// newline.
-    fn sql(&self, statement: &str) -> String {
-        let output = check(self.psql().args(["-c", statement]).output(), "psql");
-        String::from_utf8(output.stdout)
-            .unwrap()
-            .trim_end()
-            .to_owned()
-    }
-}
-
-/// Paths of the server's TLS files and the CA certificate.
-struct CertificateFiles {
-    server_cert: PathBuf,
-    server_key: PathBuf,
-    ca_der: Vec<u8>,
-}
-
-/// Makes a CA and a server certificate for `localhost` signed by it, both
-/// ECDSA P-384 with SHA-384, so the tls-server-end-point hash is SHA-384
-/// rather than the SHA-256 that most certificates get. Returns `None` when
-/// `openssl` cannot run.
-fn make_certificates(root: &Path, run_as: Option<&str>) -> Option<CertificateFiles> {
-    if Command::new("openssl").arg("version").output().is_err() {
-        return None;
-    }
-    let path = |name: &str| root.join(name);
-    let openssl = |args: &[&str]| {
-        check(
-            Command::new("openssl")
-                .current_dir(root)
-                .args(args)
-                .output(),
-            "openssl",
-        )
-    };
-    let key = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-384",
-        "-nodes",
-    ];
-    openssl(
-        &[
-            &["req", "-x509", "-new", "-sha384", "-days", "2"][..],
-            &key,
-            &[
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-subj",
-                "/CN=stepgate test CA",
-            ],
-        ]
-        .concat(),
-    );
-    openssl(
-        &[
-            &["req", "-new"][..],
-            &key,
-            &[
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=localhost",
-            ],
-        ]
-        .concat(),
-    );
-    std::fs::write(
-        path("server.ext"),
-        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-sha384",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-        "-out",
-        "server.pem",
-    ]);
-    openssl(&["x509", "-in", "ca.pem", "-outform", "DER", "-out", "ca.der"]);
-
-    // The server refuses a key file that others can read or that it does
-    // not own.
-    if let Some(user) = run_as {
-        check(
-            Command::new("chown")
-                .arg(user)
-                .arg(path("server.key"))
-                .arg(path("server.pem"))
-                .output(),
-            "chown",
-        );
-    }
-    check(
-        Command::new("chmod")
-            .arg("600")
-            .arg(path("server.key"))
-            .output(),
-        "chmod",
-    );
-    Some(CertificateFiles {
-        server_cert: path("server.pem"),
-        server_key: path("server.key"),
-        ca_der: std::fs::read(path("ca.der")).unwrap(),
-    })
-}
 
 /// Opens a TLS connection to the server (SSLRequest, then a TLS handshake
 /// that checks the certificate against `ca_der`) and returns it with the
@@ -385,15 +60,6 @@ fn connect_tls(
         "a SHA-384 certificate has a SHA-384 binding"
     );
     (rustls::StreamOwned::new(connection, tcp), binding)
-}
-
-/// Returns a port on 127.0.0.1 that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A backend message: its type byte and body.
@@ -592,12 +258,12 @@ fn login_over(stream: &mut (impl Read + Write), attempt: &Attempt<'_>) -> Result
 
 #[test]
 fn postgres_credentials_and_login() {
-    let Some(postgres) = Postgres::start(false) else {
+    let Some(postgres) = Postgres::start(Options::default()) else {
         return;
     };
 
     // The server hashes the password itself; this crate reads the result.
-    postgres.sql(&format!("CREATE ROLE bot LOGIN PASSWORD '{BOT_PASSWORD}'"));
+    postgres.create_role("bot", BOT_PASSWORD);
     let rolpassword = postgres.sql("SELECT rolpassword FROM pg_authid WHERE rolname = 'bot'");
     assert!(
         rolpassword.starts_with("SCRAM-SHA-256$4096:"),
@@ -620,40 +286,43 @@ fn postgres_credentials_and_login() {
     assert_eq!(stored, ours.format());
 
     assert_eq!(
-        login(postgres.port, "bot", BOT_PASSWORD).unwrap(),
+        login(postgres.port(), "bot", BOT_PASSWORD).unwrap(),
         Login::Accepted
     );
     assert_eq!(
-        login(postgres.port, "ours", "sgt_ours-5Kd9").unwrap(),
+        login(postgres.port(), "ours", "sgt_ours-5Kd9").unwrap(),
         Login::Accepted
     );
     assert_eq!(
-        login(postgres.port, "bot", "sgt_wrong").unwrap(),
+        login(postgres.port(), "bot", "sgt_wrong").unwrap(),
         bad_password("bot")
     );
     assert_eq!(
-        login(postgres.port, "ours", BOT_PASSWORD).unwrap(),
+        login(postgres.port(), "ours", BOT_PASSWORD).unwrap(),
         bad_password("ours")
     );
     // PostgreSQL runs a mock exchange for a role that does not exist, and
     // fails it at the proof like a wrong password.
     assert_eq!(
-        login(postgres.port, "nobody", BOT_PASSWORD).unwrap(),
+        login(postgres.port(), "nobody", BOT_PASSWORD).unwrap(),
         bad_password("nobody")
     );
 }
 
 #[test]
 fn postgres_channel_binding_over_tls() {
-    let Some(postgres) = Postgres::start(true) else {
+    let Some(postgres) = Postgres::start(Options {
+        tls: true,
+        ..Options::default()
+    }) else {
         return;
     };
-    let ca_der = postgres.ca_der.clone().unwrap();
-    postgres.sql(&format!("CREATE ROLE bot LOGIN PASSWORD '{BOT_PASSWORD}'"));
+    let ca_der = &postgres.certificates().unwrap().ca_der;
+    postgres.create_role("bot", BOT_PASSWORD);
     let both = ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"];
 
     // SCRAM-SHA-256-PLUS bound to the certificate the server presented.
-    let (mut stream, binding) = connect_tls(postgres.port, &ca_der);
+    let (mut stream, binding) = connect_tls(postgres.port(), ca_der);
     let attempt = Attempt {
         user: "bot",
         password: BOT_PASSWORD,
@@ -664,7 +333,7 @@ fn postgres_channel_binding_over_tls() {
     assert_eq!(login_over(&mut stream, &attempt).unwrap(), Login::Accepted);
 
     // The same with a wrong password.
-    let (mut stream, _) = connect_tls(postgres.port, &ca_der);
+    let (mut stream, _) = connect_tls(postgres.port(), ca_der);
     let wrong_password = Attempt {
         password: "sgt_wrong",
         ..attempt
@@ -677,7 +346,7 @@ fn postgres_channel_binding_over_tls() {
     // Bound to another certificate, as a man in the middle with its own
     // certificate would be.
     let other = ChannelBinding::tls_server_end_point(vec![0x42; 48]).unwrap();
-    let (mut stream, _) = connect_tls(postgres.port, &ca_der);
+    let (mut stream, _) = connect_tls(postgres.port(), ca_der);
     let wrong_binding = Attempt {
         password: BOT_PASSWORD,
         channel_binding: Some(other),
@@ -689,7 +358,7 @@ fn postgres_channel_binding_over_tls() {
     );
 
     // A client without channel binding uses SCRAM-SHA-256 with the n flag.
-    let (mut stream, _) = connect_tls(postgres.port, &ca_der);
+    let (mut stream, _) = connect_tls(postgres.port(), ca_der);
     let unbound = Attempt {
         channel_binding: None,
         ..wrong_binding
@@ -698,7 +367,7 @@ fn postgres_channel_binding_over_tls() {
 
     // A client that could bind but was shown only SCRAM-SHA-256 sends the y
     // flag, and the server, which does offer PLUS, detects the downgrade.
-    let (mut stream, binding) = connect_tls(postgres.port, &ca_der);
+    let (mut stream, binding) = connect_tls(postgres.port(), ca_der);
     let downgraded = Attempt {
         offered_to_client: &["SCRAM-SHA-256"],
         channel_binding: Some(binding),
