@@ -3,19 +3,12 @@
 //! notifications, FunctionCall, protocol negotiation, CancelRequest,
 //! encryption requests and the start of a SCRAM exchange.
 //!
-//! The test starts a throwaway server with `initdb` in a temporary folder,
-//! listening on 127.0.0.1 at a free port. initdb refuses to run as root, so
-//! under root the server runs as the `postgres` user through `setpriv`.
-//! Without PostgreSQL binaries (`STEPGATE_PG_BIN`, default
-//! `/usr/lib/postgresql/15/bin`) or, under root, without a `postgres` user,
-//! the test prints why and passes without checking.
+//! The server comes from `stepgate_testpg`, which skips the test with a
+//! printed reason when PostgreSQL is not installed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use stepgate_pg::{
@@ -23,148 +16,24 @@ use stepgate_pg::{
     Execute, FrontendMessage, FunctionCall, Parse, ProtocolVersion, SaslInitialResponse,
     StartupMessage, StartupPacket, Target, TransactionStatus,
 };
+use stepgate_testpg::{Options, Postgres};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const SERVER_START_TIMEOUT: Duration = Duration::from_secs(30);
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 const SUPERUSER: &str = "gateway";
 const SCRAM_USER: &str = "scram_bot";
 
-/// Stops the server when the test ends, however it ends.
-struct Server {
-    child: Child,
-    port: u16,
-    _folder: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Builds a command that runs `program` as `user`, or as the current user.
-fn command_as(user: Option<&str>, program: &Path) -> Command {
-    match user {
-        Some(user) => {
-            let mut command = Command::new("setpriv");
-            command
-                .arg(format!("--reuid={user}"))
-                .arg(format!("--regid={user}"))
-                .args(["--init-groups", "--"])
-                .arg(program);
-            command
-        }
-        None => Command::new(program),
-    }
-}
-
-fn succeeded(output: std::io::Result<Output>, what: &str) -> Output {
-    let output = output.unwrap_or_else(|error| panic!("{what} failed to start: {error}"));
-    assert!(
-        output.status.success(),
-        "{what} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-/// Starts PostgreSQL, or returns None with the reason printed when it is not
-/// installed.
-fn start_server() -> Option<Server> {
-    let bin = PathBuf::from(
-        std::env::var("STEPGATE_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()),
-    );
-    if !bin.join("initdb").exists() {
-        eprintln!(
-            "skipped: no PostgreSQL at {}; set STEPGATE_PG_BIN",
-            bin.display()
-        );
-        return None;
-    }
-
-    let is_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|output| output.stdout.starts_with(b"0\n"));
-    let run_as = if is_root {
-        let has_user = Command::new("id")
-            .arg("postgres")
-            .output()
-            .is_ok_and(|output| output.status.success());
-        if !has_user {
-            eprintln!("skipped: initdb refuses root and there is no postgres user to run it");
-            return None;
-        }
-        Some("postgres")
-    } else {
-        None
-    };
-
-    let folder = tempfile::tempdir().unwrap();
-    let root = folder.path();
-    if let Some(user) = run_as {
-        succeeded(Command::new("chown").arg(user).arg(root).output(), "chown");
-    }
-
-    let data = root.join("data");
-    succeeded(
-        command_as(run_as, &bin.join("initdb"))
-            .args(["--no-sync", "--auth=trust", "--username", SUPERUSER, "-D"])
-            .arg(&data)
-            .output(),
-        "initdb",
-    );
-
-    // The SCRAM user must prove a password; everyone else is trusted.
-    let hba = format!(
-        "host all {SCRAM_USER} 127.0.0.1/32 scram-sha-256\nhost all all 127.0.0.1/32 trust\n"
-    );
-    std::fs::write(data.join("pg_hba.conf"), hba).unwrap();
-
-    let port = free_port();
-    let child = command_as(run_as, &bin.join("postgres"))
-        .arg("-D")
-        .arg(&data)
-        .args([
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "password_encryption=scram-sha-256",
-            "-c",
-            "fsync=off",
-            "-p",
-            &port.to_string(),
-            "-k",
-        ])
-        .arg(root)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|error| panic!("postgres failed to start: {error}"));
-    let server = Server {
-        child,
-        port,
-        _folder: folder,
-    };
-
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < SERVER_START_TIMEOUT,
-            "PostgreSQL did not listen within {SERVER_START_TIMEOUT:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Some(server)
+/// Starts PostgreSQL with the role [`SUPERUSER`], a superuser trusted on
+/// TCP, so the codec logs in without a password. [`SCRAM_USER`] matches the
+/// default `pg_hba.conf` line, which requires a SCRAM password.
+fn start_server() -> Option<Postgres> {
+    let postgres = Postgres::start(Options {
+        hba: vec![format!("host all {SUPERUSER} 127.0.0.1/32 trust")],
+        ..Options::default()
+    })?;
+    postgres.sql(&format!("CREATE ROLE {SUPERUSER} SUPERUSER LOGIN"));
+    Some(postgres)
 }
 
 /// A client connection driven by this crate's codec.
@@ -815,7 +684,7 @@ async fn codec_against_postgres_15() {
         return;
     };
 
-    let port = server.port;
+    let port = server.port();
     let (mut client, key) = login(port).await;
     simple_queries(&mut client).await;
     extended_queries(&mut client).await;
