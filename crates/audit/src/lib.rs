@@ -97,6 +97,36 @@ pub struct Entry {
     pub actor: Option<String>,
     /// Free text: the administrative change or the failure, never a secret.
     pub detail: Option<String>,
+    // The fields below describe SQL statements. They are left out of the
+    // canonical JSON when unset, so records written before they existed
+    // serialise to the same bytes and their hashes still verify.
+    /// Database role a SQL statement ran as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_role: Option<String>,
+    /// Database a SQL statement ran in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// Class of a SQL statement: `read`, `write`, `ddl`, `privilege`,
+    /// `transaction`, `utility` or `function`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement_class: Option<String>,
+    /// Fingerprint of a SQL statement: equal for statements that differ
+    /// only in constants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// Text of a SQL statement with its literals, only when the gateway is
+    /// configured to keep it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement: Option<String>,
+    /// Rows a SQL statement returned or changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    /// Bytes of result rows a SQL statement returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// SQLSTATE of the error a SQL statement ended with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sqlstate: Option<String>,
 }
 
 impl Entry {

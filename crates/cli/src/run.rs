@@ -160,6 +160,9 @@ async fn serve(config: &stepgate_config::Config, engine: Arc<Engine>) -> anyhow:
         serve_echo(echo.listen, stopped.clone()).await?;
     }
     let mut gateway = Gateway::bind(config, engine.clone()).await?;
+    if let Some(postgres) = stepgate_pgproxy::PgGateway::bind(config, engine.clone()).await? {
+        tokio::spawn(postgres.serve(stopped.clone()));
+    }
     if let Some(pages) = approvals_page(config, &engine) {
         gateway = gateway.with_admin_pages(pages);
     }

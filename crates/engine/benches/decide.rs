@@ -200,6 +200,8 @@ impl Fixture {
         let path = format!("/orders/{}", 1000 + n);
         let input = RequestInput {
             authorization: Some(authorization),
+            session_token: None,
+            sql: None,
             answer: None,
             dpop: None,
             facts: RequestFacts {

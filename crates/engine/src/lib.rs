@@ -120,11 +120,45 @@ pub struct DpopAnswer<'a> {
     pub uri: &'a str,
 }
 
+/// What the audit trail records of a SQL statement besides the request
+/// facts.
+#[derive(Clone, Copy, Debug)]
+pub struct SqlStatement<'a> {
+    pub database: &'a str,
+    pub role: &'a str,
+    /// `read`, `write`, `ddl`, `privilege`, `transaction`, `utility` or
+    /// `function`.
+    pub class: &'a str,
+    pub fingerprint: &'a str,
+    /// The text with its literals, when the configuration keeps it.
+    pub text: Option<&'a str>,
+}
+
+/// How a SQL statement that was let through ended.
+#[derive(Clone, Debug, Default)]
+pub struct StatementEnd {
+    /// Rows returned or changed, from the command tag or counted.
+    pub rows: u64,
+    /// Bytes of the result rows sent to the client.
+    pub bytes: u64,
+    /// SQLSTATE of the error, when the statement failed.
+    pub sqlstate: Option<String>,
+    /// False when the statement never reached the server.
+    pub reached_server: bool,
+}
+
 /// One request as a front-end hands it over.
 #[derive(Clone, Debug)]
 pub struct RequestInput<'a> {
     /// The whole `Authorization` header value, if any.
     pub authorization: Option<&'a str>,
+    /// The SQL statement the request is, for the PostgreSQL front-end.
+    pub sql: Option<SqlStatement<'a>>,
+    /// Id of the token that authenticated the connection the request came
+    /// on, as a PostgreSQL client proves its token once with SCRAM. Used
+    /// when `authorization` is `None`; the token is checked again on every
+    /// request, so a revoked token or disabled identity stops the session.
+    pub session_token: Option<&'a str>,
     pub answer: Option<StepUpAnswer<'a>>,
     /// DPoP proofs of the request and the URI they must name, for
     /// DPoP-bound tokens (`Authorization: DPoP`).
@@ -435,6 +469,122 @@ impl Engine {
             .map(|_| stored.identity.clone())
     }
 
+    /// Returns the SCRAM credentials of every unrevoked token of the
+    /// enabled identity `name`, with each token's id, for a front-end that
+    /// checks tokens as database passwords. Empty when the identity is
+    /// unknown or disabled or has no token with a SCRAM credential.
+    pub fn scram_credentials(&self, name: &str) -> Vec<(String, String)> {
+        let credentials = self.credentials.read().clone();
+        let Ok(name) = IdentityName::new(name) else {
+            return Vec::new();
+        };
+        if credentials
+            .identities
+            .get(&name)
+            .is_none_or(|identity| identity.disabled)
+        {
+            return Vec::new();
+        }
+        let mut found: Vec<(String, String)> = credentials
+            .tokens
+            .iter()
+            .filter(|(_, token)| token.identity == name && !token.revoked)
+            .filter_map(|(id, token)| Some((id.clone(), token.scram.clone()?)))
+            .collect();
+        found.sort();
+        found
+    }
+
+    /// Checks a step-up answer sent apart from the request it unlocks, as a
+    /// PostgreSQL client does with `stepgate.step_up(...)`. `input.facts`
+    /// are those of the challenged request. On success the grant covers
+    /// that request, which the client then repeats, and the returned
+    /// receipt is for the durable step-up record. On failure the verdict
+    /// says why, as `decide` would.
+    pub fn answer_apart(
+        &self,
+        input: RequestInput<'_>,
+    ) -> Result<(FactorKind, Receipt), Box<Verdict>> {
+        if !self.audit.is_healthy() {
+            return Err(Box::new(Verdict::Unavailable));
+        }
+        let now = self.now();
+        let mut facts = input.facts.clone();
+        facts.time = now;
+        let credentials = self.credentials.read().clone();
+        let mut entry = request_entry(&input, now);
+        let identity = match self.authenticate(
+            &credentials,
+            input.authorization,
+            input.session_token,
+            &mut entry,
+            now,
+            facts.network(),
+        ) {
+            Ok(identity) => identity,
+            Err(failure) => {
+                entry.event = Some(Event::AuthFailure);
+                entry.detail = Some(failure.as_str().to_owned());
+                return Err(Box::new(Verdict::Unauthenticated(
+                    failure,
+                    self.audit.durable(entry),
+                )));
+            }
+        };
+        let Some(answer) = input.answer else {
+            entry.event = Some(Event::StepUpFailure);
+            entry.detail = Some(StepUpFailure::UnknownChallenge.to_string());
+            return Err(Box::new(Verdict::StepUpFailed(
+                StepUpFailure::UnknownChallenge,
+                self.audit.durable(entry),
+            )));
+        };
+        entry.challenge_id = Some(answer.challenge_id.to_owned());
+        match self.answer_challenge(&credentials, &identity, &facts, answer, None, None, now) {
+            Ok(proved) => {
+                entry.event = Some(Event::StepUpSuccess);
+                entry.factor = Some(proved.factor.name().to_owned());
+                entry.detail = proved.key;
+                Ok((proved.factor, self.audit.durable(entry)))
+            }
+            Err(failure) => {
+                entry.event = Some(Event::StepUpFailure);
+                entry.factor = Some(FactorKind::Totp.name().to_owned());
+                entry.detail = Some(failure.to_string());
+                Err(Box::new(Verdict::StepUpFailed(
+                    failure,
+                    self.audit.durable(entry),
+                )))
+            }
+        }
+    }
+
+    /// Records a failed database login of `name` (a wrong SCRAM proof) in
+    /// the audit trail and counts it as an authentication failure of the
+    /// identity, when it exists. The record names no token: SCRAM does not
+    /// say which token the client tried.
+    pub fn record_pg_auth_failure(&self, name: &str, client_addr: std::net::IpAddr) {
+        let now = self.now();
+        let mut entry = Entry::new(Event::AuthFailure, now);
+        entry.client_addr = Some(client_addr.to_string());
+        entry.peer_addr = Some(client_addr.to_string());
+        entry.method = Some("STARTUP".to_owned());
+        entry.detail = Some("PostgreSQL login: SCRAM proof matches no token".to_owned());
+        if let Ok(identity) = IdentityName::new(name) {
+            let known = self.credentials.read().identities.contains_key(&identity);
+            if known {
+                entry.identity = Some(identity.to_string());
+                self.record_failure(
+                    &identity,
+                    FailureKind::Authentication,
+                    now,
+                    Network::of(client_addr),
+                );
+            }
+        }
+        self.audit.behind(entry);
+    }
+
     pub fn with_locator(mut self, locator: Arc<dyn Locator>) -> Self {
         self.locator = Some(locator);
         self
@@ -514,6 +664,7 @@ impl Engine {
         let identity = match self.authenticate(
             &credentials,
             input.authorization,
+            input.session_token,
             &mut entry,
             now,
             input.facts.network(),
@@ -944,6 +1095,29 @@ impl Engine {
         }
     }
 
+    /// Records the end of an allowed SQL statement, with its rows and
+    /// bytes, and teaches the baseline. A statement that failed with a
+    /// permission error (SQLSTATE class 42501) counts as a refusal.
+    pub fn finish_statement(
+        &self,
+        mut allowed: Box<Allowed>,
+        end: StatementEnd,
+        duration: Duration,
+    ) {
+        allowed.entry.rows = Some(end.rows);
+        allowed.entry.bytes = Some(end.bytes);
+        let status = match (&end.sqlstate, end.reached_server) {
+            (_, false) => None,
+            (None, true) => Some(200),
+            (Some(code), true) if code == "42501" => Some(403),
+            (Some(_), true) => Some(500),
+        };
+        allowed.entry.sqlstate = end.sqlstate;
+        let identity = allowed.identity.clone();
+        self.finish(allowed, status, duration);
+        self.record_volume(&identity, end.bytes, end.rows);
+    }
+
     /// Adds bytes sent to `identity` in a response body to its data-volume
     /// window. Front-ends call it when the body has been sent or abandoned.
     pub fn record_volume(&self, identity: &IdentityName, bytes: u64, rows: u64) {
@@ -962,26 +1136,47 @@ impl Engine {
         &self,
         credentials: &Credentials,
         authorization: Option<&str>,
+        session_token: Option<&str>,
         entry: &mut Entry,
         now: Timestamp,
         network: Network,
     ) -> Result<IdentityName, AuthFailure> {
-        let header = authorization.ok_or(AuthFailure::Missing)?;
-        let (scheme, value) = header.split_once(' ').ok_or(AuthFailure::NotBearer)?;
-        if !scheme.eq_ignore_ascii_case("Bearer") && !scheme.eq_ignore_ascii_case("DPoP") {
-            return Err(AuthFailure::NotBearer);
-        }
-        let token = ApiToken::parse(value.trim_matches(' ')).map_err(|_| AuthFailure::Malformed)?;
-        entry.token_id = Some(token.id().to_string());
-        let stored = credentials
-            .tokens
-            .get(token.id().as_str())
-            .ok_or(AuthFailure::UnknownToken)?;
-        entry.identity = Some(stored.identity.to_string());
-        if stored.hash != token.hash() {
-            self.record_failure(&stored.identity, FailureKind::Authentication, now, network);
-            return Err(AuthFailure::WrongSecret);
-        }
+        let stored = match (authorization, session_token) {
+            (None, Some(id)) => {
+                entry.token_id = Some(id.to_owned());
+                let stored = credentials
+                    .tokens
+                    .get(id)
+                    .ok_or(AuthFailure::UnknownToken)?;
+                entry.identity = Some(stored.identity.to_string());
+                stored
+            }
+            (header, _) => {
+                let header = header.ok_or(AuthFailure::Missing)?;
+                let (scheme, value) = header.split_once(' ').ok_or(AuthFailure::NotBearer)?;
+                if !scheme.eq_ignore_ascii_case("Bearer") && !scheme.eq_ignore_ascii_case("DPoP") {
+                    return Err(AuthFailure::NotBearer);
+                }
+                let token =
+                    ApiToken::parse(value.trim_matches(' ')).map_err(|_| AuthFailure::Malformed)?;
+                entry.token_id = Some(token.id().to_string());
+                let stored = credentials
+                    .tokens
+                    .get(token.id().as_str())
+                    .ok_or(AuthFailure::UnknownToken)?;
+                entry.identity = Some(stored.identity.to_string());
+                if stored.hash != token.hash() {
+                    self.record_failure(
+                        &stored.identity,
+                        FailureKind::Authentication,
+                        now,
+                        network,
+                    );
+                    return Err(AuthFailure::WrongSecret);
+                }
+                stored
+            }
+        };
         if stored.revoked {
             self.record_failure(&stored.identity, FailureKind::Authentication, now, network);
             return Err(AuthFailure::Revoked);
@@ -1231,6 +1426,13 @@ fn request_entry(input: &RequestInput<'_>, now: Timestamp) -> Entry {
     entry.action = Some(facts.action.as_str().to_owned());
     entry.resource = Some(facts.resource.clone());
     entry.zone = facts.zone.clone();
+    if let Some(sql) = input.sql {
+        entry.database = Some(sql.database.to_owned());
+        entry.database_role = Some(sql.role.to_owned());
+        entry.statement_class = Some(sql.class.to_owned());
+        entry.fingerprint = Some(sql.fingerprint.to_owned());
+        entry.statement = sql.text.map(str::to_owned);
+    }
     entry
 }
 

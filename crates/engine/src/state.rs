@@ -146,6 +146,8 @@ pub(crate) struct TokenEntry {
     pub(crate) identity: IdentityName,
     pub(crate) hash: TokenHash,
     pub(crate) revoked: bool,
+    /// The token's SCRAM-SHA-256 credential in `rolpassword` form.
+    pub(crate) scram: Option<String>,
 }
 
 pub(crate) struct TotpFactor {
@@ -168,6 +170,7 @@ impl Credentials {
                     identity: token.identity,
                     hash: token.hash,
                     revoked: token.revoked_at.is_some(),
+                    scram: token.scram,
                 };
                 (token.id.as_str().to_owned(), entry)
             })

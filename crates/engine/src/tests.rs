@@ -140,6 +140,8 @@ impl Harness {
     ) -> Verdict {
         let input = RequestInput {
             authorization,
+            session_token: None,
+            sql: None,
             answer,
             dpop: None,
             facts: self.facts(addr, method, path),
@@ -992,6 +994,8 @@ mod approvals {
             let authorization = format!("Bearer {}", self.harness.token);
             let input = RequestInput {
                 authorization: Some(&authorization),
+                session_token: None,
+                sql: None,
                 answer: None,
                 dpop: None,
                 facts: self.harness.facts("127.0.0.2", method, path),

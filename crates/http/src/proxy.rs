@@ -350,6 +350,8 @@ async fn decide_and_forward(
         });
     let input = RequestInput {
         authorization,
+        session_token: None,
+        sql: None,
         answer,
         dpop: Some(DpopAnswer {
             proofs: &dpop_proofs,

@@ -256,6 +256,73 @@ impl BackendDecoder {
     }
 }
 
+/// One whole backend message as received: type byte, length word and body.
+/// A proxy forwards the bytes as they are and decodes only the messages it
+/// needs to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawBackendMessage {
+    bytes: Bytes,
+}
+
+impl RawBackendMessage {
+    /// The type byte, such as `b'D'` for DataRow.
+    pub fn type_byte(&self) -> u8 {
+        self.bytes[0]
+    }
+
+    /// The whole message, header included.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The message body, after the type byte and length word.
+    pub fn body(&self) -> Bytes {
+        self.bytes.slice(HEADER_BYTES..)
+    }
+
+    /// Decodes the message.
+    pub fn decode(&self) -> Result<BackendMessage, DecodeError> {
+        decode_body(self.type_byte(), self.body())
+    }
+}
+
+impl BackendDecoder {
+    /// Splits one message off the front of `buf` without decoding its body,
+    /// after the same type and length checks as [`BackendDecoder::decode`].
+    /// Returns `Ok(None)` and consumes nothing while the message is
+    /// incomplete.
+    pub fn next_raw(&self, buf: &mut BytesMut) -> Result<Option<RawBackendMessage>, DecodeError> {
+        let Some(&type_byte) = buf.first() else {
+            return Ok(None);
+        };
+        if !is_backend_type(type_byte) {
+            return Err(DecodeError::UnknownMessageType {
+                direction: Direction::Backend,
+                type_byte: TypeByte(type_byte),
+            });
+        }
+        let Some(length) = crate::codec::peek_length(buf, 1) else {
+            return Ok(None);
+        };
+        let framing = crate::error::Framing::Message(TypeByte(type_byte));
+        let length = crate::codec::check_length(framing, length, 4, self.max_message_bytes)?;
+        let total = length.checked_add(1).ok_or(DecodeError::TooLong {
+            framing,
+            length,
+            max: self.max_message_bytes,
+        })?;
+        if buf.len() < total {
+            return Ok(None);
+        }
+        Ok(Some(RawBackendMessage {
+            bytes: buf.split_to(total).freeze(),
+        }))
+    }
+}
+
+/// Length word plus type byte.
+const HEADER_BYTES: usize = 5;
+
 fn decode_body(type_byte: u8, body: Bytes) -> Result<BackendMessage, DecodeError> {
     let message = match type_byte {
         b'R' => BackendMessage::Authentication(decode_authentication(body)?),

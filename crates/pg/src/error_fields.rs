@@ -44,6 +44,9 @@ pub mod sqlstate {
     pub const TOO_MANY_CONNECTIONS: &str = "53300";
     pub const QUERY_CANCELED: &str = "57014";
     pub const ADMIN_SHUTDOWN: &str = "57P01";
+    pub const CONNECTION_FAILURE: &str = "08006";
+    pub const SYNTAX_ERROR: &str = "42601";
+    pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
 }
 
 /// Severity of an error or notice.
@@ -97,6 +100,16 @@ impl ErrorFields {
                 (field::CODE, code.to_owned()),
                 (field::MESSAGE, message.to_owned()),
             ],
+        }
+    }
+
+    /// Replaces both severity fields, as when a server's error ends a
+    /// session and must be sent as FATAL.
+    pub fn set_severity(&mut self, severity: Severity) {
+        for (code, value) in &mut self.fields {
+            if *code == field::SEVERITY || *code == field::SEVERITY_NONLOCALIZED {
+                *value = severity.as_str().to_owned();
+            }
         }
     }
 

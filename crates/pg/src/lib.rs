@@ -37,7 +37,7 @@ use std::fmt;
 
 pub use backend::{
     Authentication, BackendDecoder, BackendMessage, CopyResponse, EncryptionResponse,
-    FieldDescription, TransactionStatus,
+    FieldDescription, RawBackendMessage, TransactionStatus,
 };
 pub use error::{DecodeError, Direction, EncodeError, Framing, TypeByte};
 pub use error_fields::{ErrorFields, Severity, field, sqlstate};

@@ -41,6 +41,7 @@ mod catalogue;
 mod class;
 mod command;
 pub mod facts;
+pub mod gateway;
 mod locate;
 mod walk;
 

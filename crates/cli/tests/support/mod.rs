@@ -8,6 +8,8 @@
     clippy::panic
 )]
 
+pub mod pg;
+
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};

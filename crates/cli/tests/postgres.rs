@@ -1,0 +1,186 @@
+//! The PostgreSQL gateway end to end: a real PostgreSQL 15 server started
+//! in a temporary folder, the `stepgate` binary in front of it, and real
+//! clients (psql) connecting with an identity's API token as password.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::pg::{DATABASE, ROLE, ROLE_PASSWORD, setup, stderr};
+use support::{Gateway, oathtool};
+
+/// Reads the challenge id from psql's error output: the DETAIL line holds
+/// `challenge_id=ch_...`.
+fn challenge_id(stderr: &str) -> String {
+    stderr
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("challenge_id="))
+        .unwrap_or_else(|| panic!("no challenge id in {stderr}"))
+        .to_owned()
+}
+
+#[test]
+fn reads_pass_and_ddl_is_challenged_answered_and_retried() {
+    let Some(setup) = setup("") else {
+        return;
+    };
+    assert_eq!(setup.psql_ok("SELECT count(*) FROM orders"), "50");
+    assert_eq!(
+        setup.psql_ok("SELECT amount FROM orders WHERE id = 7"),
+        "70"
+    );
+    assert_eq!(setup.psql_ok("SELECT current_user"), ROLE);
+
+    // DDL is the admin action, which always needs a step-up.
+    let refused = setup.psql("CREATE TABLE audit_copy (id int)");
+    assert!(!refused.status.success());
+    let message = stderr(&refused);
+    assert!(message.contains("needs step-up"), "{message}");
+    let challenge = challenge_id(&message);
+    assert!(
+        setup.app_sql("SELECT count(*) FROM pg_tables WHERE tablename = 'audit_copy'") == "0",
+        "the refused statement reached the server"
+    );
+
+    // The answer and the retry in one session; the grant covers the
+    // statement for the session's network.
+    let script = format!(
+        "SELECT stepgate.step_up('{challenge}', '{}');\nCREATE TABLE audit_copy (id int);\n",
+        oathtool(&setup.totp)
+    );
+    let answered = setup.psql_script(&script);
+    let out = String::from_utf8_lossy(&answered.stdout);
+    assert!(
+        out.contains("totp accepted"),
+        "stdout {out} stderr {}",
+        stderr(&answered)
+    );
+    assert!(out.contains("CREATE TABLE"), "{out} {}", stderr(&answered));
+    assert_eq!(
+        setup.app_sql("SELECT count(*) FROM pg_tables WHERE tablename = 'audit_copy'"),
+        "1"
+    );
+
+    let audit = setup.gateway.audit();
+    let challenge_record = audit
+        .iter()
+        .find(|record| record["event"] == "challenge")
+        .expect("challenge recorded");
+    assert_eq!(challenge_record["statement_class"], "ddl");
+    assert_eq!(challenge_record["database_role"], ROLE);
+    assert_eq!(challenge_record["identity"], "ci-bot");
+    assert!(challenge_record.get("statement").is_none());
+    assert!(
+        audit
+            .iter()
+            .any(|record| record["event"] == "step_up_success"),
+        "{audit:?}"
+    );
+}
+
+#[test]
+fn wrong_token_and_unknown_identity_are_refused_alike() {
+    let Some(setup) = setup("") else {
+        return;
+    };
+    let wrong = setup.psql_as("ci-bot", "sgt_notatokenatall", "SELECT 1");
+    assert!(!wrong.status.success());
+    assert!(
+        stderr(&wrong).contains("password authentication failed for user \"ci-bot\""),
+        "{}",
+        stderr(&wrong)
+    );
+    let unknown = setup.psql_as("nobody", &setup.token, "SELECT 1");
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains("password authentication failed for user \"nobody\""),
+        "{}",
+        stderr(&unknown)
+    );
+    // The role password never works through the gateway.
+    let role = setup.psql_as(ROLE, ROLE_PASSWORD, "SELECT 1");
+    assert!(!role.status.success());
+    let log = setup.gateway.log();
+    assert!(!log.contains(&setup.token), "the token reached the log");
+    assert!(
+        !log.contains(ROLE_PASSWORD),
+        "the role password reached the log"
+    );
+}
+
+#[test]
+fn held_write_runs_after_cli_approval() {
+    let Some(setup) = setup("") else {
+        return;
+    };
+    let uri = setup.gateway.cli_ok(&["approver", "add", "alice"]);
+    let alice = uri
+        .trim()
+        .split(['?', '&'])
+        .find_map(|part| part.strip_prefix("secret="))
+        .unwrap()
+        .to_owned();
+    support::wait_for_reload();
+
+    let held = {
+        let args = (
+            setup.postgres.bin("psql"),
+            setup.gateway.dir.path().join("home"),
+            setup.token.clone(),
+            setup.pg_port,
+        );
+        thread::spawn(move || {
+            std::fs::create_dir_all(&args.1).unwrap();
+            Command::new(&args.0)
+                .env("HOME", &args.1)
+                .env("PGPASSWORD", &args.2)
+                .env("PGSSLMODE", "disable")
+                .args(["-h", "127.0.0.1", "-p", &args.3.to_string()])
+                .args(["-U", "ci-bot", "-d", DATABASE, "-X", "-At"])
+                .args(["-c", "INSERT INTO payouts (amount) VALUES (4200)"])
+                .output()
+                .unwrap()
+        })
+    };
+    let id = wait_for_pending(&setup.gateway);
+    let shown = setup.gateway.cli_ok(&["approvals", "show", &id]);
+    assert!(
+        shown.contains("INSERT INTO payouts (amount) VALUES (4200)"),
+        "{shown}"
+    );
+    setup.gateway.cli_ok(&[
+        "approvals",
+        "approve",
+        &id,
+        "--as",
+        "alice",
+        "--totp",
+        &oathtool(&alice),
+    ]);
+    let output = held.join().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(setup.app_sql("SELECT amount FROM payouts"), "4200");
+}
+
+fn wait_for_pending(gateway: &Gateway) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ids: Vec<String> = gateway
+            .cli_ok(&["approvals", "list", "--format", "json"])
+            .lines()
+            .map(|line| {
+                let value: serde_json::Value = serde_json::from_str(line).unwrap();
+                value["id"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        if let [id] = ids.as_slice() {
+            return id.clone();
+        }
+        assert!(Instant::now() < deadline, "no pending approval: {ids:?}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
