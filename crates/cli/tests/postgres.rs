@@ -184,3 +184,57 @@ fn wait_for_pending(gateway: &Gateway) -> String {
         thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Makes a self-signed certificate for 127.0.0.1 in `dir`; returns the
+/// certificate and key paths.
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let cert = dir.join("pg-cert.pem");
+    let key = dir.join("pg-key.pem");
+    let output = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=stepgate test", "-addext"])
+        .args(["subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl must be installed");
+    assert!(output.status.success(), "{output:?}");
+    (cert, key)
+}
+
+#[test]
+fn tls_with_scram_channel_binding() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(certs.path());
+    let extra = format!(
+        "\n[postgres.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let Some(setup) = setup(&extra) else {
+        return;
+    };
+    let home = setup.gateway.dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    // verify-full checks the certificate and host; channel_binding=require
+    // makes libpq insist on SCRAM-SHA-256-PLUS.
+    let output = Command::new(setup.postgres.bin("psql"))
+        .env("HOME", &home)
+        .env("PGPASSWORD", &setup.token)
+        .arg(format!(
+            "host=127.0.0.1 port={} user=ci-bot dbname={DATABASE} sslmode=verify-full \
+             sslrootcert={} channel_binding=require",
+            setup.pg_port,
+            cert.display()
+        ))
+        .args(["-X", "-At", "-c", "SELECT count(*) FROM orders"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "50");
+
+    // Without TLS the same client still logs in, as require_tls is off.
+    assert_eq!(setup.psql_ok("SELECT 1"), "1");
+}
