@@ -238,3 +238,59 @@ fn tls_with_scram_channel_binding() {
     // Without TLS the same client still logs in, as require_tls is off.
     assert_eq!(setup.psql_ok("SELECT 1"), "1");
 }
+
+#[test]
+fn cancel_request_reaches_the_server() {
+    let Some(setup) = setup("") else {
+        return;
+    };
+    // psycopg sends a CancelRequest with the key from BackendKeyData, which
+    // the gateway made; the gateway passes it on to the server process.
+    let script = format!(
+        r#"
+import threading, time, psycopg
+conn = psycopg.connect(host="127.0.0.1", port={port}, user="ci-bot", dbname="{DATABASE}",
+                       password="{token}", sslmode="disable")
+timer = threading.Timer(1.0, conn.cancel)
+timer.start()
+started = time.monotonic()
+try:
+    conn.execute("SELECT pg_sleep(30)")
+    print("not cancelled")
+except psycopg.errors.QueryCanceled:
+    print("cancelled after", round(time.monotonic() - started))
+    conn.rollback()
+print(conn.execute("SELECT count(*) FROM orders").fetchone()[0])
+"#,
+        port = setup.pg_port,
+        token = setup.token,
+    );
+    let output = Command::new("/usr/bin/python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3 must be installed");
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{out} {}", stderr(&output));
+    assert!(out.contains("cancelled after"), "{out}");
+    assert!(out.trim_end().ends_with("50"), "{out}");
+}
+
+#[test]
+fn pooled_connection_keeps_no_session_state() {
+    let Some(setup) = setup("") else {
+        return;
+    };
+    let first = setup.psql_ok(
+        "SET search_path TO pg_catalog; SET application_name = 'left-behind'; \
+         PREPARE leftover AS SELECT 1; SELECT pg_backend_pid()",
+    );
+    let second = setup.psql_ok(
+        "SELECT pg_backend_pid(), current_setting('search_path'), \
+         (SELECT count(*) FROM pg_prepared_statements)",
+    );
+    let mut fields = second.split('|');
+    // The same server process served both clients, so the pool reused it.
+    assert_eq!(fields.next(), Some(first.lines().last().unwrap()));
+    assert_eq!(fields.next(), Some("\"$user\", public"));
+    assert_eq!(fields.next(), Some("0"));
+}
