@@ -294,3 +294,77 @@ fn pooled_connection_keeps_no_session_state() {
     assert_eq!(fields.next(), Some("\"$user\", public"));
     assert_eq!(fields.next(), Some("0"));
 }
+
+#[test]
+fn upstream_tls_is_verified_against_the_configured_ca() {
+    // The server rejects the role over plain TCP, so only a TLS connection
+    // logs in, and it is reached by the name in its certificate.
+    let options = stepgate_testpg::Options {
+        tls: true,
+        hba: vec![format!("hostnossl all {ROLE} 127.0.0.1/32 reject")],
+        ..Default::default()
+    };
+    let upstream = |postgres: &stepgate_testpg::Postgres| {
+        let ca = &postgres.certificates().unwrap().ca_cert_pem;
+        format!(
+            "host = \"localhost\"\ntls = \"verify-full\"\nca_file = \"{}\"",
+            ca.display()
+        )
+    };
+    let Some(setup) = support::pg::setup_with(options, "", upstream, "") else {
+        return;
+    };
+    assert_eq!(
+        setup.psql_ok("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"),
+        "t"
+    );
+}
+
+#[test]
+fn upstream_with_an_untrusted_certificate_is_not_used() {
+    let other = tempfile::tempdir().unwrap();
+    let (untrusted, _) = self_signed(other.path());
+    let options = stepgate_testpg::Options {
+        tls: true,
+        ..Default::default()
+    };
+    let upstream = move |_: &stepgate_testpg::Postgres| {
+        format!(
+            "host = \"localhost\"\ntls = \"verify-full\"\nca_file = \"{}\"",
+            untrusted.display()
+        )
+    };
+    let Some(setup) = support::pg::setup_with(options, "", upstream, "") else {
+        return;
+    };
+    let output = setup.psql("SELECT 1");
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("stepgate cannot reach the database"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn plaintext_client_is_refused_when_tls_is_required() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(certs.path());
+    let keys = format!(
+        "require_tls = true\ntls = {{ cert_file = \"{}\", key_file = \"{}\" }}",
+        cert.display(),
+        key.display()
+    );
+    let upstream =
+        |_: &stepgate_testpg::Postgres| "host = \"127.0.0.1\"\ntls = \"disable\"".to_owned();
+    let Some(setup) = support::pg::setup_with(Default::default(), &keys, upstream, "") else {
+        return;
+    };
+    let output = setup.psql("SELECT 1");
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("accepts only TLS connections"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -27,7 +27,26 @@ pub struct Setup {
 /// gateway whose `ci-bot` identity works as `app_rw`. `extra` is added to
 /// the gateway's config. Returns `None` when PostgreSQL is not installed.
 pub fn setup(extra: &str) -> Option<Setup> {
-    let postgres = Postgres::start(Options::default())?;
+    setup_with(
+        Options::default(),
+        "",
+        |_| "host = \"127.0.0.1\"\ntls = \"disable\"".to_owned(),
+        extra,
+    )
+}
+
+/// Like [`setup`], with the server started with `options`, `postgres` keys
+/// (such as `require_tls = true`) added to the gateway's `[postgres]`
+/// table, and the `host` and TLS keys that `upstream` returns for the
+/// started server in its `[postgres.upstream]` table.
+pub fn setup_with(
+    options: Options,
+    postgres_keys: &str,
+    upstream: impl Fn(&Postgres) -> String,
+    extra: &str,
+) -> Option<Setup> {
+    let postgres = Postgres::start(options)?;
+    let upstream = upstream(&postgres);
     postgres.create_role(ROLE, ROLE_PASSWORD);
     postgres.create_database(DATABASE, ROLE);
     let mut psql = postgres.psql();
@@ -54,11 +73,11 @@ approval_for = ["write"]
 
 [postgres]
 listen = "127.0.0.1:{pg_port}"
+{postgres_keys}
 
 [postgres.upstream]
-host = "127.0.0.1"
 port = {port}
-tls = "disable"
+{upstream}
 pool_size = 4
 
 [[postgres.roles]]
