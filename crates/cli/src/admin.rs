@@ -139,6 +139,7 @@ pub(crate) fn check_config(path: Option<&Path>) -> anyhow::Result<ExitCode> {
     let geo = load_geo(&config, path)?;
     config.check_tls_files()?;
     stepgate_http::check_webhooks(&config)?;
+    stepgate_pgproxy::check(&config)?;
     if config.step_up.grant_tokens
         && let Some(keys) = crate::run::load_grant_keys(&config, path, false)?
     {

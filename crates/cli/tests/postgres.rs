@@ -368,3 +368,35 @@ fn plaintext_client_is_refused_when_tls_is_required() {
         stderr(&output)
     );
 }
+
+#[test]
+fn check_config_reads_the_role_password_file() {
+    let nowhere: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let gateway = Gateway::new(
+        nowhere,
+        r#"
+[postgres]
+listen = "127.0.0.1:0"
+
+[postgres.upstream]
+host = "127.0.0.1"
+tls = "disable"
+
+[[postgres.roles]]
+name = "app_rw"
+password_file = "missing-password"
+"#,
+    );
+    let output = gateway.cli(&["check-config"]);
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(message.contains("app_rw"), "{message}");
+    assert!(message.contains("missing-password"), "{message}");
+
+    std::fs::write(gateway.dir.path().join("missing-password"), "\n").unwrap();
+    let message = stderr(&gateway.cli(&["check-config"]));
+    assert!(message.contains("is empty"), "{message}");
+
+    std::fs::write(gateway.dir.path().join("missing-password"), "secret\n").unwrap();
+    gateway.cli_ok(&["check-config"]);
+}

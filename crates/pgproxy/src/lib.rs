@@ -92,6 +92,43 @@ pub(crate) struct Shared {
     pub(crate) mock_secret: [u8; 32],
 }
 
+/// Reads every file `[postgres]` names (role passwords, TLS certificate
+/// and key, the upstream CA bundle) as the listener would at start,
+/// without binding anything. Does nothing without a `[postgres]` table.
+pub fn check(config: &Config) -> Result<(), SetupError> {
+    let Some(postgres) = &config.postgres else {
+        return Ok(());
+    };
+    read_passwords(postgres)?;
+    postgres.tls.as_ref().map(tls::server_tls).transpose()?;
+    tls::upstream_tls(&postgres.upstream)?;
+    Ok(())
+}
+
+/// Reads the password file of each `[[postgres.roles]]` entry.
+fn read_passwords(postgres: &PostgresConfig) -> Result<HashMap<String, SecretString>, SetupError> {
+    let mut passwords = HashMap::new();
+    for role in &postgres.roles {
+        let text = std::fs::read_to_string(&role.password_file).map_err(|err| {
+            SetupError::Role(format!(
+                "{}: cannot read password_file {}: {err}",
+                role.name,
+                role.password_file.display()
+            ))
+        })?;
+        let password = text.trim_end_matches(['\r', '\n']);
+        if password.is_empty() {
+            return Err(SetupError::Role(format!(
+                "{}: password_file {} is empty; write the role's password in it",
+                role.name,
+                role.password_file.display()
+            )));
+        }
+        passwords.insert(role.name.clone(), SecretString::new(password.to_owned()));
+    }
+    Ok(passwords)
+}
+
 /// The PostgreSQL listener, bound and ready to serve.
 pub struct PgGateway {
     listener: TcpListener,
@@ -105,25 +142,7 @@ impl PgGateway {
         let Some(postgres) = &config.postgres else {
             return Ok(None);
         };
-        let mut passwords = HashMap::new();
-        for role in &postgres.roles {
-            let text = std::fs::read_to_string(&role.password_file).map_err(|err| {
-                SetupError::Role(format!(
-                    "{}: cannot read password_file {}: {err}",
-                    role.name,
-                    role.password_file.display()
-                ))
-            })?;
-            let password = text.trim_end_matches(['\r', '\n']);
-            if password.is_empty() {
-                return Err(SetupError::Role(format!(
-                    "{}: password_file {} is empty; write the role's password in it",
-                    role.name,
-                    role.password_file.display()
-                )));
-            }
-            passwords.insert(role.name.clone(), SecretString::new(password.to_owned()));
-        }
+        let passwords = read_passwords(postgres)?;
         let identities = postgres
             .identities
             .iter()
