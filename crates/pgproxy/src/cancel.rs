@@ -9,10 +9,10 @@ use parking_lot::Mutex;
 use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
 
-/// What one client's key cancels.
+/// The target of one client's cancel key.
 #[derive(Default)]
 pub(crate) struct Target {
-    /// The server process and its key, while the client holds a server
+    /// The server process and its key, while the client uses a server
     /// connection.
     pub(crate) server: Mutex<Option<(i32, i32)>>,
     /// Woken to end a wait inside the gateway, such as for an approval.

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use stepgate_core::RequestFacts;
 
-/// Most challenges kept; past it the oldest are dropped.
+/// Maximum number of challenges kept; past it the oldest are dropped.
 const MAX_CHALLENGES: usize = 10_000;
 
-/// What a challenged statement was.
+/// The facts of a challenged statement.
 #[derive(Clone)]
 pub(crate) struct Challenged {
     pub(crate) facts: RequestFacts,

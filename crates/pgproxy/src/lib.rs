@@ -45,12 +45,12 @@ pub mod sqlstate {
     pub const DENIED: &str = "SG003";
     /// An approver denied the statement.
     pub const APPROVAL_DENIED: &str = "SG004";
-    /// A `stepgate.step_up` answer was wrong, expired or for another
-    /// challenge.
+    /// A `stepgate.step_up` code was wrong, or the challenge expired or
+    /// belongs to another statement.
     pub const STEP_UP_FAILED: &str = "SG005";
     /// The approval cannot be used for this statement.
     pub const APPROVAL_REJECTED: &str = "SG006";
-    /// The message holds several statements and the identity may send only
+    /// The message contains several statements and the identity may send only
     /// one at a time.
     pub const MULTI_STATEMENT: &str = "SG007";
     /// The gateway cannot decide (the audit trail cannot be written), so
@@ -77,7 +77,7 @@ pub(crate) struct IdentityRole {
     pub(crate) reject_multi_statement: bool,
 }
 
-/// What every session shares.
+/// The state every session shares.
 pub(crate) struct Shared {
     pub(crate) engine: Arc<Engine>,
     pub(crate) config: PostgresConfig,
@@ -197,7 +197,7 @@ impl PgGateway {
         }))
     }
 
-    /// The bound address.
+    /// Returns the bound address.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }

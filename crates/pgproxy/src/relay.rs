@@ -54,7 +54,7 @@ const REFUSED_STATEMENT: &str = "stepgate_refused";
 /// Type OID of `text`.
 const TEXT_OID: u32 = 25;
 
-/// What a session knows about its client.
+/// The facts of a session's client.
 pub(crate) struct SessionFacts {
     pub(crate) identity: String,
     pub(crate) token_id: String,
@@ -76,8 +76,8 @@ struct Running {
 /// A forwarded message whose answer has not ended, or a gateway answer
 /// waiting for its turn.
 enum Pending {
-    /// A simple Query, until ReadyForQuery. `running` holds its statements
-    /// in order. With `refusal`, the Query was replaced and the server's
+    /// A simple Query, until ReadyForQuery. `running` contains its statements
+    /// in order. With `refusal`, the gateway sent a failing Query in its place and the server's
     /// error is replaced by this one.
     Query {
         running: VecDeque<Running>,
@@ -120,8 +120,8 @@ enum Portal {
     },
 }
 
-/// A digest and a preview of a Bind's parameter values, which an approval
-/// covers and an approver sees.
+/// A digest and a preview of a Bind's parameter values: the approval
+/// covers the digest and the approver reads the preview.
 #[derive(Clone, Default)]
 struct Params {
     sha256: Option<String>,
@@ -335,7 +335,7 @@ impl Relay {
         let mut bytes = BytesMut::new();
         for message in messages {
             if let Err(err) = message.encode(&mut bytes) {
-                tracing::error!(error = %err, "cannot encode a gateway answer");
+                tracing::error!(error = %err, "cannot encode a gateway response");
             }
         }
         self.pending.push_back(Pending::Synthetic(bytes));
@@ -481,7 +481,7 @@ impl Relay {
         }
     }
 
-    /// The statement whose rows the server is sending.
+    /// Returns the statement whose rows the server is sending.
     fn current_running(&mut self) -> Option<&mut Running> {
         match self.pending.front_mut()? {
             Pending::Query { running, .. } => running.front_mut(),
@@ -550,7 +550,7 @@ impl Relay {
     }
 
     fn out_of_step(&mut self, message: &str) {
-        tracing::error!(identity = %self.session.identity, message, "server answer does not match the forwarded messages, closing the session");
+        tracing::error!(identity = %self.session.identity, message, "server response does not match the forwarded messages, closing the session");
         self.abandon_pending();
         self.send_fatal(
             pgstate::PROTOCOL_VIOLATION,
@@ -582,7 +582,7 @@ impl Relay {
             | FrontendMessage::CopyDone
             | FrontendMessage::CopyFail(_)) => self.forward(&message),
             FrontendMessage::FunctionCall(call) => {
-                tracing::info!(identity = %self.session.identity, function.oid = call.function_oid, "fast-path function call refused");
+                tracing::info!(identity = %self.session.identity, function.oid = call.function_oid, "fast-path function call rejected");
                 let error = refusal(
                     pgstate::FEATURE_NOT_SUPPORTED,
                     "the fast-path function call interface is not supported through stepgate",
@@ -666,7 +666,7 @@ impl Relay {
             }
         };
         if statements.len() > 1 && self.session.reject_multi_statement {
-            tracing::info!(identity = %self.session.identity, statements = statements.len(), "multi-statement query refused");
+            tracing::info!(identity = %self.session.identity, statements = statements.len(), "multi-statement query rejected");
             self.refuse_query(refusal(
                 sqlstate::MULTI_STATEMENT,
                 &format!(
@@ -1226,7 +1226,7 @@ impl Relay {
                 if receipt.wait().await.is_err() {
                     return Err(unavailable());
                 }
-                tracing::info!(identity = %self.session.identity, challenge.id = %challenge, "step-up answered in the session");
+                tracing::info!(identity = %self.session.identity, challenge.id = %challenge, "step-up accepted in the session");
                 self.shared.challenges.remove(&challenge);
                 Ok(format!(
                     "{} accepted; run the statement again",

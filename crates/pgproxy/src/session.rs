@@ -31,7 +31,7 @@ const MOCK_ITERATIONS: u32 = stepgate_scram::DEFAULT_ITERATIONS;
 /// Startup parameters that are not run-time settings.
 const NOT_SETTINGS: [&str; 2] = ["user", "database"];
 
-/// Why a session ended early; logged, never sent.
+/// The reason a session ended early; logged, never sent.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SessionError {
     #[error("I/O error: {0}")]
@@ -260,8 +260,8 @@ async fn serve(
     Ok(())
 }
 
-/// A startup parameter the gateway does not pass on, with the message that
-/// says why.
+/// Returns the error message for a startup parameter the gateway does not
+/// pass on, if the client sent one.
 fn refused_parameter(info: &StartupInfo) -> Option<String> {
     for (name, value) in &info.parameters {
         match name.as_str() {
@@ -327,7 +327,7 @@ async fn start(shared: &Arc<Shared>, tcp: TcpStream) -> Result<Started, SessionE
         }
         match step {
             Err(err) => {
-                tracing::info!(error = %err, "PostgreSQL startup refused");
+                tracing::info!(error = %err, "PostgreSQL startup rejected");
                 return Ok(None);
             }
             Ok(StartupStep::NeedMore) => {

@@ -30,7 +30,7 @@ use crate::stream::PgStream;
 /// before it is handed out.
 const CHECK_IDLE_AFTER: Duration = Duration::from_secs(30);
 
-/// Why a server connection could not be made or used.
+/// An error that stopped a server connection from opening or working.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum UpstreamError {
     #[error("cannot connect to the database server {address}: {reason}")]
@@ -59,7 +59,7 @@ pub(crate) enum UpstreamError {
     Timeout(Duration),
 }
 
-/// Where and how to reach the server.
+/// The address of the server and the settings for reaching it.
 pub(crate) struct Upstream {
     pub(crate) host: String,
     pub(crate) port: u16,
@@ -306,7 +306,7 @@ async fn start_tls(
         b'N' => return Err(UpstreamError::TlsRefused),
         other => {
             return Err(UpstreamError::Protocol(format!(
-                "answer {other:#04x} to SSLRequest"
+                "response {other:#04x} to SSLRequest"
             )));
         }
     }
