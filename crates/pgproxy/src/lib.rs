@@ -15,6 +15,7 @@
 //! session stays usable. `SELECT stepgate.step_up('<challenge id>',
 //! '<code>')` answers a challenge without touching the database.
 
+mod cache;
 mod cancel;
 mod challenges;
 mod relay;
@@ -86,6 +87,7 @@ pub(crate) struct Shared {
     pub(crate) tls: Option<tls::ServerTls>,
     pub(crate) pool: upstream::Pool,
     pub(crate) classifier: stepgate_sql::Classifier,
+    pub(crate) statements: cache::StatementCache,
     pub(crate) cancels: cancel::Registry,
     pub(crate) challenges: challenges::Challenges,
     /// Secret for the salts of unknown users' SCRAM exchanges.
@@ -190,6 +192,7 @@ impl PgGateway {
                 tls: server_tls,
                 pool: upstream::Pool::new(upstream),
                 classifier: stepgate_sql::Classifier::default(),
+                statements: cache::StatementCache::default(),
                 cancels: cancel::Registry::default(),
                 challenges: challenges::Challenges::new(engine_challenge_ttl),
                 mock_secret,

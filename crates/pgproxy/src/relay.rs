@@ -645,26 +645,27 @@ impl Relay {
             }
             return;
         }
-        let statements = match self
-            .shared
-            .classifier
-            .classify_in_session(&sql, &self.sql_prepared)
-        {
-            Ok(statements) => statements,
-            Err(SqlError::Empty) => {
-                self.forward(&FrontendMessage::Query(sql));
-                self.pending.push_back(Pending::Query {
-                    running: VecDeque::new(),
-                    refusal: None,
-                });
-                return;
-            }
-            Err(err) => {
-                let error = classify_error(&err);
-                self.refuse_query(error);
-                return;
-            }
-        };
+        let statements =
+            match self
+                .shared
+                .statements
+                .classify(&self.shared.classifier, &sql, &self.sql_prepared)
+            {
+                Ok(statements) => statements,
+                Err(SqlError::Empty) => {
+                    self.forward(&FrontendMessage::Query(sql));
+                    self.pending.push_back(Pending::Query {
+                        running: VecDeque::new(),
+                        refusal: None,
+                    });
+                    return;
+                }
+                Err(err) => {
+                    let error = classify_error(&err);
+                    self.refuse_query(error);
+                    return;
+                }
+            };
         if statements.len() > 1 && self.session.reject_multi_statement {
             tracing::info!(identity = %self.session.identity, statements = statements.len(), "multi-statement query rejected");
             self.refuse_query(refusal(
@@ -721,11 +722,11 @@ impl Relay {
             self.synthetic(vec![BackendMessage::ParseComplete]);
             return;
         }
-        let statement = match self
-            .shared
-            .classifier
-            .classify_in_session(&parse.query, &self.sql_prepared)
-        {
+        let statement = match self.shared.statements.classify(
+            &self.shared.classifier,
+            &parse.query,
+            &self.sql_prepared,
+        ) {
             Ok(mut statements) if statements.len() == 1 => statements.pop().map(Arc::new),
             // The server refuses several statements in one Parse itself.
             Ok(statements) => statements.into_iter().next().map(Arc::new),

@@ -43,6 +43,7 @@ mod command;
 pub mod facts;
 pub mod gateway;
 mod locate;
+pub mod shape;
 mod walk;
 
 use std::collections::{BTreeMap, HashMap};
