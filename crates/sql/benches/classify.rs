@@ -3,6 +3,9 @@
 //! statement of a simple Query and every Parse, so this is its main cost
 //! per statement besides the decision.
 //!
+//! It also measures the shape key of each statement, the cost of a cache
+//! hit in the gateway.
+//!
 //! Run with `cargo bench -p stepgate-sql --bench classify`.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -42,6 +45,17 @@ fn classify(c: &mut Criterion) {
         classifier.classify(sql).unwrap();
         group.bench_function(name, |b| {
             b.iter(|| classifier.classify(black_box(sql)).unwrap())
+        });
+    }
+    group.finish();
+
+    // The key that lets the PostgreSQL gateway reuse a classification for
+    // statements that differ only in numbers; a cache hit costs about this
+    // plus a hash lookup and a clone.
+    let mut group = c.benchmark_group("cache_key");
+    for (name, sql) in STATEMENTS {
+        group.bench_function(name, |b| {
+            b.iter(|| stepgate_sql::shape::cache_key(black_box(sql)).unwrap())
         });
     }
     group.finish();
