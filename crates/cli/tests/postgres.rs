@@ -400,3 +400,50 @@ password_file = "missing-password"
     std::fs::write(gateway.dir.path().join("missing-password"), "secret\n").unwrap();
     gateway.cli_ok(&["check-config"]);
 }
+
+#[test]
+fn new_statement_class_and_new_table_raise_signals() {
+    let Some(setup) = setup("") else {
+        return;
+    };
+    // Five reads of orders are the learning period.
+    for id in 1..=5 {
+        setup.psql_ok(&format!("SELECT amount FROM orders WHERE id = {id}"));
+    }
+    setup.psql_ok("SELECT count(*) FROM payouts");
+    setup.psql_ok("UPDATE orders SET amount = amount WHERE id = 1");
+
+    let audit = setup.gateway.audit();
+    let signals_of = |fingerprint_table: &str| -> Vec<String> {
+        audit
+            .iter()
+            .filter(|record| record["event"] == "allow")
+            .filter(|record| record["resource"] == fingerprint_table)
+            .last()
+            .map(|record| {
+                record["signals"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|signal| signal["kind"].as_str().unwrap_or("").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let payouts = signals_of("public.payouts");
+    assert!(payouts.contains(&"new_resource".to_owned()), "{payouts:?}");
+    let update = audit
+        .iter()
+        .filter(|record| record["method"] == "UPDATE")
+        .last()
+        .expect("the update is recorded");
+    let kinds: Vec<&str> = update["signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|signal| signal["kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&"new_operation"), "{update}");
+    assert_eq!(update["rows"], 1);
+    assert_eq!(update["statement_class"], "write");
+}

@@ -885,13 +885,14 @@ impl Relay {
                 .to_owned()
         });
         let operation = stepgate_sql::facts::operation(statement);
+        let resource = stepgate_sql::facts::resource(statement);
         let facts = RequestFacts {
             client_addr: self.session.client_addr,
             peer_addr: self.session.client_addr,
             method: statement.command.clone(),
             path: path.clone(),
             operation: operation.clone(),
-            resource: operation,
+            resource,
             action: stepgate_sql::facts::action(statement),
             zone_read_only: zone.as_ref().is_some_and(|zone| zone.read_only),
             zone_sensitive: zone.as_ref().is_some_and(|zone| zone.sensitive),

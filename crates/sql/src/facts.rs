@@ -1,6 +1,6 @@
 //! How a classified statement reads to the risk engine and the policy: the
-//! action it counts as, the operation its baseline learns, and the paths
-//! zones match for the tables it touches.
+//! action it counts as, the operation and resource its baseline learns, and
+//! the paths zones match for the tables it touches.
 //!
 //! Tables are addressed as `/postgres/DATABASE/SCHEMA/TABLE`, so a zone
 //! with prefix `/postgres/app/billing` covers the `billing` schema of
@@ -41,17 +41,21 @@ pub fn table_path(database: &str, table: &str) -> String {
 }
 
 /// Returns the operation a statement's baseline learns and its signals
-/// name: the class and the tables, such as `write public.orders`, or the
-/// command for a statement without tables, such as `utility SET`.
+/// name: the class and the command, such as `write UPDATE`, so a class or
+/// command the identity never used raises the new-operation signal.
 pub fn operation(statement: &Statement) -> String {
+    format!("{} {}", statement.class.as_str(), statement.command)
+}
+
+/// Returns the resource of a statement: its tables, such as
+/// `public.customers,public.orders`, or `-` without tables. Tables the
+/// identity never touched with a known operation raise the new-resource
+/// signal, and a grant after a step-up covers these tables.
+pub fn resource(statement: &Statement) -> String {
     if statement.tables.is_empty() {
-        format!("{} {}", statement.class.as_str(), statement.command)
+        "-".to_owned()
     } else {
-        format!(
-            "{} {}",
-            statement.class.as_str(),
-            statement.tables.join(",")
-        )
+        statement.tables.join(",")
     }
 }
 
@@ -113,11 +117,12 @@ mod tests {
     }
 
     #[test]
-    fn operation_names_class_and_tables() {
-        assert_eq!(
-            operation(&first("UPDATE orders SET n = 1 FROM customers")),
-            "write public.customers,public.orders"
-        );
-        assert_eq!(operation(&first("SET work_mem = '4MB'")), "utility SET");
+    fn operation_names_class_and_command() {
+        let update = first("UPDATE orders SET n = 1 FROM customers");
+        assert_eq!(operation(&update), "write UPDATE");
+        assert_eq!(resource(&update), "public.customers,public.orders");
+        let set = first("SET work_mem = '4MB'");
+        assert_eq!(operation(&set), "utility SET");
+        assert_eq!(resource(&set), "-");
     }
 }
