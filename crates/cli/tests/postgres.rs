@@ -414,12 +414,12 @@ fn new_statement_class_and_new_table_raise_signals() {
     setup.psql_ok("UPDATE orders SET amount = amount WHERE id = 1");
 
     let audit = setup.gateway.audit();
-    let signals_of = |fingerprint_table: &str| -> Vec<String> {
+    let signals_of = |table: &str| -> Vec<String> {
         audit
             .iter()
+            .rev()
             .filter(|record| record["event"] == "allow")
-            .filter(|record| record["resource"] == fingerprint_table)
-            .last()
+            .find(|record| record["resource"] == table)
             .map(|record| {
                 record["signals"]
                     .as_array()
@@ -434,8 +434,8 @@ fn new_statement_class_and_new_table_raise_signals() {
     assert!(payouts.contains(&"new_resource".to_owned()), "{payouts:?}");
     let update = audit
         .iter()
-        .filter(|record| record["method"] == "UPDATE")
-        .last()
+        .rev()
+        .find(|record| record["method"] == "UPDATE")
         .expect("the update is recorded");
     let kinds: Vec<&str> = update["signals"]
         .as_array()
