@@ -447,3 +447,34 @@ fn new_statement_class_and_new_table_raise_signals() {
     assert_eq!(update["rows"], 1);
     assert_eq!(update["statement_class"], "write");
 }
+
+#[test]
+fn statement_text_is_audited_only_when_configured() {
+    let upstream =
+        |_: &stepgate_testpg::Postgres| "host = \"127.0.0.1\"\ntls = \"disable\"".to_owned();
+    let Some(setup) = support::pg::setup_with(
+        Default::default(),
+        "audit_statement_text = true",
+        upstream,
+        "",
+    ) else {
+        return;
+    };
+    setup.psql_ok("SELECT amount FROM orders WHERE id = 42");
+    let audit = setup.gateway.audit();
+    let record = audit
+        .iter()
+        .rev()
+        .find(|record| record["method"] == "SELECT")
+        .expect("the select is recorded");
+    assert_eq!(
+        record["statement"],
+        "SELECT amount FROM orders WHERE id = 42"
+    );
+    assert_eq!(record["rows"], 1);
+    assert!(
+        record["fingerprint"]
+            .as_str()
+            .is_some_and(|f| !f.is_empty())
+    );
+}
