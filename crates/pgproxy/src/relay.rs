@@ -936,7 +936,9 @@ impl Relay {
         };
         let engine = self.shared.engine.clone();
         let retry = input.clone();
-        let verdict = tokio::task::block_in_place(|| engine.decide(input));
+        // Without an answer or an approval to check, a decision does not
+        // wait for the store, so it runs on the task's thread.
+        let verdict = engine.decide(input);
         let verdict = match verdict {
             Verdict::ApprovalRequired(pending) => {
                 match self.hold_for_approval(pending, sql, params).await {
