@@ -359,6 +359,10 @@ fn pgbench_select_only_and_tpcb_pass() {
     );
     assert_eq!(setup.app_sql("SELECT count(*) FROM pgbench_history"), "40");
 
+    // Allow records are written behind the answers.
+    support::pg::wait_for_record(&setup.gateway, |record| {
+        record["statement_class"] == "write" && record["rows"] == 1
+    });
     let audit = setup.gateway.audit();
     let statements: Vec<&serde_json::Value> = audit
         .iter()
@@ -416,5 +420,91 @@ fn multi_statement_query_rejected_per_identity() {
     assert!(
         String::from_utf8_lossy(&refused.stdout).is_empty(),
         "no statement of the refused query may run"
+    );
+}
+
+#[test]
+fn sql_execute_of_protocol_statement_keeps_its_class() {
+    let Some(setup) = setup("") else {
+        return;
+    };
+    runtime().block_on(async {
+        let client = connect(&setup).await;
+        // Past the learning period, so only policy and zones decide.
+        for id in 1..=5 {
+            client
+                .query("SELECT amount FROM orders WHERE id = $1", &[&id])
+                .await
+                .unwrap();
+        }
+        // Parse of a named statement is not decided; each Execute is. A SQL
+        // EXECUTE of the same name must be decided as the statement itself.
+        let ddl = client
+            .prepare("CREATE TABLE via_execute (i int)")
+            .await
+            .unwrap();
+        let payout = client
+            .prepare("INSERT INTO payouts (amount) VALUES (804)")
+            .await
+            .unwrap();
+        let grant = client
+            .prepare("GRANT ALL ON orders TO PUBLIC")
+            .await
+            .unwrap();
+        let _kept = (&ddl, &payout, &grant);
+        // tokio-postgres picks the names; the server lists them.
+        let name_of = |rows: &[tokio_postgres::Row], text: &str| -> String {
+            rows.iter()
+                .find(|row| row.get::<_, String>(1).starts_with(text))
+                .map(|row| row.get::<_, String>(0))
+                .unwrap_or_else(|| panic!("{text} is not prepared"))
+        };
+        let prepared = client
+            .query("SELECT name, statement FROM pg_prepared_statements", &[])
+            .await
+            .unwrap();
+        for text in ["CREATE TABLE via_execute", "GRANT ALL ON orders"] {
+            let name = name_of(&prepared, text);
+            let err = client
+                .simple_query(&format!("EXECUTE {name}"))
+                .await
+                .unwrap_err();
+            assert_eq!(db_error(&err).0, "SG001", "{text}");
+        }
+        let payout_name = name_of(&prepared, "INSERT INTO payouts");
+        // The payout is in an approval zone; with no approver configured the
+        // gateway denies it rather than run it.
+        let err = client
+            .simple_query(&format!("EXPLAIN ANALYZE EXECUTE {payout_name}"))
+            .await
+            .unwrap_err();
+        assert!(db_error(&err).0.starts_with("SG"), "{err:?}");
+
+        // A DO block is administrative, whatever it contains.
+        let err = client
+            .simple_query("DO $$ BEGIN INSERT INTO payouts (amount) VALUES (777); END $$")
+            .await
+            .unwrap_err();
+        assert_eq!(db_error(&err).0, "SG001", "{err:?}");
+
+        // A name qualified with the database is still the zone's table.
+        let err = client
+            .simple_query("INSERT INTO app.public.payouts (amount) VALUES (801)")
+            .await
+            .unwrap_err();
+        assert!(db_error(&err).0.starts_with("SG"), "{err:?}");
+
+        // Changing search_path could move unqualified names out of a zone.
+        let err = client
+            .simple_query("SET search_path TO pg_catalog")
+            .await
+            .unwrap_err();
+        assert_eq!(db_error(&err).0, "SG001", "{err:?}");
+    });
+    assert!(!table_exists(&setup, "via_execute"));
+    assert_eq!(setup.app_sql("SELECT count(*) FROM payouts"), "0");
+    assert_eq!(
+        setup.app_sql("SELECT count(*) FROM information_schema.role_table_grants WHERE grantee = 'PUBLIC' AND table_name = 'orders'"),
+        "0"
     );
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use stepgate_sql::{Class, Classifier, SqlError, Statement, shape};
+use stepgate_sql::{Classifier, PreparedStatements, SqlError, Statement, shape};
 
 /// Maximum number of shapes kept. When full, the cache starts empty again,
 /// which costs one parse per shape in use.
@@ -24,7 +24,7 @@ impl StatementCache {
         &self,
         classifier: &Classifier,
         sql: &str,
-        session: &HashMap<String, Class>,
+        session: &dyn PreparedStatements,
     ) -> Result<Vec<Statement>, SqlError> {
         let key = shape::cache_key(sql);
         if let Some(key) = &key
@@ -54,7 +54,7 @@ mod tests {
     fn same_shape_is_classified_once() {
         let cache = StatementCache::default();
         let classifier = Classifier::default();
-        let session = HashMap::new();
+        let session = stepgate_sql::NoPreparedStatements;
         let first = cache
             .classify(&classifier, "SELECT * FROM orders WHERE id = 1", &session)
             .unwrap();
@@ -76,7 +76,11 @@ mod tests {
         let classifier = Classifier::default();
         assert!(
             cache
-                .classify(&classifier, "SELECT FROM WHERE 1", &HashMap::new())
+                .classify(
+                    &classifier,
+                    "SELECT FROM WHERE 1",
+                    &stepgate_sql::NoPreparedStatements
+                )
                 .is_err()
         );
         assert!(cache.entries.lock().is_empty());

@@ -95,6 +95,38 @@ enum Pending {
     Synthetic(BytesMut),
 }
 
+/// Statements a SQL `EXECUTE` can run: those prepared with SQL `PREPARE`
+/// and the named statements of Parse, which share one namespace in a
+/// PostgreSQL session.
+#[derive(Default)]
+struct SessionPrepared {
+    by_name: HashMap<String, (Class, Vec<String>)>,
+}
+
+impl SessionPrepared {
+    fn insert(&mut self, name: &str, statement: &Statement) {
+        self.by_name
+            .insert(name.to_owned(), (statement.class, statement.tables.clone()));
+    }
+
+    fn remove(&mut self, name: &str) {
+        self.by_name.remove(name);
+    }
+}
+
+impl stepgate_sql::PreparedStatements for SessionPrepared {
+    fn class_of(&self, name: &str) -> Option<Class> {
+        self.by_name.get(name).map(|(class, _)| *class)
+    }
+
+    fn tables_of(&self, name: &str) -> Vec<String> {
+        self.by_name
+            .get(name)
+            .map(|(_, tables)| tables.clone())
+            .unwrap_or_default()
+    }
+}
+
 /// A statement prepared with Parse.
 #[derive(Clone)]
 enum Prepared {
@@ -145,7 +177,7 @@ pub(crate) struct Relay {
     statements: HashMap<String, Prepared>,
     portals: HashMap<String, Portal>,
     /// Classes of statements prepared with SQL `PREPARE`.
-    sql_prepared: HashMap<String, Class>,
+    sql_prepared: SessionPrepared,
     /// After a refusal in the extended protocol, client messages are
     /// dropped until Sync, as the server drops them after an error.
     skipping: bool,
@@ -170,7 +202,7 @@ impl Relay {
             pending: VecDeque::new(),
             statements: HashMap::new(),
             portals: HashMap::new(),
-            sql_prepared: HashMap::new(),
+            sql_prepared: SessionPrepared::default(),
             skipping: false,
             status: TransactionStatus::Idle,
             to_client: BytesMut::with_capacity(16 * 1024),
@@ -705,7 +737,7 @@ impl Relay {
         }
         for statement in &statements {
             if let Some(name) = &statement.prepared_name {
-                self.sql_prepared.insert(name.clone(), statement.class);
+                self.sql_prepared.insert(name, statement);
             }
         }
         self.forward(&FrontendMessage::Query(sql));
@@ -737,6 +769,16 @@ impl Relay {
                 return;
             }
         };
+        // A named statement can also run through a SQL `EXECUTE`, which then
+        // takes its class and tables.
+        if let Some(statement) = &statement {
+            if !parse.name.is_empty() {
+                self.sql_prepared.insert(&parse.name, statement);
+            }
+            if let Some(name) = &statement.prepared_name {
+                self.sql_prepared.insert(name, statement);
+            }
+        }
         self.statements.insert(
             parse.name.clone(),
             Prepared::Sql {
@@ -823,7 +865,10 @@ impl Relay {
 
     fn on_close(&mut self, target: Target, name: String) {
         let gateway = match target {
-            Target::Statement => matches!(self.statements.remove(&name), Some(Prepared::StepUp(_))),
+            Target::Statement => {
+                self.sql_prepared.remove(&name);
+                matches!(self.statements.remove(&name), Some(Prepared::StepUp(_)))
+            }
             Target::Portal => matches!(self.portals.remove(&name), Some(Portal::StepUp { .. })),
         };
         if gateway {
@@ -878,12 +923,18 @@ impl Relay {
             .map(|table| stepgate_sql::facts::table_path(database, table))
             .collect();
         let zones = &engine.settings().zones;
-        let zone = paths.iter().find_map(|path| zones.find(path)).cloned();
-        let path = paths.first().cloned().unwrap_or_else(|| {
-            stepgate_sql::facts::table_path(database, "")
-                .trim_end_matches('/')
-                .to_owned()
-        });
+        let action = stepgate_sql::facts::action(statement);
+        // Code of unknown effect can touch any table of the database, so it
+        // falls under the strictest zone there.
+        let zone = if statement.class == Class::Function || statement.command == "DO" {
+            strictest_zone(zones, database, action)
+        } else {
+            paths.iter().find_map(|path| zones.find(path)).cloned()
+        };
+        let path = paths
+            .first()
+            .cloned()
+            .unwrap_or_else(|| stepgate_sql::facts::database_path(database));
         let operation = stepgate_sql::facts::operation(statement);
         let resource = stepgate_sql::facts::resource(statement);
         let facts = RequestFacts {
@@ -893,7 +944,7 @@ impl Relay {
             path: path.clone(),
             operation: operation.clone(),
             resource,
-            action: stepgate_sql::facts::action(statement),
+            action,
             zone_read_only: zone.as_ref().is_some_and(|zone| zone.read_only),
             zone_sensitive: zone.as_ref().is_some_and(|zone| zone.sensitive),
             zone: zone.map(|zone| zone.name),
@@ -1198,6 +1249,11 @@ impl Relay {
                 Some("run the statement again to get a new challenge"),
             ));
         };
+        // The answer's own connection is where it came from, so the engine
+        // can hold it to the challenge's network.
+        let mut facts = challenged.facts.clone();
+        facts.client_addr = self.session.client_addr;
+        facts.peer_addr = self.session.client_addr;
         let input = RequestInput {
             authorization: None,
             sql: Some(SqlStatement {
@@ -1215,7 +1271,7 @@ impl Relay {
                 signature: None,
             }),
             dpop: None,
-            facts: challenged.facts.clone(),
+            facts,
             audit_target: challenged.audit_target.clone(),
             grant_token: None,
             client_certificate: None,
@@ -1260,6 +1316,26 @@ impl Relay {
             Err(_) => Err(unavailable()),
         }
     }
+}
+
+/// Returns the zone inside `database` that is strictest for `action`: one
+/// that asks for approval, else a sensitive one, else a read-only one.
+fn strictest_zone(
+    zones: &stepgate_core::Zones,
+    database: &str,
+    action: stepgate_core::Action,
+) -> Option<stepgate_core::Zone> {
+    let root = stepgate_sql::facts::database_path(database);
+    let inside: Vec<&stepgate_core::Zone> = zones
+        .iter()
+        .filter(|zone| stepgate_core::zone::prefix_covers(&root, &zone.prefix.to_ascii_lowercase()))
+        .collect();
+    inside
+        .iter()
+        .find(|zone| zone.needs_approval(action))
+        .or_else(|| inside.iter().find(|zone| zone.sensitive))
+        .or_else(|| inside.iter().find(|zone| zone.read_only))
+        .map(|zone| (*zone).clone())
 }
 
 fn refusal(code: &str, message: &str, detail: Option<&str>, hint: Option<&str>) -> ErrorFields {

@@ -28,8 +28,26 @@ const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// as `token issue` uses.
 const MOCK_ITERATIONS: u32 = stepgate_scram::DEFAULT_ITERATIONS;
 
-/// Startup parameters that are not run-time settings.
-const NOT_SETTINGS: [&str; 2] = ["user", "database"];
+/// Run-time settings a client may give as startup parameters. Others,
+/// such as `role`, `session_authorization` or `search_path`, would change
+/// who runs the statements or which tables their names mean without the
+/// gateway deciding on it, so they are refused.
+const PASSED_SETTINGS: [&str; 14] = [
+    "application_name",
+    "client_encoding",
+    "datestyle",
+    "timezone",
+    "intervalstyle",
+    "extra_float_digits",
+    "bytea_output",
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+    "default_transaction_isolation",
+    "default_transaction_read_only",
+    "standard_conforming_strings",
+    "geqo",
+];
 
 /// The reason a session ended early; logged, never sent.
 #[derive(Debug, thiserror::Error)]
@@ -168,7 +186,7 @@ async fn serve(
     let settings: Vec<&(String, String)> = info
         .parameters
         .iter()
-        .filter(|(name, _)| !NOT_SETTINGS.contains(&name.as_str()))
+        .filter(|(name, _)| PASSED_SETTINGS.contains(&name.to_ascii_lowercase().as_str()))
         .collect();
     let mut out = BytesMut::new();
     if !settings.is_empty() {
@@ -283,6 +301,13 @@ fn refused_parameter(info: &StartupInfo) -> Option<String> {
             {
                 return Some(format!(
                     "client_encoding \"{value}\" is not supported through stepgate; use UTF8"
+                ));
+            }
+            "replication" | "options" | "client_encoding" | "user" | "database" => {}
+            other if !PASSED_SETTINGS.contains(&other.to_ascii_lowercase().as_str()) => {
+                return Some(format!(
+                    "startup parameter \"{other}\" is not passed on by stepgate; run SET after connecting, or use one of: {}",
+                    PASSED_SETTINGS.join(", ")
                 ));
             }
             _ => {}

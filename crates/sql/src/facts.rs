@@ -15,10 +15,14 @@ pub const TABLE_PATH_PREFIX: &str = "/postgres";
 
 /// Returns the action a statement counts as: reads, transaction control and
 /// utility statements read; writes and unknown functions write (`DELETE`
-/// and `TRUNCATE` delete); schema and privilege changes are `admin`.
+/// and `TRUNCATE` delete); schema and privilege changes and `DO` blocks
+/// are `admin`.
 pub fn action(statement: &Statement) -> Action {
     match statement.class {
         Class::Transaction | Class::Utility | Class::Read => Action::Read,
+        // A DO block runs any code, including DDL and GRANTs, so it always
+        // counts as administrative.
+        _ if statement.command == "DO" => Action::Admin,
         Class::Function | Class::Write => match statement.command.as_str() {
             "DELETE" | "TRUNCATE" | "TRUNCATE TABLE" => Action::Delete,
             _ => Action::Write,
@@ -27,10 +31,23 @@ pub fn action(statement: &Statement) -> Action {
     }
 }
 
+/// Returns the path of `database` itself, the parent of its tables'
+/// paths, such as `/postgres/app`.
+pub fn database_path(database: &str) -> String {
+    format!("{TABLE_PATH_PREFIX}/{}", encode_segment(database))
+}
+
 /// Returns the path zones match for `table` (schema-qualified) in
 /// `database`. Characters other than ASCII letters, digits, `_`, `-` and
 /// `.` are percent-encoded, so a quoted name cannot form another path.
+/// A name qualified with the database itself (`app.public.orders` in
+/// database `app`) is the same table as `public.orders`.
 pub fn table_path(database: &str, table: &str) -> String {
+    let table = table
+        .strip_prefix(database)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .filter(|rest| rest.contains('.'))
+        .unwrap_or(table);
     let (schema, name) = table.split_once('.').unwrap_or(("public", table));
     format!(
         "{TABLE_PATH_PREFIX}/{}/{}/{}",
@@ -114,6 +131,20 @@ mod tests {
             "/postgres/app/public/we%2Fird"
         );
         assert_eq!(table_path("app", "public.."), "/postgres/app/public/%2E");
+        assert_eq!(
+            table_path("app", "app.public.payouts"),
+            "/postgres/app/public/payouts"
+        );
+        assert_eq!(table_path("app", "app.orders"), "/postgres/app/app/orders");
+    }
+
+    #[test]
+    fn do_blocks_are_admin() {
+        assert_eq!(
+            action(&first("DO $$ BEGIN INSERT INTO payouts VALUES (1); END $$")),
+            Action::Admin
+        );
+        assert_eq!(action(&first("SELECT my_function()")), Action::Write);
     }
 
     #[test]

@@ -28,7 +28,10 @@
 //! - `SET ROLE`, `SET SESSION AUTHORIZATION`, their `RESET`s, `DISCARD ALL`
 //!   (which resets the session authorization), `set_config('role', ...)`,
 //!   `ALTER ... OWNER TO`, row-level security and user mappings are
-//!   `privilege`, as are `ALTER SYSTEM` and `LOAD`.
+//!   `privilege`, as are `ALTER SYSTEM` and `LOAD`. So are changes of
+//!   `search_path` (`SET`, `RESET`, `set_config`), because unqualified
+//!   names are reported in `public` and a changed path would make them mean
+//!   other tables.
 //! - Statement types the classifier has no rule for are `privilege`.
 //!
 //! Limits: relations and functions are named as written, without
@@ -160,6 +163,12 @@ pub trait PreparedStatements {
     /// Returns the class of the prepared statement `name`, or `None` when
     /// the session has no statement of that name.
     fn class_of(&self, name: &str) -> Option<Class>;
+
+    /// Returns the tables of the prepared statement `name`, which an
+    /// `EXECUTE` of it touches. None by default.
+    fn tables_of(&self, _name: &str) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A session without prepared statements: every `EXECUTE` of a name not

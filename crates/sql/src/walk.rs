@@ -169,7 +169,10 @@ impl<'a> Walker<'a> {
                 let name = string(fields, "name");
                 let class = match self.local_prepared.get(name) {
                     Some(local) => *local,
-                    None => self.session.class_of(name),
+                    None => {
+                        self.tables.extend(self.session.tables_of(name));
+                        self.session.class_of(name)
+                    }
                 };
                 // Without the prepared statement's class, fail closed.
                 let class = class.unwrap_or(Class::Write);
@@ -323,9 +326,9 @@ impl<'a> Walker<'a> {
     }
 }
 
-/// Returns whether a `set_config` call can change the current role: its
-/// first argument is `role` or `session_authorization`, or is not a string
-/// constant and so could be either.
+/// Returns whether a `set_config` call can change the current role or
+/// search path: its first argument is `role`, `session_authorization` or
+/// `search_path`, or is not a string constant and so could be any.
 fn sets_role(call: &Map<String, Value>) -> bool {
     let Some(first) = array(call, "args").next() else {
         return false;
@@ -338,7 +341,7 @@ fn sets_role(call: &Map<String, Value>) -> bool {
     match constant {
         Some(setting) => {
             let setting = setting.to_ascii_lowercase();
-            setting == "role" || setting == "session_authorization"
+            setting == "role" || setting == "session_authorization" || setting == "search_path"
         }
         None => true,
     }
@@ -551,7 +554,9 @@ fn variable_set_class(fields: &Map<String, Value>) -> Class {
         return Class::Utility;
     }
     match name.as_str() {
-        "role" | "session_authorization" => Class::Privilege,
+        // search_path decides which table an unqualified name means, so a
+        // change of it could move a statement out of a zone's sight.
+        "role" | "session_authorization" | "search_path" => Class::Privilege,
         "transaction" | "transaction_isolation" => Class::Transaction,
         _ => Class::Utility,
     }

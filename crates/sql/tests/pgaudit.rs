@@ -91,6 +91,19 @@ const DIFFERENCES: &[Difference] = &[
         reason: "SET ROLE changes the privileges of the session; pgAudit logs every SET as MISC",
     },
     Difference {
+        statement: "SET search_path TO test, public",
+        pgaudit: Class::Utility,
+        ours: Outcome::Class(Class::Privilege),
+        reason: "search_path decides which table an unqualified name means, so the gateway \
+                 treats changing it like a change of privileges; pgAudit logs every SET as MISC",
+    },
+    Difference {
+        statement: "SET search_path TO public",
+        pgaudit: Class::Utility,
+        ours: Outcome::Class(Class::Privilege),
+        reason: "as for SET search_path TO test, public",
+    },
+    Difference {
         statement: "RESET ROLE",
         pgaudit: Class::Utility,
         ours: Outcome::Class(Class::Privilege),

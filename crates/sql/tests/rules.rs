@@ -309,6 +309,10 @@ fn privilege_statements() {
         "CREATE USER bot PASSWORD 'x'",
         "ALTER ROLE bot SUPERUSER",
         "ALTER USER bot SET search_path = x",
+        "SET search_path TO app",
+        "SET LOCAL search_path = billing, public",
+        "RESET search_path",
+        "SELECT set_config('search_path', 'billing', false)",
         "ALTER ROLE bot RENAME TO robot",
         "DROP ROLE bot",
         "DROP USER bot",
@@ -365,7 +369,7 @@ fn transaction_control() {
 #[test]
 fn utility_statements() {
     let cases = [
-        "SET search_path TO app",
+        "SET work_mem TO '64MB'",
         "RESET work_mem",
         "RESET ALL",
         "SHOW work_mem",

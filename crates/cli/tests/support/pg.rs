@@ -207,3 +207,24 @@ pub fn tail(log: &str) -> String {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// Waits up to 10 s for an audit record that `matches`, and returns it.
+/// Allow records are written behind the statement's answer.
+pub fn wait_for_record(
+    gateway: &Gateway,
+    matches: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(record) = gateway
+            .audit()
+            .into_iter()
+            .rev()
+            .find(|record| matches(record))
+        {
+            return record;
+        }
+        assert!(Instant::now() < deadline, "no matching audit record");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
