@@ -482,3 +482,24 @@ fn statement_text_is_audited_only_when_configured() {
             .is_some_and(|f| !f.is_empty())
     );
 }
+
+#[test]
+fn configured_pure_function_is_not_a_write() {
+    let upstream =
+        |_: &stepgate_testpg::Postgres| "host = \"127.0.0.1\"\ntls = \"disable\"".to_owned();
+    let keys = "pure_functions = [\"pg_backend_pid\"]";
+    let Some(setup) = support::pg::setup_with(Default::default(), keys, upstream, "") else {
+        return;
+    };
+    // Past the learning period, where only zone rules apply.
+    for id in 1..=5 {
+        setup.psql_ok(&format!("SELECT amount FROM orders WHERE id = {id}"));
+    }
+    let pid = setup.psql_ok("SELECT pg_backend_pid()");
+    assert!(pid.parse::<u32>().is_ok(), "{pid}");
+    // Any other function may write any table, so the payouts zone's
+    // approval applies, and without approvers it is denied.
+    let output = setup.psql("SELECT pg_sleep(0)");
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("denied"), "{}", stderr(&output));
+}

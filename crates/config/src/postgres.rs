@@ -39,6 +39,12 @@ pub struct PostgresConfig {
     /// Default false: only the fingerprint (constants removed) is written.
     #[serde(default)]
     pub audit_statement_text: bool,
+    /// Functions of `pg_catalog` to count as free of side effects, beside
+    /// the built-in list, such as `["pg_backend_pid"]`. A call of any other
+    /// function counts as a write that may touch any table. Names on the
+    /// side-effect lists never count as free of them.
+    #[serde(default)]
+    pub pure_functions: Vec<String>,
     /// Reject Query messages that hold more than one statement. Default
     /// false; a policy can also reject them per identity.
     #[serde(default)]
@@ -180,6 +186,19 @@ impl PostgresConfig {
                 "approval_wait_secs",
                 self.approval_wait_secs.to_string(),
                 "must be between 1 and 86400 seconds",
+            );
+        }
+        if let Some(name) = self.pure_functions.iter().find(|name| {
+            name.is_empty()
+                || name.len() > 63
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        }) {
+            return bad(
+                "pure_functions",
+                name.clone(),
+                "expected a pg_catalog function name without schema, such as pg_backend_pid",
             );
         }
         let upstream = &self.upstream;

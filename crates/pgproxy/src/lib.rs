@@ -171,6 +171,10 @@ impl PgGateway {
                     address: postgres.listen,
                     reason: err.to_string(),
                 })?;
+        let mut catalogue = stepgate_sql::FunctionCatalogue::default();
+        for name in &postgres.pure_functions {
+            catalogue.insert(name);
+        }
         let engine_challenge_ttl = engine.settings().step_up.challenge_ttl();
         let mut mock_secret = [0u8; 32];
         // TODO: keep the secret across restarts, so an unknown user's salt
@@ -191,7 +195,7 @@ impl PgGateway {
                 passwords,
                 tls: server_tls,
                 pool: upstream::Pool::new(upstream),
-                classifier: stepgate_sql::Classifier::default(),
+                classifier: stepgate_sql::Classifier::new(catalogue),
                 statements: cache::StatementCache::default(),
                 cancels: cancel::Registry::default(),
                 challenges: challenges::Challenges::new(engine_challenge_ttl),
