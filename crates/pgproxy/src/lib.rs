@@ -70,19 +70,10 @@ pub enum SetupError {
     Role(String),
 }
 
-/// The role and databases of one identity.
-#[derive(Clone, Debug)]
-pub(crate) struct IdentityRole {
-    pub(crate) role: String,
-    pub(crate) databases: Vec<String>,
-    pub(crate) reject_multi_statement: bool,
-}
-
 /// The state every session shares.
 pub(crate) struct Shared {
     pub(crate) engine: Arc<Engine>,
     pub(crate) config: PostgresConfig,
-    pub(crate) identities: HashMap<String, IdentityRole>,
     pub(crate) passwords: HashMap<String, SecretString>,
     pub(crate) tls: Option<tls::ServerTls>,
     pub(crate) pool: upstream::Pool,
@@ -145,21 +136,6 @@ impl PgGateway {
             return Ok(None);
         };
         let passwords = read_passwords(postgres)?;
-        let identities = postgres
-            .identities
-            .iter()
-            .map(|entry| {
-                (
-                    entry.identity.clone(),
-                    IdentityRole {
-                        role: entry.role.clone(),
-                        databases: entry.databases.clone(),
-                        reject_multi_statement: entry.reject_multi_statement
-                            || postgres.reject_multi_statement,
-                    },
-                )
-            })
-            .collect();
         let server_tls = postgres.tls.as_ref().map(tls::server_tls).transpose()?;
         let upstream_tls = tls::upstream_tls(&postgres.upstream)?;
         let upstream =
@@ -191,7 +167,6 @@ impl PgGateway {
             shared: Arc::new(Shared {
                 engine,
                 config: postgres.clone(),
-                identities,
                 passwords,
                 tls: server_tls,
                 pool: upstream::Pool::new(upstream),

@@ -498,14 +498,7 @@ impl Relay {
             b'E' => self.on_server_error(raw),
             b'S' => {
                 if let Ok(BackendMessage::ParameterStatus { name, value }) = raw.decode() {
-                    match self
-                        .server_parameters
-                        .iter_mut()
-                        .find(|(key, _)| *key == name)
-                    {
-                        Some(entry) => entry.1 = value,
-                        None => self.server_parameters.push((name, value)),
-                    }
+                    crate::upstream::set_parameter(&mut self.server_parameters, name, value);
                 }
                 self.to_client.extend_from_slice(raw.bytes());
             }

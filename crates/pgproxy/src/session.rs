@@ -117,7 +117,7 @@ async fn serve(
         return Ok(());
     };
     let identity = info.user.clone();
-    let Some(mapping) = shared.identities.get(&identity).cloned() else {
+    let Some(mapping) = shared.config.role_of(&identity).cloned() else {
         tracing::info!(identity = %identity, "authenticated identity has no database role");
         stream
             .write_all(&fatal(
@@ -255,6 +255,7 @@ async fn serve(
         .find(|(name, _)| name == "application_name")
         .map(|(_, value)| value.clone());
     input.reserve(8192);
+    let reject_multi_statement = shared.config.rejects_multi_statement(&identity);
     let relay = Relay::new(
         shared.clone(),
         crate::relay::SessionFacts {
@@ -264,7 +265,7 @@ async fn serve(
             database: info.database.clone(),
             client_addr,
             application,
-            reject_multi_statement: mapping.reject_multi_statement,
+            reject_multi_statement,
         },
         key.target.clone(),
     );

@@ -112,10 +112,7 @@ pub(crate) struct ServerConn {
 impl ServerConn {
     /// Records a ParameterStatus the server sent.
     pub(crate) fn set_parameter(&mut self, name: String, value: String) {
-        match self.parameters.iter_mut().find(|(key, _)| *key == name) {
-            Some(entry) => entry.1 = value,
-            None => self.parameters.push((name, value)),
-        }
+        set_parameter(&mut self.parameters, name, value);
     }
 
     /// Reads one message, waiting at most `timeout`.
@@ -191,6 +188,15 @@ impl ServerConn {
                 _ => {}
             }
         }
+    }
+}
+
+/// Sets `name` to `value` in a list of run-time parameters, as a
+/// ParameterStatus message reports them.
+pub(crate) fn set_parameter(parameters: &mut Vec<(String, String)>, name: String, value: String) {
+    match parameters.iter_mut().find(|(key, _)| *key == name) {
+        Some(entry) => entry.1 = value,
+        None => parameters.push((name, value)),
     }
 }
 
