@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use support::pg::{DATABASE, ROLE, ROLE_PASSWORD, setup, stderr};
 use support::{Gateway, oathtool};
 
-/// Reads the challenge id from psql's error output: the DETAIL line holds
+/// Reads the challenge id from psql's error output: the DETAIL line contains
 /// `challenge_id=ch_...`.
 fn challenge_id(stderr: &str) -> String {
     stderr
@@ -24,7 +24,7 @@ fn challenge_id(stderr: &str) -> String {
 }
 
 #[test]
-fn reads_pass_and_ddl_is_challenged_answered_and_retried() {
+fn ddl_challenge_answer_and_retry() {
     let Some(setup) = setup("") else {
         return;
     };

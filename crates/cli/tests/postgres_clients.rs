@@ -451,7 +451,8 @@ fn sql_execute_of_protocol_statement_keeps_its_class() {
             .prepare("GRANT ALL ON orders TO PUBLIC")
             .await
             .unwrap();
-        let _kept = (&ddl, &payout, &grant);
+        // The statements stay prepared while these handles live.
+        let _prepared = (&ddl, &payout, &grant);
         // tokio-postgres picks the names; the server lists them.
         let name_of = |rows: &[tokio_postgres::Row], text: &str| -> String {
             rows.iter()

@@ -120,8 +120,8 @@ pub struct DpopAnswer<'a> {
     pub uri: &'a str,
 }
 
-/// What the audit trail records of a SQL statement besides the request
-/// facts.
+/// The facts of a SQL statement that the audit trail records besides the
+/// request facts.
 #[derive(Clone, Copy, Debug)]
 pub struct SqlStatement<'a> {
     pub database: &'a str,
@@ -134,7 +134,7 @@ pub struct SqlStatement<'a> {
     pub text: Option<&'a str>,
 }
 
-/// How a SQL statement that was let through ended.
+/// The end of a SQL statement that was let through.
 #[derive(Clone, Debug, Default)]
 pub struct StatementEnd {
     /// Rows returned or changed, from the command tag or counted.

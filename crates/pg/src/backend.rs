@@ -265,17 +265,17 @@ pub struct RawBackendMessage {
 }
 
 impl RawBackendMessage {
-    /// The type byte, such as `b'D'` for DataRow.
+    /// Returns the type byte, such as `b'D'` for DataRow.
     pub fn type_byte(&self) -> u8 {
         self.bytes[0]
     }
 
-    /// The whole message, header included.
+    /// Returns the whole message, header included.
     pub fn bytes(&self) -> &Bytes {
         &self.bytes
     }
 
-    /// The message body, after the type byte and length word.
+    /// Returns the message body, after the type byte and length word.
     pub fn body(&self) -> Bytes {
         self.bytes.slice(HEADER_BYTES..)
     }

@@ -1312,7 +1312,7 @@ impl Relay {
 }
 
 /// Returns the zone inside `database` that is strictest for `action`: one
-/// that asks for approval, else a sensitive one, else a read-only one.
+/// that needs approval for it, else a sensitive one, else a read-only one.
 fn strictest_zone(
     zones: &stepgate_core::Zones,
     database: &str,

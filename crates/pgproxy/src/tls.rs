@@ -35,11 +35,11 @@ pub(crate) fn server_tls(settings: &TlsConfig) -> Result<ServerTls, SetupError> 
     let files = settings
         .load_files("postgres.tls", &provider)
         .map_err(|err| SetupError::Tls(err.to_string()))?;
-    let leaf = files
-        .certified_key
-        .cert
-        .first()
-        .ok_or_else(|| SetupError::Tls("postgres.tls.cert_file holds no certificate".into()))?;
+    let leaf = files.certified_key.cert.first().ok_or_else(|| {
+        SetupError::Tls(
+            "postgres.tls.cert_file contains no certificate; give a PEM certificate chain".into(),
+        )
+    })?;
     let channel_binding =
         stepgate_scram::ChannelBinding::from_certificate(leaf.as_ref()).map_err(|err| {
             SetupError::Tls(format!(
@@ -126,7 +126,7 @@ fn load_roots(path: &Path) -> Result<RootCertStore, SetupError> {
 /// Accepts any server certificate, for `tls = "require"`: the connection
 /// is encrypted but the server is not authenticated, as with libpq's
 /// `sslmode=require`. Signatures are still checked, so the handshake
-/// proves the server holds the key of the certificate it sent.
+/// proves the server has the key of the certificate it sent.
 #[derive(Debug)]
 struct AnyCertificate(Arc<CryptoProvider>);
 

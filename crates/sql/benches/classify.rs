@@ -50,7 +50,7 @@ fn classify(c: &mut Criterion) {
     group.finish();
 
     // The key that lets the PostgreSQL gateway reuse a classification for
-    // statements that differ only in numbers; a cache hit costs about this
+    // statements that differ only in numbers. A cache hit costs about this
     // plus a hash lookup and a clone.
     let mut group = c.benchmark_group("cache_key");
     for (name, sql) in STATEMENTS {

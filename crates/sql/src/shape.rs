@@ -9,7 +9,7 @@
 //! constants, so a cached result is exactly what classifying the text
 //! would give.
 //!
-//! The scan knows PostgreSQL's lexical structure well enough to leave
+//! The scan follows PostgreSQL's lexical structure closely enough to leave
 //! digits inside strings, quoted identifiers, dollar-quoted bodies and
 //! comments alone. Text it cannot scan (an unterminated quote or comment)
 //! gets no key and is classified as it is.
@@ -28,7 +28,8 @@ pub fn is_cacheable(statements: &[crate::Statement]) -> bool {
         .all(|statement| CACHEABLE_COMMANDS.contains(&statement.command.as_str()))
 }
 
-/// Longest text that gets a key; longer text is classified every time.
+/// Maximum length of text that gets a key. Longer text is classified every
+/// time.
 pub const MAX_KEY_INPUT_BYTES: usize = 4096;
 
 /// Returns the cache key of `sql`, or `None` when the text is too long or
@@ -155,7 +156,7 @@ fn end_of_dollar(bytes: &[u8], i: usize) -> Option<usize> {
         .take_while(|&&b| b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80)
         .count();
     if rest.get(tag_len) != Some(&b'$') {
-        // A lone `$` is not valid SQL; let the parser say so.
+        // A lone `$` is not valid SQL, so the parser reports it.
         return None;
     }
     let tag = &bytes[i..i + tag_len + 2];
